@@ -1,1 +1,419 @@
-//! tessera-config
+//! Tessera's configuration: the TOML schema, its embedded default and its validation.
+//!
+//! Owns the serde types of the config file and the rules for valid values. Errors name the
+//! file, the line and the key, and say what would be valid. Unknown keys are errors.
+//! Must not start anything or touch media: other crates map these types onto their own.
+//!
+//! ```
+//! use tessera_config::Config;
+//! let tier = "[rooms]\ndefault_tier = \"low\"\n[tiers.low]\nwidth = 320\nheight = 180\nbitrate_kbps = 200\ncodec = \"vp8\"\n";
+//! let cfg = Config::from_toml(&format!("{tier}fps = 10\n"), "ok.toml").unwrap();
+//! assert_eq!(cfg.tiers["low"].fps, 10);
+//! let err = Config::from_toml(&format!("{tier}fps = 0\n"), "bad.toml").unwrap_err();
+//! assert_eq!(err.to_string(), "bad.toml:8: tiers.low.fps = 0: must be 1..=60");
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tessera_types::{Rgb, VideoCodec};
+
+mod locate;
+mod validate;
+
+/// The default configuration, exactly as `config/default.toml` in the repository.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Names of the layouts that exist without a `[layouts]` table.
+pub const BUILTIN_LAYOUTS: [&str; 2] = ["grid", "speaker"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub rooms: RoomsConfig,
+    pub video: VideoConfig,
+    pub labels: LabelsConfig,
+    pub placeholder: PlaceholderConfig,
+    pub audio: AudioConfig,
+    pub encoder: EncoderConfig,
+    pub tiers: BTreeMap<String, TierConfig>,
+    pub layouts: BTreeMap<String, LayoutConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    pub default_layout: String,
+    pub default_tier: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    Letterbox,
+    Crop,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    pub background: String,
+    pub gap_px: u32,
+    pub fit: Fit,
+    pub placeholder_after_ms: u32,
+    pub speaker_highlight: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    pub enabled: bool,
+    pub font: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaceholderConfig {
+    pub image: String,
+    pub colour: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    pub bitrate_kbps: u32,
+    pub mix_minus: bool,
+    pub jitter_buffer_ms: u32,
+    pub speaker: SpeakerConfig,
+    pub limiter: LimiterConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeakerConfig {
+    pub threshold_dbfs: f32,
+    pub switch_margin_db: f32,
+    pub switch_after_ms: u32,
+    pub min_hold_ms: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimiterConfig {
+    pub threshold_dbfs: f32,
+    pub release_ms: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncoderConfig {
+    pub vp8_cpu_used: i32,
+    pub threads: u32,
+    pub keyframe_min_interval_ms: u32,
+    pub keyframe_request_interval_ms: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    H264,
+    Vp8,
+}
+
+impl From<CodecName> for VideoCodec {
+    fn from(c: CodecName) -> VideoCodec {
+        match c {
+            CodecName::H264 => VideoCodec::H264,
+            CodecName::Vp8 => VideoCodec::Vp8,
+        }
+    }
+}
+
+/// One output tier: what the composite is encoded as for the participants in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    pub codec: CodecName,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutConfig {
+    pub tiles: Vec<TileConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TileConfig {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+    #[serde(default)]
+    pub z: i32,
+    #[serde(default)]
+    pub speaker: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            default_layout: "grid".into(),
+            default_tier: "default".into(),
+        }
+    }
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig {
+            background: "#1c1f26".into(),
+            gap_px: 4,
+            fit: Fit::Letterbox,
+            placeholder_after_ms: 2000,
+            speaker_highlight: "#f5b400".into(),
+        }
+    }
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        LabelsConfig {
+            enabled: true,
+            font: "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf".into(),
+        }
+    }
+}
+
+impl Default for PlaceholderConfig {
+    fn default() -> Self {
+        PlaceholderConfig {
+            image: String::new(),
+            colour: "#3b4252".into(),
+        }
+    }
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig {
+            bitrate_kbps: 32,
+            mix_minus: true,
+            jitter_buffer_ms: 100,
+            speaker: SpeakerConfig::default(),
+            limiter: LimiterConfig::default(),
+        }
+    }
+}
+
+impl Default for SpeakerConfig {
+    fn default() -> Self {
+        SpeakerConfig {
+            threshold_dbfs: -45.0,
+            switch_margin_db: 6.0,
+            switch_after_ms: 400,
+            min_hold_ms: 1000,
+        }
+    }
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            threshold_dbfs: -1.0,
+            release_ms: 200,
+        }
+    }
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            vp8_cpu_used: -12,
+            threads: 1,
+            keyframe_min_interval_ms: 500,
+            keyframe_request_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let tier = |width, height, fps, bitrate_kbps| TierConfig {
+            width,
+            height,
+            fps,
+            bitrate_kbps,
+            codec: CodecName::Vp8,
+        };
+        let tile = |x, y, w, h, z, speaker| TileConfig {
+            x,
+            y,
+            w,
+            h,
+            z,
+            speaker,
+        };
+        Config {
+            server: ServerConfig::default(),
+            rooms: RoomsConfig::default(),
+            video: VideoConfig::default(),
+            labels: LabelsConfig::default(),
+            placeholder: PlaceholderConfig::default(),
+            audio: AudioConfig::default(),
+            encoder: EncoderConfig::default(),
+            tiers: BTreeMap::from([
+                ("default".to_string(), tier(1280, 720, 25, 1500)),
+                ("low".to_string(), tier(640, 360, 15, 400)),
+            ]),
+            layouts: BTreeMap::from([
+                (
+                    "presenter".to_string(),
+                    LayoutConfig {
+                        tiles: vec![
+                            tile(0.0, 0.0, 0.75, 1.0, 0, true),
+                            tile(0.75, 0.0, 0.25, 0.25, 0, false),
+                            tile(0.75, 0.25, 0.25, 0.25, 0, false),
+                            tile(0.75, 0.5, 0.25, 0.25, 0, false),
+                            tile(0.75, 0.75, 0.25, 0.25, 0, false),
+                        ],
+                    },
+                ),
+                (
+                    "pip".to_string(),
+                    LayoutConfig {
+                        tiles: vec![
+                            tile(0.0, 0.0, 1.0, 1.0, 0, true),
+                            tile(0.72, 0.70, 0.25, 0.25, 1, false),
+                        ],
+                    },
+                ),
+            ]),
+        }
+    }
+}
+
+/// One thing wrong with a config file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// 1-based line of the offending key, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `tiers.low.fps`; empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+/// A config that could not be read, parsed or validated. Lists every problem found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    pub origin: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.origin)?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            write!(f, ": ")?;
+            if !p.key.is_empty() && !p.message.starts_with(&p.key) {
+                write!(f, "{}: ", p.key)?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names it in errors (usually the path).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError {
+            origin: origin.to_string(),
+            problems: vec![locate::serde_problem(text, &e)],
+        })?;
+        let problems: Vec<Problem> = cfg
+            .problems()
+            .into_iter()
+            .map(|(key, message)| Problem {
+                line: locate::line_of_key(text, &key),
+                key,
+                message,
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            problems: vec![Problem {
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Config::from_toml(&text, &origin)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        Config::from_toml(DEFAULT_TOML, "<embedded default>")
+            .expect("the embedded default config is valid (tested)")
+    }
+
+    /// Every value that parses but is out of range, as (dotted key, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        validate::problems(self)
+    }
+
+    /// Whether `name` is a layout this config can use.
+    pub fn has_layout(&self, name: &str) -> bool {
+        BUILTIN_LAYOUTS.contains(&name) || self.layouts.contains_key(name)
+    }
+}
+
+/// Parses `#rrggbb` for colour keys (validation guarantees the shape).
+pub fn colour(value: &str) -> Option<Rgb> {
+    Rgb::parse_hex(value)
+}
+
+#[cfg(test)]
+mod tests;

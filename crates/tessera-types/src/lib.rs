@@ -87,7 +87,11 @@ pub struct Rgb {
 
 impl Rgb {
     pub const BLACK: Rgb = Rgb { r: 0, g: 0, b: 0 };
-    pub const WHITE: Rgb = Rgb { r: 255, g: 255, b: 255 };
+    pub const WHITE: Rgb = Rgb {
+        r: 255,
+        g: 255,
+        b: 255,
+    };
 
     /// Parses `#rrggbb` (the `#` is optional).
     pub fn parse_hex(s: &str) -> Option<Rgb> {
@@ -150,8 +154,16 @@ mod tests {
             Rgb::BLACK,
             Rgb::WHITE,
             Rgb { r: 255, g: 0, b: 0 },
-            Rgb { r: 0, g: 200, b: 40 },
-            Rgb { r: 30, g: 60, b: 220 },
+            Rgb {
+                r: 0,
+                g: 200,
+                b: 40,
+            },
+            Rgb {
+                r: 30,
+                g: 60,
+                b: 220,
+            },
         ] {
             let back = rgb.to_yuv().to_rgb();
             for (a, b) in [(rgb.r, back.r), (rgb.g, back.g), (rgb.b, back.b)] {

@@ -1,0 +1,238 @@
+use super::*;
+
+#[test]
+fn embedded_default_parses_to_the_rust_default() {
+    let parsed = Config::from_toml(DEFAULT_TOML, "default.toml").unwrap();
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn empty_file_is_the_default() {
+    assert_eq!(
+        Config::from_toml("", "empty.toml").unwrap(),
+        Config::default()
+    );
+}
+
+#[test]
+fn partial_file_keeps_other_defaults() {
+    let cfg = Config::from_toml("[video]\ngap_px = 0\n", "p.toml").unwrap();
+    assert_eq!(cfg.video.gap_px, 0);
+    assert_eq!(cfg.video.fit, Fit::Letterbox);
+    assert_eq!(cfg.tiers, Config::default().tiers);
+}
+
+/// Asserts that `toml` is rejected with exactly `want` (file:line: message).
+fn check(toml: &str, want: &str) {
+    match Config::from_toml(toml, "t.toml") {
+        Ok(_) => panic!("accepted:\n{toml}"),
+        Err(e) => assert_eq!(e.to_string(), want, "for:\n{toml}"),
+    }
+}
+
+const TIER: &str =
+    "[tiers.low]\nwidth = 320\nheight = 180\nfps = 10\nbitrate_kbps = 200\ncodec = \"vp8\"\n";
+
+#[test]
+fn bad_values_are_named_with_line_and_valid_range() {
+    let tier = |field: &str, value: &str| {
+        let mut t = TIER.replace(&format!("{field} = "), &format!("{field} = {value}\n#"));
+        t.push_str("[rooms]\ndefault_tier = \"low\"\n");
+        t
+    };
+    check(
+        &tier("fps", "0"),
+        "t.toml:4: tiers.low.fps = 0: must be 1..=60",
+    );
+    check(
+        &tier("fps", "61"),
+        "t.toml:4: tiers.low.fps = 61: must be 1..=60",
+    );
+    check(
+        &tier("width", "321"),
+        "t.toml:2: tiers.low.width = 321: must be even and 16..=3840",
+    );
+    check(
+        &tier("height", "8"),
+        "t.toml:3: tiers.low.height = 8: must be even and 16..=2160",
+    );
+    check(
+        &tier("bitrate_kbps", "10"),
+        "t.toml:5: tiers.low.bitrate_kbps = 10: must be 50..=20000",
+    );
+    check(
+        "[video]\nbackground = \"blue\"\n",
+        "t.toml:2: video.background = \"blue\": must be a colour like \"#1c1f26\"",
+    );
+    check(
+        "[video]\ngap_px = 65\n",
+        "t.toml:2: video.gap_px = 65: must be 0..=64",
+    );
+    check(
+        "[video]\nplaceholder_after_ms = 5\n",
+        "t.toml:2: video.placeholder_after_ms = 5: must be 100..=60000",
+    );
+    check(
+        "[video]\nspeaker_highlight = \"yes\"\n",
+        "t.toml:2: video.speaker_highlight = \"yes\": must be a colour like \"#1c1f26\" or \"none\"",
+    );
+    check(
+        "[placeholder]\ncolour = \"#12\"\n",
+        "t.toml:2: placeholder.colour = \"#12\": must be a colour like \"#1c1f26\"",
+    );
+    check(
+        "[labels]\nfont = \"\"\n",
+        "t.toml:2: labels.font = \"\": must name a TrueType font when labels.enabled = true",
+    );
+    check(
+        "[audio]\nbitrate_kbps = 1000\n",
+        "t.toml:2: audio.bitrate_kbps = 1000: must be 6..=510",
+    );
+    check(
+        "[audio]\njitter_buffer_ms = 0\n",
+        "t.toml:2: audio.jitter_buffer_ms = 0: must be 20..=1000",
+    );
+    check(
+        "[audio.speaker]\nthreshold_dbfs = 3.0\n",
+        "t.toml:2: audio.speaker.threshold_dbfs = 3: must be -90..=0",
+    );
+    check(
+        "[audio.speaker]\nswitch_margin_db = -1.0\n",
+        "t.toml:2: audio.speaker.switch_margin_db = -1: must be 0..=40",
+    );
+    check(
+        "[audio.speaker]\nswitch_after_ms = 20000\n",
+        "t.toml:2: audio.speaker.switch_after_ms = 20000: must be 0..=10000",
+    );
+    check(
+        "[audio.speaker]\nmin_hold_ms = 70000\n",
+        "t.toml:2: audio.speaker.min_hold_ms = 70000: must be 0..=60000",
+    );
+    check(
+        "[audio.limiter]\nthreshold_dbfs = -30.0\n",
+        "t.toml:2: audio.limiter.threshold_dbfs = -30: must be -20..=0",
+    );
+    check(
+        "[audio.limiter]\nrelease_ms = 0\n",
+        "t.toml:2: audio.limiter.release_ms = 0: must be 1..=5000",
+    );
+    check(
+        "[encoder]\nvp8_cpu_used = 4\n",
+        "t.toml:2: encoder.vp8_cpu_used = 4: must be -16..=-4",
+    );
+    check(
+        "[encoder]\nthreads = 0\n",
+        "t.toml:2: encoder.threads = 0: must be 1..=16",
+    );
+    check(
+        "[encoder]\nkeyframe_min_interval_ms = 10001\n",
+        "t.toml:2: encoder.keyframe_min_interval_ms = 10001: must be 0..=10000",
+    );
+    check(
+        "[encoder]\nkeyframe_request_interval_ms = 10001\n",
+        "t.toml:2: encoder.keyframe_request_interval_ms = 10001: must be 0..=10000",
+    );
+    check(
+        "[server]\nlisten = \"localhost\"\n",
+        "t.toml:2: server.listen = \"localhost\": must be an IP address and port like \"127.0.0.1:8080\"",
+    );
+    check(
+        "[rooms]\ndefault_layout = \"mosaic\"\n",
+        "t.toml:2: rooms.default_layout = \"mosaic\": must be one of grid, speaker, pip, presenter",
+    );
+    check(
+        "[rooms]\ndefault_tier = \"hd\"\n",
+        "t.toml:2: rooms.default_tier = \"hd\": must be a tier under [tiers] (default, low)",
+    );
+}
+
+#[test]
+fn bad_custom_layouts_are_named() {
+    check(
+        "[layouts.side]\ntiles = [\n  { x = 0.0, y = 0.0, w = 0.5, h = 1.0 },\n  { x = 0.6, y = 0.0, w = 0.5, h = 1.0 },\n]\n",
+        "t.toml:4: layouts.side.tiles[1].w: x + w = 1.1: the tile must end inside the canvas (<= 1)",
+    );
+    check(
+        "[layouts.side]\ntiles = [{ x = -0.1, y = 0.0, w = 0.5, h = 1.0 }]\n",
+        "t.toml:2: layouts.side.tiles[0].x = -0.1: must be 0..=1",
+    );
+    check(
+        "[layouts.side]\ntiles = [{ x = 0.0, y = 0.0, w = 0.0, h = 1.0 }]\n",
+        "t.toml:2: layouts.side.tiles[0].w = 0: must be above 0 and at most 1",
+    );
+    check(
+        "[layouts.side]\ntiles = []\n",
+        "t.toml:2: layouts.side.tiles: must list at least one tile",
+    );
+    check(
+        "[layouts.grid]\ntiles = [{ x = 0.0, y = 0.0, w = 1.0, h = 1.0 }]\n",
+        "t.toml:1: layouts.grid: \"grid\" is a built-in layout; pick another name",
+    );
+    check(
+        "[layouts.two]\ntiles = [{ x = 0.0, y = 0.0, w = 1.0, h = 1.0, speaker = true }, { x = 0.0, y = 0.0, w = 1.0, h = 1.0, speaker = true }]\n",
+        "t.toml:2: layouts.two.tiles: at most one tile may have speaker = true",
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_errors_with_lines() {
+    let err =
+        Config::from_toml("[video]\ngap_px = 2\nbackgrund = \"#000000\"\n", "t.toml").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("t.toml:3: video.backgrund: unknown field `backgrund`"),
+        "{text}"
+    );
+
+    let err = Config::from_toml("[tiers.low]\nwidth = \"wide\"\n", "t.toml").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("t.toml:2: tiers.low.width: invalid type"),
+        "{text}"
+    );
+
+    let err = Config::from_toml(
+        "[tiers.low]\nwidth = 320\nheight = 180\nfps = 10\nbitrate_kbps = 200\ncodec = \"vp9\"\n",
+        "t.toml",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("t.toml:6: tiers.low.codec: unknown variant `vp9`"),
+        "{text}"
+    );
+
+    let err = Config::from_toml("[video\n", "t.toml").unwrap_err();
+    assert!(err.to_string().starts_with("t.toml:1: "), "{err}");
+
+    let err = Config::from_toml("[vidoe]\ngap_px = 2\n", "t.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("t.toml:1: vidoe: unknown field `vidoe`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let err = Config::from_toml(
+        "[video]\ngap_px = 99\n[audio]\nbitrate_kbps = 1\n",
+        "t.toml",
+    )
+    .unwrap_err();
+    assert_eq!(err.problems.len(), 2);
+    assert_eq!(
+        err.to_string(),
+        "t.toml:2: video.gap_px = 99: must be 0..=64\nt.toml:4: audio.bitrate_kbps = 1: must be 6..=510"
+    );
+}
+
+#[test]
+fn unreadable_file_is_an_error_naming_it() {
+    let err = Config::load(Path::new("/nonexistent/tessera.toml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/tessera.toml: cannot read"),
+        "{err}"
+    );
+}

@@ -1,0 +1,223 @@
+//! Range and cross-reference checks on a parsed config.
+
+use crate::{colour, Config, BUILTIN_LAYOUTS};
+
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn range<T: PartialOrd + std::fmt::Display>(&mut self, key: &str, v: T, lo: T, hi: T) {
+        if v < lo || v > hi {
+            self.0
+                .push((key.to_string(), format!("{key} = {v}: must be {lo}..={hi}")));
+        }
+    }
+
+    fn colour(&mut self, key: &str, v: &str, allow_none: bool) {
+        if allow_none && v == "none" {
+            return;
+        }
+        if colour(v).is_none() {
+            let also = if allow_none { " or \"none\"" } else { "" };
+            self.0.push((
+                key.to_string(),
+                format!("{key} = {v:?}: must be a colour like \"#1c1f26\"{also}"),
+            ));
+        }
+    }
+
+    fn push(&mut self, key: String, message: String) {
+        self.0.push((key, message));
+    }
+}
+
+pub fn problems(cfg: &Config) -> Vec<(String, String)> {
+    let mut p = Problems(Vec::new());
+
+    if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        p.push(
+            "server.listen".into(),
+            format!(
+                "server.listen = {:?}: must be an IP address and port like \"127.0.0.1:8080\"",
+                cfg.server.listen
+            ),
+        );
+    }
+
+    if !cfg.has_layout(&cfg.rooms.default_layout) {
+        let mut known: Vec<&str> = BUILTIN_LAYOUTS.to_vec();
+        known.extend(cfg.layouts.keys().map(String::as_str));
+        p.push(
+            "rooms.default_layout".into(),
+            format!(
+                "rooms.default_layout = {:?}: must be one of {}",
+                cfg.rooms.default_layout,
+                known.join(", ")
+            ),
+        );
+    }
+    if !cfg.tiers.contains_key(&cfg.rooms.default_tier) {
+        let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
+        p.push(
+            "rooms.default_tier".into(),
+            format!(
+                "rooms.default_tier = {:?}: must be a tier under [tiers] ({})",
+                cfg.rooms.default_tier,
+                if known.is_empty() {
+                    "none defined".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    }
+
+    p.colour("video.background", &cfg.video.background, false);
+    p.range("video.gap_px", cfg.video.gap_px, 0, 64);
+    p.range(
+        "video.placeholder_after_ms",
+        cfg.video.placeholder_after_ms,
+        100,
+        60_000,
+    );
+    p.colour(
+        "video.speaker_highlight",
+        &cfg.video.speaker_highlight,
+        true,
+    );
+
+    if cfg.labels.enabled && cfg.labels.font.is_empty() {
+        p.push(
+            "labels.font".into(),
+            "labels.font = \"\": must name a TrueType font when labels.enabled = true".into(),
+        );
+    }
+    p.colour("placeholder.colour", &cfg.placeholder.colour, false);
+
+    let a = &cfg.audio;
+    p.range("audio.bitrate_kbps", a.bitrate_kbps, 6, 510);
+    p.range("audio.jitter_buffer_ms", a.jitter_buffer_ms, 20, 1000);
+    p.range(
+        "audio.speaker.threshold_dbfs",
+        a.speaker.threshold_dbfs,
+        -90.0,
+        0.0,
+    );
+    p.range(
+        "audio.speaker.switch_margin_db",
+        a.speaker.switch_margin_db,
+        0.0,
+        40.0,
+    );
+    p.range(
+        "audio.speaker.switch_after_ms",
+        a.speaker.switch_after_ms,
+        0,
+        10_000,
+    );
+    p.range(
+        "audio.speaker.min_hold_ms",
+        a.speaker.min_hold_ms,
+        0,
+        60_000,
+    );
+    p.range(
+        "audio.limiter.threshold_dbfs",
+        a.limiter.threshold_dbfs,
+        -20.0,
+        0.0,
+    );
+    p.range("audio.limiter.release_ms", a.limiter.release_ms, 1, 5000);
+
+    let e = &cfg.encoder;
+    p.range("encoder.vp8_cpu_used", e.vp8_cpu_used, -16, -4);
+    p.range("encoder.threads", e.threads, 1, 16);
+    p.range(
+        "encoder.keyframe_min_interval_ms",
+        e.keyframe_min_interval_ms,
+        0,
+        10_000,
+    );
+    p.range(
+        "encoder.keyframe_request_interval_ms",
+        e.keyframe_request_interval_ms,
+        0,
+        10_000,
+    );
+
+    if cfg.tiers.is_empty() {
+        p.push(
+            "tiers".into(),
+            "tiers: at least one tier must be defined".into(),
+        );
+    }
+    for (name, t) in &cfg.tiers {
+        let k = |f: &str| format!("tiers.{name}.{f}");
+        for (field, v, hi) in [("width", t.width, 3840), ("height", t.height, 2160)] {
+            if v < 16 || v > hi || v % 2 != 0 {
+                p.push(
+                    k(field),
+                    format!("{} = {v}: must be even and 16..={hi}", k(field)),
+                );
+            }
+        }
+        p.range(&k("fps"), t.fps, 1, 60);
+        p.range(&k("bitrate_kbps"), t.bitrate_kbps, 50, 20_000);
+    }
+
+    for (name, layout) in &cfg.layouts {
+        let base = format!("layouts.{name}");
+        if BUILTIN_LAYOUTS.contains(&name.as_str()) {
+            p.push(
+                base.clone(),
+                format!("{base}: \"{name}\" is a built-in layout; pick another name"),
+            );
+        }
+        if layout.tiles.is_empty() {
+            p.push(
+                format!("{base}.tiles"),
+                format!("{base}.tiles: must list at least one tile"),
+            );
+        }
+        if layout.tiles.iter().filter(|t| t.speaker).count() > 1 {
+            p.push(
+                format!("{base}.tiles"),
+                format!("{base}.tiles: at most one tile may have speaker = true"),
+            );
+        }
+        for (i, t) in layout.tiles.iter().enumerate() {
+            let k = |f: &str| format!("{base}.tiles[{i}].{f}");
+            for (f, v) in [("x", t.x), ("y", t.y)] {
+                p.range(&k(f), v, 0.0, 1.0);
+            }
+            for (f, v) in [("w", t.w), ("h", t.h)] {
+                if !(v > 0.0 && v <= 1.0) {
+                    p.push(
+                        k(f),
+                        format!("{} = {v}: must be above 0 and at most 1", k(f)),
+                    );
+                }
+            }
+            if t.x + t.w > 1.0 + 1e-4 {
+                p.push(
+                    k("w"),
+                    format!(
+                        "{}: x + w = {}: the tile must end inside the canvas (<= 1)",
+                        k("w"),
+                        t.x + t.w
+                    ),
+                );
+            }
+            if t.y + t.h > 1.0 + 1e-4 {
+                p.push(
+                    k("h"),
+                    format!(
+                        "{}: y + h = {}: the tile must end inside the canvas (<= 1)",
+                        k("h"),
+                        t.y + t.h
+                    ),
+                );
+            }
+        }
+    }
+    p.0
+}
