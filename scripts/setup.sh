@@ -10,6 +10,7 @@ packages=(
   libvpx-dev       # VP8 encode/decode
   libyuv-dev       # SIMD I420 scaling
   ffmpeg           # fixtures and output checks
+  time             # CPU seconds in benches/render-vs-ffmpeg.sh
   fonts-dejavu-core # tile labels and placeholder initials
 )
 

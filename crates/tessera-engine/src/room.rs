@@ -1,0 +1,504 @@
+//! The room state machine.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_codec::{AudioEncoder, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE_HZ};
+use tessera_compose::{ComposeConfig, Compositor, LayoutSpec, TileInput};
+use tessera_mixer::Mixer;
+use tessera_types::{ParticipantId, VideoCodec};
+
+use crate::participant::Participant;
+use crate::settings::RoomSettings;
+use crate::tier::Tier;
+use crate::{EngineError, Input, JoinOptions, Listener, Output};
+
+const AUDIO_TICK: Duration = Duration::from_millis(20);
+/// Audio ticks run to catch up after a stall before the rest are skipped.
+const MAX_AUDIO_CATCH_UP: u32 = 10;
+
+/// Counters for one participant's inbound media.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParticipantStats {
+    pub video_frames: u64,
+    pub video_bytes: u64,
+    pub video_decode_errors: u64,
+    pub keyframe_requests: u64,
+    pub keyframe_requests_throttled: u64,
+    pub audio_packets: u64,
+    pub audio_decode_errors: u64,
+    pub audio_underruns: u64,
+    pub audio_samples_dropped: u64,
+}
+
+/// Counters for one output tier.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TierStats {
+    pub frames_composed: u64,
+    pub frames_encoded: u64,
+    pub frames_skipped_by_encoder: u64,
+    pub keyframes: u64,
+    pub bytes: u64,
+    pub encode_errors: u64,
+    /// Ticks dropped because the room fell behind its clock.
+    pub late_ticks: u64,
+}
+
+/// Room-wide counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoomStats {
+    pub audio_ticks: u64,
+    pub audio_ticks_skipped: u64,
+    pub audio_encode_errors: u64,
+    pub inputs_for_unknown_participants: u64,
+    pub speaker_changes: u64,
+}
+
+/// One conference room. See the crate documentation.
+pub struct Room {
+    settings: RoomSettings,
+    start: Instant,
+    participants: Vec<Participant>,
+    tiers: Vec<Tier>,
+    mixer: Mixer,
+    full_mix_encoder: Option<Box<dyn AudioEncoder>>,
+    next_audio_tick: u64,
+    active_speaker: Option<ParticipantId>,
+    outputs: VecDeque<Output>,
+    stats: RoomStats,
+    pcm: Vec<i16>,
+    contributions: Vec<(ParticipantId, Vec<i16>)>,
+}
+
+impl Room {
+    /// A room whose clock starts at `now`.
+    pub fn new(settings: RoomSettings, now: Instant) -> Result<Room, EngineError> {
+        if settings.tiers.is_empty() {
+            return Err(EngineError::NoTiers);
+        }
+        let mut room = Room {
+            mixer: Mixer::new(settings.mixer.clone()),
+            tiers: Vec::new(),
+            settings,
+            start: now,
+            participants: Vec::new(),
+            full_mix_encoder: None,
+            next_audio_tick: 0,
+            active_speaker: None,
+            outputs: VecDeque::new(),
+            stats: RoomStats::default(),
+            pcm: Vec::with_capacity(FRAME_SAMPLES),
+            contributions: Vec::new(),
+        };
+        room.tiers = room.build_tiers()?;
+        room.update_active_tiers(now)?;
+        Ok(room)
+    }
+
+    fn build_tiers(&self) -> Result<Vec<Tier>, EngineError> {
+        self.settings
+            .tiers
+            .iter()
+            .map(|t| {
+                let compose = ComposeConfig {
+                    width: t.width,
+                    height: t.height,
+                    ..self.settings.compose.clone()
+                };
+                Ok(Tier {
+                    settings: t.clone(),
+                    compositor: Compositor::new(compose)?,
+                    encoder: None,
+                    next_tick: 0,
+                    keyframe_wanted: false,
+                    last_forced_keyframe: None,
+                    stats: Default::default(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn settings(&self) -> &RoomSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &RoomStats {
+        &self.stats
+    }
+
+    pub fn participant_stats(&self, id: ParticipantId) -> Option<&ParticipantStats> {
+        self.participant(id).map(|p| &p.stats)
+    }
+
+    pub fn tier_stats(&self, name: &str) -> Option<&TierStats> {
+        self.tiers.iter().find(|t| t.settings.name == name).map(|t| &t.stats)
+    }
+
+    /// The tier's last composed canvas (for snapshots), if it has composed one.
+    pub fn canvas(&self, tier: &str) -> Option<&VideoFrame> {
+        self.tiers
+            .iter()
+            .find(|t| t.settings.name == tier && t.stats.frames_composed > 0)
+            .map(|t| t.compositor.canvas())
+    }
+
+    /// Pixel rectangles of the last composite of `tier`, by participant.
+    pub fn tile_rects(&self, tier: &str) -> Vec<(ParticipantId, tessera_codec::Rect)> {
+        let Some(t) = self.tiers.iter().find(|t| t.settings.name == tier) else {
+            return Vec::new();
+        };
+        let ids: Vec<ParticipantId> = self.participants.iter().filter(|p| p.has_tile()).map(|p| p.id).collect();
+        t.compositor
+            .placements()
+            .iter()
+            .filter_map(|(i, r)| ids.get(*i).map(|id| (*id, *r)))
+            .collect()
+    }
+
+    pub fn active_speaker(&self) -> Option<ParticipantId> {
+        self.active_speaker
+    }
+
+    pub fn participant_ids(&self) -> Vec<ParticipantId> {
+        self.participants.iter().map(|p| p.id).collect()
+    }
+
+    fn participant(&self, id: ParticipantId) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.id == id)
+    }
+
+    fn participant_mut(&mut self, id: ParticipantId) -> Option<&mut Participant> {
+        self.participants.iter_mut().find(|p| p.id == id)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the room next needs [`Room::handle_timeout`].
+    pub fn poll_timeout(&self) -> Instant {
+        let mut next = self.start + AUDIO_TICK * self.next_audio_tick as u32;
+        for t in self.tiers.iter().filter(|t| t.encoder.is_some()) {
+            next = next.min(t.tick_time(self.start, t.next_tick));
+        }
+        next
+    }
+
+    /// Handles one input that arrived at `now`. Bad input is counted, never fatal.
+    pub fn handle_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Join { id, name, options } => self.join(id, name, options, now),
+            Input::Leave { id } => {
+                if let Some(pos) = self.participants.iter().position(|p| p.id == id) {
+                    self.participants.remove(pos);
+                    self.mixer.remove(id);
+                    if self.active_speaker == Some(id) {
+                        self.active_speaker = None;
+                        self.outputs.push_back(Output::ActiveSpeakerChanged { participant: None });
+                    }
+                    self.refresh_tiers(now);
+                }
+            }
+            Input::Video { id, codec, data } => self.video_in(id, codec, &data, now),
+            Input::Audio { id, packet } => {
+                let max = self.jitter_samples();
+                match self.participant_mut(id) {
+                    Some(p) => p.decode_audio(&packet, max),
+                    None => self.stats.inputs_for_unknown_participants += 1,
+                }
+            }
+            Input::AudioPcm { id, samples } => {
+                let max = self.jitter_samples();
+                match self.participant_mut(id) {
+                    Some(p) => {
+                        p.stats.audio_packets += 1;
+                        p.queue_audio(&samples, max);
+                    }
+                    None => self.stats.inputs_for_unknown_participants += 1,
+                }
+            }
+            Input::SetMuted { id, muted } => self.mixer.set_muted(id, muted),
+            Input::SetGain { id, gain } => self.mixer.set_gain(id, gain),
+            Input::RequestKeyframe { tier } => {
+                if let Some(t) = self.tiers.iter_mut().find(|t| t.settings.name == tier) {
+                    t.keyframe_wanted = true;
+                }
+            }
+            Input::SetLayout(layout) => self.settings.layout = layout,
+        }
+    }
+
+    fn jitter_samples(&self) -> usize {
+        (self.settings.jitter_buffer.as_millis() as usize) * (SAMPLE_RATE_HZ as usize / 1000)
+    }
+
+    fn join(&mut self, id: ParticipantId, name: String, options: JoinOptions, now: Instant) {
+        if self.participant(id).is_some() {
+            return;
+        }
+        let receive_tier = options
+            .receive_tier
+            .as_deref()
+            .and_then(|n| self.settings.tier_index(n));
+        let mut p = Participant::new(id, name, options, receive_tier);
+        if p.options.sends_audio {
+            self.mixer.add(id);
+            if p.options.receives_audio {
+                match tessera_codec::new_audio_encoder(self.settings.audio_bitrate_bps) {
+                    Ok(e) => p.audio_encoder = Some(e),
+                    Err(_) => self.stats.audio_encode_errors += 1,
+                }
+            }
+        }
+        // A new tile needs a picture at once.
+        p.keyframe_wanted = p.options.sends_video;
+        self.participants.push(p);
+        self.send_keyframe_requests(now);
+        if let Some(t) = receive_tier {
+            self.tiers[t].keyframe_wanted = true;
+        }
+        self.refresh_tiers(now);
+    }
+
+    fn refresh_tiers(&mut self, now: Instant) {
+        // Encoder set-up failures are counted on the tier; the room goes on without it.
+        let _ = self.update_active_tiers(now);
+    }
+
+    /// Starts encoders for tiers that gained a receiver and drops those that lost all.
+    fn update_active_tiers(&mut self, now: Instant) -> Result<(), EngineError> {
+        let mut result = Ok(());
+        for i in 0..self.tiers.len() {
+            let wanted = self.settings.always_encode.contains(&self.tiers[i].settings.name)
+                || self.participants.iter().any(|p| p.receive_tier == Some(i));
+            let (cpu, threads) = (self.settings.vp8_cpu_used, self.settings.encoder_threads);
+            let start = self.start;
+            let tier = &mut self.tiers[i];
+            match (wanted, tier.encoder.is_some()) {
+                (true, false) => match tessera_codec::new_video_encoder(&tier.encoder_config(cpu, threads)) {
+                    Ok(e) => {
+                        tier.encoder = Some(e);
+                        tier.next_tick = tier.tick_at_or_after(start, now);
+                        tier.keyframe_wanted = true;
+                    }
+                    Err(source) => {
+                        tier.stats.encode_errors += 1;
+                        result = Err(EngineError::Encoder {
+                            tier: tier.settings.name.clone(),
+                            source,
+                        });
+                    }
+                },
+                (false, true) => tier.encoder = None,
+                _ => {}
+            }
+        }
+        result
+    }
+
+    fn video_in(&mut self, id: ParticipantId, codec: VideoCodec, data: &[u8], now: Instant) {
+        let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+            self.stats.inputs_for_unknown_participants += 1;
+            return;
+        };
+        p.stats.video_bytes += data.len() as u64;
+        if p.video.as_ref().map(|(c, _)| *c) != Some(codec) {
+            // First frame or a codec switch: a fresh decoder, which needs a keyframe.
+            match tessera_codec::new_video_decoder(codec) {
+                Ok(d) => p.video = Some((codec, d)),
+                Err(_) => {
+                    p.stats.video_decode_errors += 1;
+                    return;
+                }
+            }
+        }
+        let Some((_, decoder)) = p.video.as_mut() else { return };
+        match decoder.decode(data) {
+            Ok(Some(frame)) => {
+                p.stats.video_frames += 1;
+                p.last_frame = Some(frame);
+                p.last_frame_at = Some(now);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                p.stats.video_decode_errors += 1;
+                p.keyframe_wanted = true;
+            }
+        }
+        self.send_keyframe_requests(now);
+    }
+
+    fn send_keyframe_requests(&mut self, now: Instant) {
+        let interval = self.settings.keyframe_request_interval;
+        for p in &mut self.participants {
+            if p.take_keyframe_request(now, interval) {
+                self.outputs.push_back(Output::KeyframeNeeded { participant: p.id });
+            }
+        }
+    }
+
+    /// Runs every audio and video tick due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.send_keyframe_requests(now);
+        let mut audio_run = 0;
+        loop {
+            let audio_at = self.start + AUDIO_TICK * self.next_audio_tick as u32;
+            let video = self
+                .tiers
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.encoder.is_some())
+                .map(|(i, t)| (t.tick_time(self.start, t.next_tick), i))
+                .min();
+            match video {
+                Some((at, i)) if at <= now && at < audio_at => self.video_tick(i, now),
+                _ if audio_at <= now => {
+                    audio_run += 1;
+                    if audio_run > MAX_AUDIO_CATCH_UP {
+                        // Far behind (a stalled thread): skip ahead instead of bursting.
+                        let due = (now.saturating_duration_since(self.start).as_nanos()
+                            / AUDIO_TICK.as_nanos()) as u64;
+                        self.stats.audio_ticks_skipped += due + 1 - self.next_audio_tick;
+                        self.next_audio_tick = due + 1;
+                        continue;
+                    }
+                    self.audio_tick();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn video_tick(&mut self, i: usize, now: Instant) {
+        let start = self.start;
+        let tier = &mut self.tiers[i];
+        // Behind by more than one frame: encode the newest tick only.
+        let newest_due = tier.tick_at_or_after(start, now + Duration::from_nanos(1)).saturating_sub(1);
+        if newest_due > tier.next_tick {
+            tier.stats.late_ticks += newest_due - tier.next_tick;
+            tier.next_tick = newest_due;
+        }
+        let k = tier.next_tick;
+        tier.next_tick += 1;
+        let tick_time = tier.tick_time(start, k);
+
+        let after = self.settings.placeholder_after;
+        let tiles: Vec<TileInput<'_>> = self
+            .participants
+            .iter()
+            .filter(|p| p.has_tile())
+            .map(|p| TileInput {
+                name: &p.name,
+                frame: p.tile_frame(tick_time, after),
+            })
+            .collect();
+        let speaker = self.active_speaker.and_then(|s| {
+            self.participants
+                .iter()
+                .filter(|p| p.has_tile())
+                .position(|p| p.id == s)
+        });
+        let canvas = tier.compositor.compose(&self.settings.layout, &tiles, speaker);
+        tier.stats.frames_composed += 1;
+        let force = tier.take_keyframe(now, self.settings.keyframe_min_interval);
+        let pts = tier.pts_90k(k);
+        let Some(encoder) = tier.encoder.as_mut() else { return };
+        match encoder.encode(canvas, pts, force) {
+            Ok(Some(frame)) => {
+                tier.stats.frames_encoded += 1;
+                tier.stats.bytes += frame.data.len() as u64;
+                tier.stats.keyframes += frame.keyframe as u64;
+                self.outputs.push_back(Output::Video {
+                    tier: tier.settings.name.clone(),
+                    frame: Arc::new(frame),
+                });
+            }
+            Ok(None) => {
+                tier.stats.frames_skipped_by_encoder += 1;
+                if force {
+                    tier.keyframe_wanted = true;
+                    tier.last_forced_keyframe = None;
+                }
+            }
+            Err(_) => tier.stats.encode_errors += 1,
+        }
+    }
+
+    fn audio_tick(&mut self) {
+        let k = self.next_audio_tick;
+        self.next_audio_tick += 1;
+        self.stats.audio_ticks += 1;
+        let pts_48k = k * FRAME_SAMPLES as u64;
+
+        let mut contributions = std::mem::take(&mut self.contributions);
+        let mut used = 0;
+        for p in self.participants.iter_mut().filter(|p| p.options.sends_audio) {
+            if used == contributions.len() {
+                contributions.push((p.id, Vec::with_capacity(FRAME_SAMPLES)));
+            }
+            let slot = &mut contributions[used];
+            if p.pull_audio(&mut slot.1) {
+                slot.0 = p.id;
+                used += 1;
+            }
+        }
+        let inputs: Vec<(ParticipantId, &[i16])> =
+            contributions[..used].iter().map(|(id, s)| (*id, s.as_slice())).collect();
+        let mix = self.mixer.mix(&inputs);
+
+        if mix.speaker_changed {
+            self.active_speaker = mix.active_speaker;
+            self.stats.speaker_changes += 1;
+            self.outputs.push_back(Output::ActiveSpeakerChanged {
+                participant: mix.active_speaker,
+            });
+        }
+        let mut full_mix_needed = self.settings.always_full_mix;
+        for p in &mut self.participants {
+            if !p.options.receives_audio {
+                continue;
+            }
+            let Some(enc) = p.audio_encoder.as_mut() else {
+                full_mix_needed = true;
+                continue;
+            };
+            let Some((_, pcm)) = mix.listeners.iter().find(|(id, _)| *id == p.id) else {
+                continue;
+            };
+            match enc.encode(pcm) {
+                Ok(packet) => self.outputs.push_back(Output::Audio {
+                    listener: Listener::Participant(p.id),
+                    packet,
+                    pts_48k,
+                }),
+                Err(_) => self.stats.audio_encode_errors += 1,
+            }
+        }
+        if full_mix_needed {
+            if self.full_mix_encoder.is_none() {
+                match tessera_codec::new_audio_encoder(self.settings.audio_bitrate_bps) {
+                    Ok(e) => self.full_mix_encoder = Some(e),
+                    Err(_) => self.stats.audio_encode_errors += 1,
+                }
+            }
+            if let Some(enc) = self.full_mix_encoder.as_mut() {
+                match enc.encode(&mix.full) {
+                    Ok(packet) => self.outputs.push_back(Output::Audio {
+                        listener: Listener::FullMix,
+                        packet,
+                        pts_48k,
+                    }),
+                    Err(_) => self.stats.audio_encode_errors += 1,
+                }
+            }
+        }
+        self.pcm.clear();
+        self.contributions = contributions;
+    }
+
+    /// Replaces the layout (e.g. an operator's choice).
+    pub fn set_layout(&mut self, layout: LayoutSpec) {
+        self.settings.layout = layout;
+    }
+}

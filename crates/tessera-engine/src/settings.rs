@@ -1,0 +1,189 @@
+//! What a room needs to know, mapped from the config file onto the media crates' own types.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tessera_compose::{ComposeConfig, CustomLayout, CustomTile, Fit, LayoutSpec};
+use tessera_config::Config;
+use tessera_mixer::{LimiterConfig, MixerConfig, SpeakerConfig};
+use tessera_types::{Rgb, VideoCodec};
+
+use crate::EngineError;
+
+/// One output tier: canvas size, frame rate, bitrate and codec of a shared encode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TierSettings {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_bps: u32,
+    pub codec: VideoCodec,
+}
+
+/// Everything a [`crate::Room`] is configured with. Build it with [`RoomSettings::from_config`].
+#[derive(Clone, Debug)]
+pub struct RoomSettings {
+    pub layout: LayoutSpec,
+    /// Canvas size in `compose` is replaced by each tier's own size.
+    pub compose: ComposeConfig,
+    pub tiers: Vec<TierSettings>,
+    pub mixer: MixerConfig,
+    pub audio_bitrate_bps: u32,
+    pub jitter_buffer: Duration,
+    pub placeholder_after: Duration,
+    pub vp8_cpu_used: i32,
+    pub encoder_threads: u32,
+    pub keyframe_min_interval: Duration,
+    pub keyframe_request_interval: Duration,
+    /// Encode these tiers (by name) even with nobody receiving them (offline render).
+    pub always_encode: Vec<String>,
+    /// Emit the full mix even with no listener that needs it (offline render, WHEP).
+    pub always_full_mix: bool,
+}
+
+/// Font and placeholder image bytes named by the config, read from disk by the caller.
+#[derive(Clone, Debug, Default)]
+pub struct Assets {
+    pub font: Option<Vec<u8>>,
+    pub placeholder_image: Option<Vec<u8>>,
+}
+
+impl Assets {
+    /// Reads the files the config names. This is the engine's only IO, done once at set-up.
+    pub fn load(cfg: &Config) -> Result<Assets, EngineError> {
+        let read = |key: &'static str, path: &str| {
+            std::fs::read(Path::new(path)).map_err(|e| EngineError::Asset {
+                key,
+                path: path.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        Ok(Assets {
+            font: if cfg.labels.enabled || cfg.placeholder.image.is_empty() {
+                Some(read("labels.font", &cfg.labels.font)?)
+            } else {
+                None
+            },
+            placeholder_image: if cfg.placeholder.image.is_empty() {
+                None
+            } else {
+                Some(read("placeholder.image", &cfg.placeholder.image)?)
+            },
+        })
+    }
+}
+
+/// Maps a layout name (built-in or `[layouts.NAME]`) to a layout.
+pub fn layout_by_name(cfg: &Config, name: &str) -> Result<LayoutSpec, EngineError> {
+    match name {
+        "grid" => Ok(LayoutSpec::Grid),
+        "speaker" => Ok(LayoutSpec::Speaker),
+        _ => {
+            let l = cfg.layouts.get(name).ok_or_else(|| EngineError::UnknownLayout {
+                name: name.to_string(),
+                known: std::iter::once("grid".to_string())
+                    .chain(std::iter::once("speaker".to_string()))
+                    .chain(cfg.layouts.keys().cloned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+            Ok(LayoutSpec::Custom(CustomLayout {
+                name: name.to_string(),
+                tiles: l
+                    .tiles
+                    .iter()
+                    .map(|t| CustomTile {
+                        x: t.x,
+                        y: t.y,
+                        w: t.w,
+                        h: t.h,
+                        z: t.z,
+                        speaker: t.speaker,
+                    })
+                    .collect(),
+            }))
+        }
+    }
+}
+
+fn colour(v: &str) -> Rgb {
+    // Validation already checked the shape; a bad value here can only come from code.
+    Rgb::parse_hex(v).unwrap_or(Rgb::BLACK)
+}
+
+impl RoomSettings {
+    /// Settings for a room using `layout` and the config's tiers.
+    pub fn from_config(cfg: &Config, layout: &str, assets: &Assets) -> Result<RoomSettings, EngineError> {
+        let first = cfg
+            .tiers
+            .get(&cfg.rooms.default_tier)
+            .or_else(|| cfg.tiers.values().next())
+            .ok_or(EngineError::NoTiers)?;
+        let compose = ComposeConfig {
+            width: first.width,
+            height: first.height,
+            background: colour(&cfg.video.background),
+            gap_px: cfg.video.gap_px,
+            fit: match cfg.video.fit {
+                tessera_config::Fit::Letterbox => Fit::Letterbox,
+                tessera_config::Fit::Crop => Fit::Crop,
+            },
+            labels: cfg.labels.enabled,
+            label_font: assets.font.clone(),
+            placeholder_image: assets.placeholder_image.clone(),
+            placeholder_colour: colour(&cfg.placeholder.colour),
+            speaker_highlight: match cfg.video.speaker_highlight.as_str() {
+                "none" => None,
+                c => Some(colour(c)),
+            },
+        };
+        let a = &cfg.audio;
+        let mixer = MixerConfig {
+            mix_minus: a.mix_minus,
+            speaker: SpeakerConfig {
+                threshold_dbfs: a.speaker.threshold_dbfs,
+                switch_margin_db: a.speaker.switch_margin_db,
+                switch_after_ms: a.speaker.switch_after_ms,
+                min_hold_ms: a.speaker.min_hold_ms,
+                ..SpeakerConfig::default()
+            },
+            limiter: LimiterConfig {
+                threshold_dbfs: a.limiter.threshold_dbfs,
+                release_ms: a.limiter.release_ms,
+            },
+        };
+        Ok(RoomSettings {
+            layout: layout_by_name(cfg, layout)?,
+            compose,
+            tiers: cfg
+                .tiers
+                .iter()
+                .map(|(name, t)| TierSettings {
+                    name: name.clone(),
+                    width: t.width,
+                    height: t.height,
+                    fps: t.fps,
+                    bitrate_bps: t.bitrate_kbps * 1000,
+                    codec: t.codec.into(),
+                })
+                .collect(),
+            mixer,
+            audio_bitrate_bps: a.bitrate_kbps * 1000,
+            jitter_buffer: Duration::from_millis(a.jitter_buffer_ms as u64),
+            placeholder_after: Duration::from_millis(cfg.video.placeholder_after_ms as u64),
+            vp8_cpu_used: cfg.encoder.vp8_cpu_used,
+            encoder_threads: cfg.encoder.threads,
+            keyframe_min_interval: Duration::from_millis(cfg.encoder.keyframe_min_interval_ms as u64),
+            keyframe_request_interval: Duration::from_millis(
+                cfg.encoder.keyframe_request_interval_ms as u64,
+            ),
+            always_encode: Vec::new(),
+            always_full_mix: false,
+        })
+    }
+
+    pub fn tier_index(&self, name: &str) -> Option<usize> {
+        self.tiers.iter().position(|t| t.name == name)
+    }
+}

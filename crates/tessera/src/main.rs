@@ -1,0 +1,52 @@
+//! `tessera`: the MCU's command line. `render` runs the room engine offline on files;
+//! `check-config` validates a config file.
+
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tessera_config::Config;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "An MCU video-conference server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mix participants' media files into one composite video and one audio mix, offline.
+    Render(render::RenderArgs),
+    /// Validate a config file without starting anything.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Render(args) => render::run(args),
+        Command::CheckConfig { file } => Config::load(&file)
+            .map(|_| println!("{}: ok", file.display()))
+            .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
