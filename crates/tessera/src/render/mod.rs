@@ -5,9 +5,7 @@
 //! full mix (what a viewer who contributes nothing hears) are written to files.
 
 use std::collections::BinaryHeap;
-use std::fs::File;
-use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -292,9 +290,13 @@ pub fn run(args: RenderArgs) -> Result<()> {
                         s.write(&frame)?;
                     }
                 }
-                Output::Audio { listener: Listener::FullMix, packet, pts_48k } => {
+                Output::Audio {
+                    listener: Listener::FullMix,
+                    packet,
+                    ..
+                } => {
                     if let Some(s) = audio_sink.as_mut() {
-                        s.write(&packet, pts_48k)?;
+                        s.write(&packet)?;
                     }
                 }
                 _ => {}
@@ -321,19 +323,6 @@ pub fn run(args: RenderArgs) -> Result<()> {
         if wall > 0.0 { media / wall } else { 0.0 },
     );
     Ok(())
-}
-
-#[allow(dead_code)]
-fn open_buffered(path: &Path) -> Result<BufReader<File>> {
-    Ok(BufReader::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?))
-}
-
-#[allow(dead_code)]
-fn create_buffered(path: &Path) -> Result<BufWriter<File>> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    Ok(BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
 }
 
 #[cfg(test)]
