@@ -65,7 +65,11 @@ impl VideoFrame {
     pub fn mean_yuv(&self, rect: Rect) -> Yuv {
         let r = rect.clip(self.width, self.height);
         if r.w == 0 || r.h == 0 {
-            return Yuv { y: 0, u: 128, v: 128 };
+            return Yuv {
+                y: 0,
+                u: 128,
+                v: 128,
+            };
         }
         let mean = |plane: &[u8], stride: usize, x0: u32, y0: u32, x1: u32, y1: u32| {
             let mut sum = 0u64;
@@ -81,7 +85,10 @@ impl VideoFrame {
         };
         let (cw, ch) = chroma_size(self.width, self.height);
         let (cx0, cy0) = (r.x / 2, r.y / 2);
-        let (cx1, cy1) = ((r.x + r.w).div_ceil(2).min(cw), (r.y + r.h).div_ceil(2).min(ch));
+        let (cx1, cy1) = (
+            (r.x + r.w).div_ceil(2).min(cw),
+            (r.y + r.h).div_ceil(2).min(ch),
+        );
         Yuv {
             y: mean(&self.y, self.stride_y(), r.x, r.y, r.x + r.w, r.y + r.h),
             u: mean(&self.u, self.stride_uv(), cx0, cy0, cx1, cy1),
@@ -197,7 +204,11 @@ mod tests {
 
     #[test]
     fn mean_of_filled_frame_is_its_colour() {
-        let c = Yuv { y: 81, u: 90, v: 240 };
+        let c = Yuv {
+            y: 81,
+            u: 90,
+            v: 240,
+        };
         let f = VideoFrame::filled(64, 36, c);
         assert_eq!(f.mean_yuv(Rect::new(10, 10, 20, 20)), c);
         assert_eq!(f.psnr_y(&f), f64::INFINITY);

@@ -18,7 +18,11 @@
 //! ```
 
 pub mod frame;
+mod h264;
+mod opus;
+pub mod resample;
 pub mod scale;
+mod vp8;
 
 pub use frame::{Rect, VideoFrame};
 pub use tessera_types::VideoCodec;
@@ -101,4 +105,54 @@ pub trait AudioDecoder: Send {
 pub trait AudioEncoder: Send {
     fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>, CodecError>;
     fn set_bitrate(&mut self, bitrate_bps: u32) -> Result<(), CodecError>;
+}
+
+/// A decoder for `codec`.
+pub fn new_video_decoder(codec: VideoCodec) -> Result<Box<dyn VideoDecoder>, CodecError> {
+    Ok(match codec {
+        VideoCodec::H264 => Box::new(h264::H264Decoder::new()?),
+        VideoCodec::Vp8 => Box::new(vp8::Vp8Decoder::new()?),
+    })
+}
+
+/// A real-time encoder; the config is checked first.
+pub fn new_video_encoder(cfg: &VideoEncoderConfig) -> Result<Box<dyn VideoEncoder>, CodecError> {
+    let bad = |reason: String| {
+        Err(CodecError::InvalidInput {
+            what: "encoder config",
+            reason,
+        })
+    };
+    if cfg.width < 16
+        || cfg.height < 16
+        || !cfg.width.is_multiple_of(2)
+        || !cfg.height.is_multiple_of(2)
+        || cfg.width > 4096
+        || cfg.height > 4096
+    {
+        return bad(format!(
+            "{}x{}: width and height must be even and 16..=4096",
+            cfg.width, cfg.height
+        ));
+    }
+    if !(1..=60).contains(&cfg.fps) {
+        return bad(format!("fps {}: must be 1..=60", cfg.fps));
+    }
+    if cfg.bitrate_bps == 0 {
+        return bad("bitrate must be above 0".into());
+    }
+    Ok(match cfg.codec {
+        VideoCodec::H264 => Box::new(h264::H264Encoder::new(cfg)?),
+        VideoCodec::Vp8 => Box::new(vp8::Vp8Encoder::new(cfg)?),
+    })
+}
+
+/// An Opus decoder producing 48 kHz mono.
+pub fn new_audio_decoder() -> Result<Box<dyn AudioDecoder>, CodecError> {
+    Ok(Box::new(opus::OpusDecoder::new()?))
+}
+
+/// An Opus encoder for 20 ms of 48 kHz mono at `bitrate_bps`.
+pub fn new_audio_encoder(bitrate_bps: u32) -> Result<Box<dyn AudioEncoder>, CodecError> {
+    Ok(Box::new(opus::OpusEncoder::new(bitrate_bps)?))
 }

@@ -43,7 +43,13 @@ extern "C" {
 
 /// Scales `src_rect` of `src` into `dst_rect` of `dst`. Both rectangles are clipped to their
 /// frames and rounded to even coordinates; an empty rectangle is a no-op.
-pub fn scale_into(src: &VideoFrame, src_rect: Rect, dst: &mut VideoFrame, dst_rect: Rect, filter: Filter) {
+pub fn scale_into(
+    src: &VideoFrame,
+    src_rect: Rect,
+    dst: &mut VideoFrame,
+    dst_rect: Rect,
+    filter: Filter,
+) {
     let s = src_rect.clip(src.width, src.height).even();
     let d = dst_rect.clip(dst.width, dst.height).even();
     if s.is_empty() || d.is_empty() {
@@ -83,7 +89,15 @@ pub fn scale_into(src: &VideoFrame, src_rect: Rect, dst: &mut VideoFrame, dst_re
 
 /// Returns `src` scaled to `width` x `height`.
 pub fn scaled(src: &VideoFrame, width: u32, height: u32, filter: Filter) -> VideoFrame {
-    let mut out = VideoFrame::filled(width, height, Yuv { y: 16, u: 128, v: 128 });
+    let mut out = VideoFrame::filled(
+        width,
+        height,
+        Yuv {
+            y: 16,
+            u: 128,
+            v: 128,
+        },
+    );
     scale_into(
         src,
         Rect::new(0, 0, src.width, src.height),
@@ -106,9 +120,27 @@ pub fn fill_rect(dst: &mut VideoFrame, rect: Rect, colour: Yuv) {
     let off_c = (d.y / 2) as usize * dsc + (d.x / 2) as usize;
     // SAFETY: the rectangle is clipped to the frame and even, as in `scale_into`.
     unsafe {
-        SetPlane(dst.y.as_mut_ptr().add(off_y), dsy as c_int, d.w as c_int, d.h as c_int, colour.y as u32);
-        SetPlane(dst.u.as_mut_ptr().add(off_c), dsc as c_int, cw as c_int, ch as c_int, colour.u as u32);
-        SetPlane(dst.v.as_mut_ptr().add(off_c), dsc as c_int, cw as c_int, ch as c_int, colour.v as u32);
+        SetPlane(
+            dst.y.as_mut_ptr().add(off_y),
+            dsy as c_int,
+            d.w as c_int,
+            d.h as c_int,
+            colour.y as u32,
+        );
+        SetPlane(
+            dst.u.as_mut_ptr().add(off_c),
+            dsc as c_int,
+            cw as c_int,
+            ch as c_int,
+            colour.u as u32,
+        );
+        SetPlane(
+            dst.v.as_mut_ptr().add(off_c),
+            dsc as c_int,
+            cw as c_int,
+            ch as c_int,
+            colour.v as u32,
+        );
     }
 }
 
@@ -118,11 +150,25 @@ mod tests {
 
     #[test]
     fn scaling_a_flat_frame_keeps_its_colour_inside_the_target_only() {
-        let red = Yuv { y: 81, u: 90, v: 240 };
-        let grey = Yuv { y: 128, u: 128, v: 128 };
+        let red = Yuv {
+            y: 81,
+            u: 90,
+            v: 240,
+        };
+        let grey = Yuv {
+            y: 128,
+            u: 128,
+            v: 128,
+        };
         let src = VideoFrame::filled(640, 360, red);
         let mut dst = VideoFrame::filled(1280, 720, grey);
-        scale_into(&src, Rect::new(0, 0, 640, 360), &mut dst, Rect::new(640, 360, 320, 180), Filter::Bilinear);
+        scale_into(
+            &src,
+            Rect::new(0, 0, 640, 360),
+            &mut dst,
+            Rect::new(640, 360, 320, 180),
+            Filter::Bilinear,
+        );
         assert_eq!(dst.mean_yuv(Rect::new(650, 370, 300, 160)), red);
         assert_eq!(dst.mean_yuv(Rect::new(0, 0, 640, 360)), grey);
         assert_eq!(dst.mean_yuv(Rect::new(960, 540, 320, 180)), grey);
@@ -130,18 +176,62 @@ mod tests {
 
     #[test]
     fn out_of_bounds_rects_are_clipped_not_fatal() {
-        let src = VideoFrame::filled(33, 17, Yuv { y: 200, u: 100, v: 100 });
-        let mut dst = VideoFrame::filled(64, 64, Yuv { y: 16, u: 128, v: 128 });
-        scale_into(&src, Rect::new(0, 0, 100, 100), &mut dst, Rect::new(60, 60, 50, 50), Filter::Box);
-        fill_rect(&mut dst, Rect::new(63, 63, 10, 10), Yuv { y: 1, u: 2, v: 3 });
-        scale_into(&src, Rect::new(40, 40, 10, 10), &mut dst, Rect::new(0, 0, 10, 10), Filter::Box);
+        let src = VideoFrame::filled(
+            33,
+            17,
+            Yuv {
+                y: 200,
+                u: 100,
+                v: 100,
+            },
+        );
+        let mut dst = VideoFrame::filled(
+            64,
+            64,
+            Yuv {
+                y: 16,
+                u: 128,
+                v: 128,
+            },
+        );
+        scale_into(
+            &src,
+            Rect::new(0, 0, 100, 100),
+            &mut dst,
+            Rect::new(60, 60, 50, 50),
+            Filter::Box,
+        );
+        fill_rect(
+            &mut dst,
+            Rect::new(63, 63, 10, 10),
+            Yuv { y: 1, u: 2, v: 3 },
+        );
+        scale_into(
+            &src,
+            Rect::new(40, 40, 10, 10),
+            &mut dst,
+            Rect::new(0, 0, 10, 10),
+            Filter::Box,
+        );
         assert_eq!(dst.mean_yuv(Rect::new(60, 60, 4, 4)).y, 200);
     }
 
     #[test]
     fn fill_rect_paints_exactly_the_rect() {
-        let mut f = VideoFrame::filled(16, 16, Yuv { y: 16, u: 128, v: 128 });
-        let c = Yuv { y: 235, u: 10, v: 20 };
+        let mut f = VideoFrame::filled(
+            16,
+            16,
+            Yuv {
+                y: 16,
+                u: 128,
+                v: 128,
+            },
+        );
+        let c = Yuv {
+            y: 235,
+            u: 10,
+            v: 20,
+        };
         fill_rect(&mut f, Rect::new(4, 4, 8, 8), c);
         assert_eq!(f.mean_yuv(Rect::new(4, 4, 8, 8)), c);
         assert_eq!(f.y[0], 16);
