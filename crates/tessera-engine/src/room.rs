@@ -67,7 +67,6 @@ pub struct Room {
     active_speaker: Option<ParticipantId>,
     outputs: VecDeque<Output>,
     stats: RoomStats,
-    pcm: Vec<i16>,
     contributions: Vec<(ParticipantId, Vec<i16>)>,
 }
 
@@ -88,7 +87,6 @@ impl Room {
             active_speaker: None,
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
-            pcm: Vec::with_capacity(FRAME_SAMPLES),
             contributions: Vec::new(),
         };
         room.tiers = room.build_tiers()?;
@@ -399,10 +397,10 @@ impl Room {
                 .filter(|p| p.has_tile())
                 .position(|p| p.id == s)
         });
-        let canvas = tier.compositor.compose(&self.settings.layout, &tiles, speaker);
-        tier.stats.frames_composed += 1;
         let force = tier.take_keyframe(now, self.settings.keyframe_min_interval);
         let pts = tier.pts_90k(k);
+        tier.stats.frames_composed += 1;
+        let canvas = tier.compositor.compose(&self.settings.layout, &tiles, speaker);
         let Some(encoder) = tier.encoder.as_mut() else { return };
         match encoder.encode(canvas, pts, force) {
             Ok(Some(frame)) => {
@@ -493,7 +491,6 @@ impl Room {
                 }
             }
         }
-        self.pcm.clear();
         self.contributions = contributions;
     }
 

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tessera_codec::{Resampler, VideoCodec, FRAME_SAMPLES, SAMPLE_RATE_HZ};
+use tessera_codec::resample::resample_clip;
+use tessera_codec::{VideoCodec, FRAME_SAMPLES, SAMPLE_RATE_HZ};
 use tessera_container::{downmix_to_mono, AnnexBReader, IvfReader, OggOpusReader, WavReader};
 use tessera_engine::Input;
 use tessera_types::ParticipantId;
@@ -89,9 +90,8 @@ fn audio_reader(path: &Path) -> Result<Reader> {
             let wav = WavReader::open(path)?;
             let (rate, channels) = (wav.info().sample_rate_hz, wav.info().channels);
             let mono = downmix_to_mono(&wav.read_all()?, channels);
-            let mut resampler = Resampler::new(rate, SAMPLE_RATE_HZ).with_context(|| format!("{}: resampling from {rate} Hz", path.display()))?;
-            let mut pcm = resampler.process(&mono)?;
-            pcm.extend(resampler.flush()?);
+            let pcm = resample_clip(&mono, rate, SAMPLE_RATE_HZ)
+                .with_context(|| format!("{}: resampling from {rate} Hz", path.display()))?;
             Reader::Pcm(pcm.chunks(FRAME_SAMPLES).map(|c| {
                 let mut v = c.to_vec();
                 v.resize(FRAME_SAMPLES, 0);

@@ -267,7 +267,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut timeline = Timeline::new(sources)?;
-    let mut now = Duration::ZERO;
+    let mut now;
     loop {
         let tick = room.poll_timeout().saturating_duration_since(t0);
         match timeline.next_time() {
