@@ -73,19 +73,27 @@ pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
 
 /// Every decoded frame of a video file as packed RGB24 at its own size, via ffmpeg.
 pub fn decode_video_rgb(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
-    let raw = run_ok(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args([
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
-    ]));
+    let raw = run_ok(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
+    );
     let size = (width * height * 3) as usize;
     raw.chunks_exact(size).map(|c| c.to_vec()).collect()
 }
 
 /// A file's audio as 48 kHz mono s16, via ffmpeg.
 pub fn decode_audio(path: &Path) -> Vec<i16> {
-    let raw = run_ok(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args([
-        "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
-    ]));
-    raw.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    let raw = run_ok(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"]),
+    );
+    raw.chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 /// Mean RGB of a rectangle of a packed RGB24 picture.
@@ -104,5 +112,8 @@ pub fn mean_rgb(rgb: &[u8], width: u32, x: u32, y: u32, w: u32, h: u32) -> [f64;
 }
 
 pub fn colour_distance(a: [f64; 3], b: [u8; 3]) -> f64 {
-    (0..3).map(|i| (a[i] - b[i] as f64).powi(2)).sum::<f64>().sqrt()
+    (0..3)
+        .map(|i| (a[i] - b[i] as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }

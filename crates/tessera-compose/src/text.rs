@@ -79,7 +79,7 @@ pub fn darken(canvas: &mut VideoFrame, rect: Rect, keep: u32) {
     for y in r.y..r.y + r.h {
         let row = &mut canvas.y[y as usize * sy + r.x as usize..][..r.w as usize];
         for v in row {
-            *v = (16 + ((*v as u32).saturating_sub(16) * keep >> 8)) as u8;
+            *v = (16 + (((*v as u32).saturating_sub(16) * keep) >> 8)) as u8;
         }
     }
     let sc = canvas.stride_uv();
@@ -87,7 +87,7 @@ pub fn darken(canvas: &mut VideoFrame, rect: Rect, keep: u32) {
         for y in r.y / 2..(r.y + r.h) / 2 {
             let row = &mut plane[y as usize * sc + (r.x / 2) as usize..][..(r.w / 2) as usize];
             for v in row {
-                *v = (128 + ((*v as i32 - 128) * keep as i32 >> 8)) as u8;
+                *v = (128 + (((*v as i32 - 128) * keep as i32) >> 8)) as u8;
             }
         }
     }

@@ -355,7 +355,7 @@ impl<W: Write> WavWriter<W> {
 
     /// Appends interleaved samples (a whole number of frames).
     pub fn write_samples(&mut self, interleaved: &[i16]) -> Result<()> {
-        if interleaved.len() % usize::from(self.channels) != 0 {
+        if !interleaved.len().is_multiple_of(usize::from(self.channels)) {
             return Err(invalid(
                 F,
                 format!(

@@ -132,8 +132,12 @@ pub enum Output {
         pts_48k: u64,
     },
     /// The room cannot decode this participant's video until it sends a keyframe (send PLI).
-    KeyframeNeeded { participant: ParticipantId },
-    ActiveSpeakerChanged { participant: Option<ParticipantId> },
+    KeyframeNeeded {
+        participant: ParticipantId,
+    },
+    ActiveSpeakerChanged {
+        participant: Option<ParticipantId>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,7 +36,12 @@ pub struct Participant {
 }
 
 impl Participant {
-    pub fn new(id: ParticipantId, name: String, options: JoinOptions, receive_tier: Option<usize>) -> Participant {
+    pub fn new(
+        id: ParticipantId,
+        name: String,
+        options: JoinOptions,
+        receive_tier: Option<usize>,
+    ) -> Participant {
         Participant {
             id,
             name,
@@ -91,7 +96,10 @@ impl Participant {
     /// Queues decoded samples; the oldest are dropped past `max_samples` (the jitter buffer).
     pub fn queue_audio(&mut self, samples: &[i16], max_samples: usize) {
         self.audio_queue.extend(samples.iter().copied());
-        let excess = self.audio_queue.len().saturating_sub(max_samples.max(AUDIO_PREBUFFER_SAMPLES));
+        let excess = self
+            .audio_queue
+            .len()
+            .saturating_sub(max_samples.max(AUDIO_PREBUFFER_SAMPLES));
         if excess > 0 {
             self.audio_queue.drain(..excess);
             self.stats.audio_samples_dropped += excess as u64;
@@ -110,7 +118,10 @@ impl Participant {
             }
         }
         let mut pcm = std::mem::take(&mut self.scratch);
-        let result = self.audio_decoder.as_mut().map(|d| d.decode(packet, &mut pcm));
+        let result = self
+            .audio_decoder
+            .as_mut()
+            .map(|d| d.decode(packet, &mut pcm));
         match result {
             Some(Ok(())) => {
                 self.stats.audio_packets += 1;

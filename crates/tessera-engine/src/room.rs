@@ -77,7 +77,7 @@ impl Room {
             return Err(EngineError::NoTiers);
         }
         let mut room = Room {
-            mixer: Mixer::new(settings.mixer.clone()),
+            mixer: Mixer::new(settings.mixer),
             tiers: Vec::new(),
             settings,
             start: now,
@@ -130,7 +130,10 @@ impl Room {
     }
 
     pub fn tier_stats(&self, name: &str) -> Option<&TierStats> {
-        self.tiers.iter().find(|t| t.settings.name == name).map(|t| &t.stats)
+        self.tiers
+            .iter()
+            .find(|t| t.settings.name == name)
+            .map(|t| &t.stats)
     }
 
     /// The tier's last composed canvas (for snapshots), if it has composed one.
@@ -146,7 +149,12 @@ impl Room {
         let Some(t) = self.tiers.iter().find(|t| t.settings.name == tier) else {
             return Vec::new();
         };
-        let ids: Vec<ParticipantId> = self.participants.iter().filter(|p| p.has_tile()).map(|p| p.id).collect();
+        let ids: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|p| p.has_tile())
+            .map(|p| p.id)
+            .collect();
         t.compositor
             .placements()
             .iter()
@@ -193,7 +201,8 @@ impl Room {
                     self.mixer.remove(id);
                     if self.active_speaker == Some(id) {
                         self.active_speaker = None;
-                        self.outputs.push_back(Output::ActiveSpeakerChanged { participant: None });
+                        self.outputs
+                            .push_back(Output::ActiveSpeakerChanged { participant: None });
                     }
                     self.refresh_tiers(now);
                 }
@@ -268,26 +277,31 @@ impl Room {
     fn update_active_tiers(&mut self, now: Instant) -> Result<(), EngineError> {
         let mut result = Ok(());
         for i in 0..self.tiers.len() {
-            let wanted = self.settings.always_encode.contains(&self.tiers[i].settings.name)
+            let wanted = self
+                .settings
+                .always_encode
+                .contains(&self.tiers[i].settings.name)
                 || self.participants.iter().any(|p| p.receive_tier == Some(i));
             let (cpu, threads) = (self.settings.vp8_cpu_used, self.settings.encoder_threads);
             let start = self.start;
             let tier = &mut self.tiers[i];
             match (wanted, tier.encoder.is_some()) {
-                (true, false) => match tessera_codec::new_video_encoder(&tier.encoder_config(cpu, threads)) {
-                    Ok(e) => {
-                        tier.encoder = Some(e);
-                        tier.next_tick = tier.tick_at_or_after(start, now);
-                        tier.keyframe_wanted = true;
+                (true, false) => {
+                    match tessera_codec::new_video_encoder(&tier.encoder_config(cpu, threads)) {
+                        Ok(e) => {
+                            tier.encoder = Some(e);
+                            tier.next_tick = tier.tick_at_or_after(start, now);
+                            tier.keyframe_wanted = true;
+                        }
+                        Err(source) => {
+                            tier.stats.encode_errors += 1;
+                            result = Err(EngineError::Encoder {
+                                tier: tier.settings.name.clone(),
+                                source,
+                            });
+                        }
                     }
-                    Err(source) => {
-                        tier.stats.encode_errors += 1;
-                        result = Err(EngineError::Encoder {
-                            tier: tier.settings.name.clone(),
-                            source,
-                        });
-                    }
-                },
+                }
                 (false, true) => tier.encoder = None,
                 _ => {}
             }
@@ -311,7 +325,9 @@ impl Room {
                 }
             }
         }
-        let Some((_, decoder)) = p.video.as_mut() else { return };
+        let Some((_, decoder)) = p.video.as_mut() else {
+            return;
+        };
         match decoder.decode(data) {
             Ok(Some(frame)) => {
                 p.stats.video_frames += 1;
@@ -331,7 +347,8 @@ impl Room {
         let interval = self.settings.keyframe_request_interval;
         for p in &mut self.participants {
             if p.take_keyframe_request(now, interval) {
-                self.outputs.push_back(Output::KeyframeNeeded { participant: p.id });
+                self.outputs
+                    .push_back(Output::KeyframeNeeded { participant: p.id });
             }
         }
     }
@@ -372,7 +389,9 @@ impl Room {
         let start = self.start;
         let tier = &mut self.tiers[i];
         // Behind by more than one frame: encode the newest tick only.
-        let newest_due = tier.tick_at_or_after(start, now + Duration::from_nanos(1)).saturating_sub(1);
+        let newest_due = tier
+            .tick_at_or_after(start, now + Duration::from_nanos(1))
+            .saturating_sub(1);
         if newest_due > tier.next_tick {
             tier.stats.late_ticks += newest_due - tier.next_tick;
             tier.next_tick = newest_due;
@@ -400,8 +419,12 @@ impl Room {
         let force = tier.take_keyframe(now, self.settings.keyframe_min_interval);
         let pts = tier.pts_90k(k);
         tier.stats.frames_composed += 1;
-        let canvas = tier.compositor.compose(&self.settings.layout, &tiles, speaker);
-        let Some(encoder) = tier.encoder.as_mut() else { return };
+        let canvas = tier
+            .compositor
+            .compose(&self.settings.layout, &tiles, speaker);
+        let Some(encoder) = tier.encoder.as_mut() else {
+            return;
+        };
         match encoder.encode(canvas, pts, force) {
             Ok(Some(frame)) => {
                 tier.stats.frames_encoded += 1;
@@ -431,7 +454,11 @@ impl Room {
 
         let mut contributions = std::mem::take(&mut self.contributions);
         let mut used = 0;
-        for p in self.participants.iter_mut().filter(|p| p.options.sends_audio) {
+        for p in self
+            .participants
+            .iter_mut()
+            .filter(|p| p.options.sends_audio)
+        {
             if used == contributions.len() {
                 contributions.push((p.id, Vec::with_capacity(FRAME_SAMPLES)));
             }
@@ -441,8 +468,10 @@ impl Room {
                 used += 1;
             }
         }
-        let inputs: Vec<(ParticipantId, &[i16])> =
-            contributions[..used].iter().map(|(id, s)| (*id, s.as_slice())).collect();
+        let inputs: Vec<(ParticipantId, &[i16])> = contributions[..used]
+            .iter()
+            .map(|(id, s)| (*id, s.as_slice()))
+            .collect();
         let mix = self.mixer.mix(&inputs);
 
         if mix.speaker_changed {

@@ -80,14 +80,17 @@ pub fn layout_by_name(cfg: &Config, name: &str) -> Result<LayoutSpec, EngineErro
         "grid" => Ok(LayoutSpec::Grid),
         "speaker" => Ok(LayoutSpec::Speaker),
         _ => {
-            let l = cfg.layouts.get(name).ok_or_else(|| EngineError::UnknownLayout {
-                name: name.to_string(),
-                known: std::iter::once("grid".to_string())
-                    .chain(std::iter::once("speaker".to_string()))
-                    .chain(cfg.layouts.keys().cloned())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+            let l = cfg
+                .layouts
+                .get(name)
+                .ok_or_else(|| EngineError::UnknownLayout {
+                    name: name.to_string(),
+                    known: std::iter::once("grid".to_string())
+                        .chain(std::iter::once("speaker".to_string()))
+                        .chain(cfg.layouts.keys().cloned())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
             Ok(LayoutSpec::Custom(CustomLayout {
                 name: name.to_string(),
                 tiles: l
@@ -114,7 +117,11 @@ fn colour(v: &str) -> Rgb {
 
 impl RoomSettings {
     /// Settings for a room using `layout` and the config's tiers.
-    pub fn from_config(cfg: &Config, layout: &str, assets: &Assets) -> Result<RoomSettings, EngineError> {
+    pub fn from_config(
+        cfg: &Config,
+        layout: &str,
+        assets: &Assets,
+    ) -> Result<RoomSettings, EngineError> {
         let first = cfg
             .tiers
             .get(&cfg.rooms.default_tier)
@@ -174,7 +181,9 @@ impl RoomSettings {
             placeholder_after: Duration::from_millis(cfg.video.placeholder_after_ms as u64),
             vp8_cpu_used: cfg.encoder.vp8_cpu_used,
             encoder_threads: cfg.encoder.threads,
-            keyframe_min_interval: Duration::from_millis(cfg.encoder.keyframe_min_interval_ms as u64),
+            keyframe_min_interval: Duration::from_millis(
+                cfg.encoder.keyframe_min_interval_ms as u64,
+            ),
             keyframe_request_interval: Duration::from_millis(
                 cfg.encoder.keyframe_request_interval_ms as u64,
             ),

@@ -8,7 +8,9 @@ use tessera_codec::{
     VideoEncoderConfig, VideoFrame, FRAME_SAMPLES,
 };
 use tessera_config::Config;
-use tessera_engine::{Assets, Input, JoinOptions, LayoutSpec, Listener, Output, Room, RoomSettings};
+use tessera_engine::{
+    Assets, Input, JoinOptions, LayoutSpec, Listener, Output, Room, RoomSettings,
+};
 use tessera_mixer::analysis::goertzel_power;
 use tessera_types::{ParticipantId, Rgb, VideoCodec, Yuv};
 
@@ -36,16 +38,36 @@ impl Sender {
             threads: 1,
         })
         .unwrap();
-        Sender { id: ParticipantId(n), name, colour, tone_hz, codec, encoder, phase: 0.0 }
+        Sender {
+            id: ParticipantId(n),
+            name,
+            colour,
+            tone_hz,
+            codec,
+            encoder,
+            phase: 0.0,
+        }
     }
 
     /// A frame of the sender's colour with a small moving square, so the encoder has work.
     fn frame(&mut self, k: u64) -> Vec<u8> {
         let mut f = VideoFrame::filled(320, 180, self.colour.to_yuv());
         let x = (k as u32 * 4) % 280;
-        tessera_codec::scale::fill_rect(&mut f, Rect::new(x, 70, 24, 24), Yuv { y: 235, u: 128, v: 128 });
+        tessera_codec::scale::fill_rect(
+            &mut f,
+            Rect::new(x, 70, 24, 24),
+            Yuv {
+                y: 235,
+                u: 128,
+                v: 128,
+            },
+        );
         let pts = k * 90_000 / FPS as u64;
-        self.encoder.encode(&f, pts, k == 0).unwrap().map(|e| e.data).unwrap_or_default()
+        self.encoder
+            .encode(&f, pts, k == 0)
+            .unwrap()
+            .map(|e| e.data)
+            .unwrap_or_default()
     }
 
     fn tone(&mut self) -> Vec<i16> {
@@ -82,11 +104,22 @@ impl Collected {
     fn drain(&mut self, room: &mut Room, at: Duration) {
         while let Some(out) = room.poll_output() {
             match out {
-                Output::Video { frame, .. } => self.video.push((frame.pts_90k, frame.keyframe, frame.data.clone())),
-                Output::Audio { listener, packet, pts_48k } => {
-                    self.audio.entry(listener).or_default().push((pts_48k, packet))
+                Output::Video { frame, .. } => {
+                    self.video
+                        .push((frame.pts_90k, frame.keyframe, frame.data.clone()))
                 }
-                Output::KeyframeNeeded { participant } => self.keyframe_needed.push((at, participant)),
+                Output::Audio {
+                    listener,
+                    packet,
+                    pts_48k,
+                } => self
+                    .audio
+                    .entry(listener)
+                    .or_default()
+                    .push((pts_48k, packet)),
+                Output::KeyframeNeeded { participant } => {
+                    self.keyframe_needed.push((at, participant))
+                }
                 Output::ActiveSpeakerChanged { participant } => self.speakers.push(participant),
             }
         }
@@ -116,7 +149,14 @@ impl Collected {
 }
 
 /// Drives `room` for `secs` on a fake clock; `feed` is called once per 20 ms step.
-fn run(room: &mut Room, t0: Instant, from_ms: u64, to_ms: u64, out: &mut Collected, mut feed: impl FnMut(&mut Room, u64, Instant)) {
+fn run(
+    room: &mut Room,
+    t0: Instant,
+    from_ms: u64,
+    to_ms: u64,
+    out: &mut Collected,
+    mut feed: impl FnMut(&mut Room, u64, Instant),
+) {
     let mut ms = from_ms;
     while ms < to_ms {
         let now = t0 + Duration::from_millis(ms);
@@ -129,21 +169,63 @@ fn run(room: &mut Room, t0: Instant, from_ms: u64, to_ms: u64, out: &mut Collect
 
 fn colour_close(got: Yuv, want: Rgb) -> bool {
     let w = want.to_yuv();
-    (got.y as i32 - w.y as i32).abs() < 24 && (got.u as i32 - w.u as i32).abs() < 24 && (got.v as i32 - w.v as i32).abs() < 24
+    (got.y as i32 - w.y as i32).abs() < 24
+        && (got.u as i32 - w.u as i32).abs() < 24
+        && (got.v as i32 - w.v as i32).abs() < 24
 }
 
 fn three_senders() -> Vec<Sender> {
     vec![
-        Sender::new(1, "Ann", Rgb { r: 220, g: 30, b: 30 }, 300.0, VideoCodec::Vp8),
-        Sender::new(2, "Bo", Rgb { r: 30, g: 200, b: 40 }, 600.0, VideoCodec::H264),
-        Sender::new(3, "Cy", Rgb { r: 40, g: 60, b: 230 }, 900.0, VideoCodec::Vp8),
+        Sender::new(
+            1,
+            "Ann",
+            Rgb {
+                r: 220,
+                g: 30,
+                b: 30,
+            },
+            300.0,
+            VideoCodec::Vp8,
+        ),
+        Sender::new(
+            2,
+            "Bo",
+            Rgb {
+                r: 30,
+                g: 200,
+                b: 40,
+            },
+            600.0,
+            VideoCodec::H264,
+        ),
+        Sender::new(
+            3,
+            "Cy",
+            Rgb {
+                r: 40,
+                g: 60,
+                b: 230,
+            },
+            900.0,
+            VideoCodec::Vp8,
+        ),
     ]
 }
 
 fn join_all(room: &mut Room, senders: &[Sender], t0: Instant) {
     for s in senders {
-        let options = JoinOptions { receives_audio: true, ..JoinOptions::default() };
-        room.handle_input(Input::Join { id: s.id, name: s.name.into(), options }, t0);
+        let options = JoinOptions {
+            receives_audio: true,
+            ..JoinOptions::default()
+        };
+        room.handle_input(
+            Input::Join {
+                id: s.id,
+                name: s.name.into(),
+                options,
+            },
+            t0,
+        );
     }
 }
 
@@ -153,7 +235,14 @@ fn feed_all(senders: &mut [Sender]) -> impl FnMut(&mut Room, u64, Instant) + '_ 
         for s in senders.iter_mut() {
             if ms % 40 == 0 {
                 let data = s.frame(ms / 40);
-                room.handle_input(Input::Video { id: s.id, codec: s.codec, data }, now);
+                room.handle_input(
+                    Input::Video {
+                        id: s.id,
+                        codec: s.codec,
+                        data,
+                    },
+                    now,
+                );
             }
             let samples = s.tone();
             room.handle_input(Input::AudioPcm { id: s.id, samples }, now);
@@ -176,9 +265,19 @@ fn three_senders_are_tiled_and_each_hears_the_others_only() {
     assert_eq!(rects.len(), 3);
     for s in &senders {
         let rect = rects.iter().find(|(id, _)| *id == s.id).unwrap().1;
-        let inner = Rect::new(rect.x + rect.w / 4, rect.y + rect.h / 4, rect.w / 2, rect.h / 4);
+        let inner = Rect::new(
+            rect.x + rect.w / 4,
+            rect.y + rect.h / 4,
+            rect.w / 2,
+            rect.h / 4,
+        );
         let got = picture.mean_yuv(inner);
-        assert!(colour_close(got, s.colour), "{} tile {rect:?}: got {got:?}, want {:?}", s.name, s.colour.to_yuv());
+        assert!(
+            colour_close(got, s.colour),
+            "{} tile {rect:?}: got {got:?}, want {:?}",
+            s.name,
+            s.colour.to_yuv()
+        );
     }
 
     // Mix-minus: each listener hears the other tones, not its own.
@@ -188,14 +287,23 @@ fn three_senders_are_tiled_and_each_hears_the_others_only() {
         let own = goertzel_power(pcm, s.tone_hz, 48_000);
         for o in senders.iter().filter(|o| o.id != s.id) {
             let other = goertzel_power(pcm, o.tone_hz, 48_000);
-            assert!(other > own * 100.0, "{} hears {} at {other}, itself at {own}", s.name, o.name);
+            assert!(
+                other > own * 100.0,
+                "{} hears {} at {other}, itself at {own}",
+                s.name,
+                o.name
+            );
         }
     }
     let full = out.decode_audio(Listener::FullMix);
     let full = &full[full.len() / 2..];
     let noise = goertzel_power(full, 1500.0, 48_000);
     for s in &senders {
-        assert!(goertzel_power(full, s.tone_hz, 48_000) > noise * 100.0, "full mix lacks {}", s.name);
+        assert!(
+            goertzel_power(full, s.tone_hz, 48_000) > noise * 100.0,
+            "full mix lacks {}",
+            s.name
+        );
     }
 }
 
@@ -208,7 +316,11 @@ fn timestamps_step_exactly_on_the_room_clock() {
     let mut out = Collected::default();
     run(&mut room, t0, 0, 1000, &mut out, feed_all(&mut senders));
 
-    assert!(out.video.len() >= 24, "only {} frames in 1 s at 25 fps", out.video.len());
+    assert!(
+        out.video.len() >= 24,
+        "only {} frames in 1 s at 25 fps",
+        out.video.len()
+    );
     for w in out.video.windows(2) {
         assert_eq!(w[1].0 - w[0].0, 90_000 / FPS as u64);
     }
@@ -230,11 +342,20 @@ fn a_receivers_keyframe_request_yields_a_keyframe_on_the_next_tick() {
     let mut out = Collected::default();
     run(&mut room, t0, 0, 1200, &mut out, feed_all(&mut senders));
     let before = out.video.len();
-    assert!(out.video[1..].iter().all(|v| !v.1), "no keyframes expected without requests");
+    assert!(
+        out.video[1..].iter().all(|v| !v.1),
+        "no keyframes expected without requests"
+    );
 
-    room.handle_input(Input::RequestKeyframe { tier: "low".into() }, t0 + Duration::from_millis(1200));
+    room.handle_input(
+        Input::RequestKeyframe { tier: "low".into() },
+        t0 + Duration::from_millis(1200),
+    );
     run(&mut room, t0, 1200, 1260, &mut out, feed_all(&mut senders));
-    assert!(out.video[before].1, "the frame after the request is not a keyframe");
+    assert!(
+        out.video[before].1,
+        "the frame after the request is not a keyframe"
+    );
 }
 
 #[test]
@@ -268,10 +389,24 @@ fn corrupt_video_neither_panics_nor_stops_the_room_and_asks_for_keyframes_rate_l
                         data[i] ^= 1 << (rand() % 8);
                     }
                 }
-                room.handle_input(Input::Video { id: s.id, codec: s.codec, data }, now);
+                room.handle_input(
+                    Input::Video {
+                        id: s.id,
+                        codec: s.codec,
+                        data,
+                    },
+                    now,
+                );
                 if s.id == ParticipantId(3) {
                     let garbage: Vec<u8> = (0..200).map(|_| rand() as u8).collect();
-                    room.handle_input(Input::Video { id: s.id, codec: VideoCodec::Vp8, data: garbage }, now);
+                    room.handle_input(
+                        Input::Video {
+                            id: s.id,
+                            codec: VideoCodec::Vp8,
+                            data: garbage,
+                        },
+                        now,
+                    );
                 }
             }
             let samples = s.tone();
@@ -279,21 +414,50 @@ fn corrupt_video_neither_panics_nor_stops_the_room_and_asks_for_keyframes_rate_l
         }
     });
     // The composite kept flowing at full rate.
-    assert!(out.video.len() - frames_before >= 49, "composite stalled: {} frames", out.video.len() - frames_before);
-    let errors = room.participant_stats(ParticipantId(2)).unwrap().video_decode_errors
-        + room.participant_stats(ParticipantId(3)).unwrap().video_decode_errors;
+    assert!(
+        out.video.len() - frames_before >= 49,
+        "composite stalled: {} frames",
+        out.video.len() - frames_before
+    );
+    let errors = room
+        .participant_stats(ParticipantId(2))
+        .unwrap()
+        .video_decode_errors
+        + room
+            .participant_stats(ParticipantId(3))
+            .unwrap()
+            .video_decode_errors;
     assert!(errors > 0, "corruption went unnoticed");
     // Keyframe requests go out, but at most one per participant per interval (1 s).
-    let asked: Vec<_> = out.keyframe_needed.iter().filter(|(_, p)| *p != ParticipantId(1)).collect();
-    assert!(!asked.is_empty(), "no keyframe requested from a broken sender");
+    let asked: Vec<_> = out
+        .keyframe_needed
+        .iter()
+        .filter(|(_, p)| *p != ParticipantId(1))
+        .collect();
+    assert!(
+        !asked.is_empty(),
+        "no keyframe requested from a broken sender"
+    );
     for id in [ParticipantId(2), ParticipantId(3)] {
-        let times: Vec<Duration> = asked.iter().filter(|(_, p)| *p == id).map(|(t, _)| *t).collect();
+        let times: Vec<Duration> = asked
+            .iter()
+            .filter(|(_, p)| *p == id)
+            .map(|(t, _)| *t)
+            .collect();
         assert!(times.len() <= 3, "{id} asked {} times in 2 s", times.len());
         for w in times.windows(2) {
-            assert!(w[1] - w[0] >= Duration::from_millis(1000), "{id} asked twice within 1 s: {times:?}");
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(1000),
+                "{id} asked twice within 1 s: {times:?}"
+            );
         }
     }
-    assert!(out.keyframe_needed.iter().all(|(_, p)| *p != ParticipantId(1)), "healthy sender asked for keyframes");
+    assert!(
+        out.keyframe_needed
+            .iter()
+            .all(|(_, p)| *p != ParticipantId(1)),
+        "healthy sender asked for keyframes"
+    );
 }
 
 #[test]
@@ -308,15 +472,35 @@ fn a_silent_sender_freezes_then_shows_its_placeholder() {
     // Cy stops sending video; the others go on. After 400 ms its tile is a placeholder.
     run(&mut room, t0, 800, 1000, &mut out, feed_all(&mut senders));
     let frozen = out.last_picture(VideoCodec::Vp8);
-    let rect = room.tile_rects("low").into_iter().find(|(id, _)| *id == cy.id).unwrap().1;
-    let inner = Rect::new(rect.x + rect.w / 4, rect.y + rect.h / 4, rect.w / 2, rect.h / 4);
-    assert!(colour_close(frozen.mean_yuv(inner), cy.colour), "tile should still show the frozen picture");
+    let rect = room
+        .tile_rects("low")
+        .into_iter()
+        .find(|(id, _)| *id == cy.id)
+        .unwrap()
+        .1;
+    let inner = Rect::new(
+        rect.x + rect.w / 4,
+        rect.y + rect.h / 4,
+        rect.w / 2,
+        rect.h / 4,
+    );
+    assert!(
+        colour_close(frozen.mean_yuv(inner), cy.colour),
+        "tile should still show the frozen picture"
+    );
 
     run(&mut room, t0, 1000, 1600, &mut out, feed_all(&mut senders));
     let later = out.last_picture(VideoCodec::Vp8);
     let got = later.mean_yuv(inner);
-    assert!(!colour_close(got, cy.colour), "tile still shows the stale picture: {got:?}");
-    assert_eq!(room.tile_rects("low").len(), 3, "the participant keeps its tile");
+    assert!(
+        !colour_close(got, cy.colour),
+        "tile still shows the stale picture: {got:?}"
+    );
+    assert_eq!(
+        room.tile_rects("low").len(),
+        3,
+        "the participant keeps its tile"
+    );
 }
 
 #[test]
@@ -331,7 +515,14 @@ fn the_speaker_layout_follows_the_loudest_talker() {
         for s in senders.iter_mut() {
             if ms % 40 == 0 {
                 let data = s.frame(ms / 40);
-                room.handle_input(Input::Video { id: s.id, codec: s.codec, data }, now);
+                room.handle_input(
+                    Input::Video {
+                        id: s.id,
+                        codec: s.codec,
+                        data,
+                    },
+                    now,
+                );
             }
             let mut samples = s.tone();
             if s.id != ParticipantId(3) {
@@ -344,10 +535,17 @@ fn the_speaker_layout_follows_the_loudest_talker() {
     assert_eq!(out.speakers.last(), Some(&Some(ParticipantId(3))));
     let rects = room.tile_rects("low");
     let largest = rects.iter().max_by_key(|(_, r)| r.w * r.h).unwrap();
-    assert_eq!(largest.0, ParticipantId(3), "speaker is not in the large tile: {rects:?}");
+    assert_eq!(
+        largest.0,
+        ParticipantId(3),
+        "speaker is not in the large tile: {rects:?}"
+    );
     let picture = out.last_picture(VideoCodec::Vp8);
     let r = largest.1;
-    assert!(colour_close(picture.mean_yuv(Rect::new(r.x + r.w / 4, r.y + r.h / 4, r.w / 2, r.h / 4)), senders[2].colour));
+    assert!(colour_close(
+        picture.mean_yuv(Rect::new(r.x + r.w / 4, r.y + r.h / 4, r.w / 2, r.h / 4)),
+        senders[2].colour
+    ));
     let _ = LayoutSpec::Grid;
 }
 
@@ -359,13 +557,24 @@ fn leaving_frees_the_tile_and_unknown_ids_are_counted() {
     join_all(&mut room, &senders, t0);
     let mut out = Collected::default();
     run(&mut room, t0, 0, 400, &mut out, feed_all(&mut senders));
-    room.handle_input(Input::Leave { id: ParticipantId(2) }, t0 + Duration::from_millis(400));
+    room.handle_input(
+        Input::Leave {
+            id: ParticipantId(2),
+        },
+        t0 + Duration::from_millis(400),
+    );
     senders.remove(1);
     run(&mut room, t0, 400, 800, &mut out, feed_all(&mut senders));
     let rects = room.tile_rects("low");
     assert_eq!(rects.len(), 2);
     assert!(rects.iter().all(|(id, _)| *id != ParticipantId(2)));
-    room.handle_input(Input::Audio { id: ParticipantId(2), packet: vec![1, 2, 3] }, t0 + Duration::from_millis(800));
+    room.handle_input(
+        Input::Audio {
+            id: ParticipantId(2),
+            packet: vec![1, 2, 3],
+        },
+        t0 + Duration::from_millis(800),
+    );
     assert_eq!(room.stats().inputs_for_unknown_participants, 1);
     let _ = new_audio_encoder;
 }

@@ -70,12 +70,19 @@ fn video_reader(path: &Path, fps: u32) -> Result<Reader> {
             let r = IvfReader::open(path)?;
             let h = r.header().clone();
             if &h.fourcc != b"VP80" {
-                bail!("{}: IVF holds {:?}, only VP8 (VP80) is supported", path.display(), String::from_utf8_lossy(&h.fourcc));
+                bail!(
+                    "{}: IVF holds {:?}, only VP8 (VP80) is supported",
+                    path.display(),
+                    String::from_utf8_lossy(&h.fourcc)
+                );
             }
             Reader::Ivf(r, h.timebase_num as u64, h.timebase_den as u64)
         }
         "h264" | "264" => Reader::AnnexB(AnnexBReader::open(path)?, fps),
-        other => bail!("{}: unknown video type .{other}: expected .ivf (VP8) or .h264 (Annex-B)", path.display()),
+        other => bail!(
+            "{}: unknown video type .{other}: expected .ivf (VP8) or .h264 (Annex-B)",
+            path.display()
+        ),
     })
 }
 
@@ -92,19 +99,30 @@ fn audio_reader(path: &Path) -> Result<Reader> {
             let mono = downmix_to_mono(&wav.read_all()?, channels);
             let pcm = resample_clip(&mono, rate, SAMPLE_RATE_HZ)
                 .with_context(|| format!("{}: resampling from {rate} Hz", path.display()))?;
-            Reader::Pcm(pcm.chunks(FRAME_SAMPLES).map(|c| {
-                let mut v = c.to_vec();
-                v.resize(FRAME_SAMPLES, 0);
-                v
-            }).collect())
+            Reader::Pcm(
+                pcm.chunks(FRAME_SAMPLES)
+                    .map(|c| {
+                        let mut v = c.to_vec();
+                        v.resize(FRAME_SAMPLES, 0);
+                        v
+                    })
+                    .collect(),
+            )
         }
-        other => bail!("{}: unknown audio type .{other}: expected .ogg/.opus (Ogg Opus) or .wav", path.display()),
+        other => bail!(
+            "{}: unknown audio type .{other}: expected .ogg/.opus (Ogg Opus) or .wav",
+            path.display()
+        ),
     })
 }
 
 impl Source {
     /// Opens the file twice: once to measure how long it plays, once to read it.
-    fn new(participant: ParticipantId, path: &Path, reader: impl Fn() -> Result<Reader>) -> Result<Source> {
+    fn new(
+        participant: ParticipantId,
+        path: &Path,
+        reader: impl Fn() -> Result<Reader>,
+    ) -> Result<Source> {
         let mut s = Source {
             participant,
             duration_hint: Duration::ZERO,
@@ -117,7 +135,14 @@ impl Source {
         s.duration_hint = match &s.reader {
             Reader::Pcm(frames) => Duration::from_millis(frames.len() as u64 * 20),
             _ => {
-                let mut probe = Source { reader: reader()?, index: 0, pending: None, done: false, path: s.path.clone(), ..s.shallow() };
+                let mut probe = Source {
+                    reader: reader()?,
+                    index: 0,
+                    pending: None,
+                    done: false,
+                    path: s.path.clone(),
+                    ..s.shallow()
+                };
                 let mut last = Duration::ZERO;
                 let mut step = Duration::ZERO;
                 while let Some(at) = probe.peek_time()? {
@@ -170,18 +195,37 @@ impl Source {
         self.index += 1;
         Ok(match &mut self.reader {
             Reader::Ivf(r, num, den) => r.next_frame()?.map(|f| {
-                let at = Duration::from_nanos(f.pts.saturating_mul(*num * 1_000_000_000) / (*den).max(1));
-                (at, Event::Video { codec: VideoCodec::Vp8, data: f.data })
+                let at = Duration::from_nanos(
+                    f.pts.saturating_mul(*num * 1_000_000_000) / (*den).max(1),
+                );
+                (
+                    at,
+                    Event::Video {
+                        codec: VideoCodec::Vp8,
+                        data: f.data,
+                    },
+                )
             }),
             Reader::AnnexB(r, fps) => r.next_access_unit()?.map(|au| {
-                (Duration::from_nanos(i * 1_000_000_000 / *fps as u64), Event::Video { codec: VideoCodec::H264, data: au.data })
+                (
+                    Duration::from_nanos(i * 1_000_000_000 / *fps as u64),
+                    Event::Video {
+                        codec: VideoCodec::H264,
+                        data: au.data,
+                    },
+                )
             }),
             // Packet pts count from the start of decoding; playback starts after pre-skip.
             Reader::Ogg(r, pre_skip) => r.next_packet()?.map(|p| {
                 let at = p.pts.saturating_sub(*pre_skip);
-                (Duration::from_nanos(at * 1_000_000_000 / 48_000), Event::Audio(p.data))
+                (
+                    Duration::from_nanos(at * 1_000_000_000 / 48_000),
+                    Event::Audio(p.data),
+                )
             }),
-            Reader::Pcm(frames) => frames.pop_front().map(|f| (Duration::from_millis(i * 20), Event::Pcm(f))),
+            Reader::Pcm(frames) => frames
+                .pop_front()
+                .map(|f| (Duration::from_millis(i * 20), Event::Pcm(f))),
         })
     }
 }

@@ -12,7 +12,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use tessera_codec::{VideoCodec, FRAME_SAMPLES, SAMPLE_RATE_HZ};
 use tessera_config::Config;
-use tessera_engine::{Assets, Input, JoinOptions, Listener, Output, Room, RoomSettings, TierSettings};
+use tessera_engine::{
+    Assets, Input, JoinOptions, Listener, Output, Room, RoomSettings, TierSettings,
+};
 use tessera_types::ParticipantId;
 
 use crate::render::media::{open_audio, open_video, Event, Source};
@@ -87,7 +89,9 @@ fn parse_participant(spec: &str) -> Result<ParticipantSpec> {
                     .filter(|f| (1..=120).contains(f))
                     .ok_or_else(|| anyhow!("--participant {spec:?}: fps={v} must be 1..=120"))?
             }
-            _ => bail!("--participant {spec:?}: unknown key {k:?} (expected name, video, audio, fps)"),
+            _ => bail!(
+                "--participant {spec:?}: unknown key {k:?} (expected name, video, audio, fps)"
+            ),
         }
     }
     if p.name.is_empty() {
@@ -103,7 +107,11 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| anyhow!("--size {s:?}: expected WIDTHxHEIGHT, e.g. 1280x720"))?;
-    let parse = |v: &str| v.trim().parse::<u32>().map_err(|_| anyhow!("--size {s:?}: {v:?} is not a number"));
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| anyhow!("--size {s:?}: {v:?} is not a number"))
+    };
     let (w, h) = (parse(w)?, parse(h)?);
     if w < 16 || h < 16 || w > 3840 || h > 2160 || w % 2 != 0 || h % 2 != 0 {
         bail!("--size {s}: width and height must be even, 16..=3840 x 16..=2160");
@@ -130,17 +138,25 @@ fn render_tier(args: &RenderArgs, cfg: &Config) -> Result<TierSettings> {
         bail!("--bitrate-kbps {bitrate_kbps}: must be 50..=20000");
     }
     let codec = match &args.codec {
-        Some(c) => c.parse::<VideoCodec>().map_err(|e| anyhow!("--codec: {e}"))?,
+        Some(c) => c
+            .parse::<VideoCodec>()
+            .map_err(|e| anyhow!("--codec: {e}"))?,
         None => base.codec.into(),
     };
     if let Some(out) = &args.video_out {
         let want = match out.extension().and_then(|e| e.to_str()) {
             Some("ivf") => VideoCodec::Vp8,
             Some("h264") | Some("264") => VideoCodec::H264,
-            _ => bail!("--video-out {}: expected a .ivf (VP8) or .h264 (H.264) file", out.display()),
+            _ => bail!(
+                "--video-out {}: expected a .ivf (VP8) or .h264 (H.264) file",
+                out.display()
+            ),
         };
         if want != codec {
-            bail!("--video-out {} holds {want}, but --codec is {codec}", out.display());
+            bail!(
+                "--video-out {} holds {want}, but --codec is {codec}",
+                out.display()
+            );
         }
     }
     Ok(TierSettings {
@@ -207,18 +223,28 @@ pub fn run(args: RenderArgs) -> Result<()> {
         bail!("nothing to write: give --video-out and/or --audio-out");
     }
     let tier = render_tier(&args, &cfg)?;
-    let layout = args.layout.clone().unwrap_or_else(|| cfg.rooms.default_layout.clone());
+    let layout = args
+        .layout
+        .clone()
+        .unwrap_or_else(|| cfg.rooms.default_layout.clone());
     let assets = Assets::load(&cfg)?;
     let mut settings = RoomSettings::from_config(&cfg, &layout, &assets)?;
     settings.tiers = vec![tier.clone()];
-    settings.always_encode = if args.video_out.is_some() { vec![tier.name.clone()] } else { Vec::new() };
+    settings.always_encode = if args.video_out.is_some() {
+        vec![tier.name.clone()]
+    } else {
+        Vec::new()
+    };
     settings.always_full_mix = args.audio_out.is_some();
 
     let mut sources = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let id = ParticipantId(i as u64 + 1);
         if let Some(v) = &spec.video {
-            sources.push(open_video(id, v, spec.fps).with_context(|| format!("participant {}", spec.name))?);
+            sources.push(
+                open_video(id, v, spec.fps)
+                    .with_context(|| format!("participant {}", spec.name))?,
+            );
         }
         if let Some(a) = &spec.audio {
             sources.push(open_audio(id, a).with_context(|| format!("participant {}", spec.name))?);
@@ -259,7 +285,11 @@ pub fn run(args: RenderArgs) -> Result<()> {
         .as_deref()
         .map(|p| sinks::VideoSink::create(p, &tier))
         .transpose()?;
-    let mut audio_sink = args.audio_out.as_deref().map(sinks::AudioSink::create).transpose()?;
+    let mut audio_sink = args
+        .audio_out
+        .as_deref()
+        .map(sinks::AudioSink::create)
+        .transpose()?;
 
     let progress = indicatif::ProgressBar::new(end.as_millis() as u64);
     progress.set_style(
@@ -307,8 +337,16 @@ pub fn run(args: RenderArgs) -> Result<()> {
     }
     progress.finish_and_clear();
 
-    let frames = video_sink.as_mut().map(|s| s.finish()).transpose()?.unwrap_or(0);
-    let packets = audio_sink.as_mut().map(|s| s.finish()).transpose()?.unwrap_or(0);
+    let frames = video_sink
+        .as_mut()
+        .map(|s| s.finish())
+        .transpose()?
+        .unwrap_or(0);
+    let packets = audio_sink
+        .as_mut()
+        .map(|s| s.finish())
+        .transpose()?
+        .unwrap_or(0);
     let wall = wall.elapsed().as_secs_f64();
     let media = end.as_secs_f64();
     println!(
@@ -336,7 +374,10 @@ mod tests {
         assert_eq!(ok.video, Some(PathBuf::from("a.ivf")));
         assert_eq!(ok.fps, 30);
         assert_eq!(parse_participant("name=B,audio=b.wav").unwrap().video, None);
-        assert_eq!(parse_participant("name=C,video=c.h264,fps=25").unwrap().fps, 25);
+        assert_eq!(
+            parse_participant("name=C,video=c.h264,fps=25").unwrap().fps,
+            25
+        );
         let err = |s: &str| parse_participant(s).unwrap_err().to_string();
         assert!(err("video=a.ivf").contains("name=... is required"));
         assert!(err("name=A").contains("give video=FILE"));

@@ -13,9 +13,9 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    Ok(BufWriter::new(
-        File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-    ))
+    Ok(BufWriter::new(File::create(path).with_context(|| {
+        format!("cannot create {}", path.display())
+    })?))
 }
 
 pub enum VideoSink {
@@ -27,7 +27,16 @@ impl VideoSink {
     pub fn create(path: &Path, tier: &TierSettings) -> Result<VideoSink> {
         let file = create(path)?;
         Ok(match tier.codec {
-            VideoCodec::Vp8 => VideoSink::Ivf(Some(IvfWriter::new(file, tier.width as u16, tier.height as u16, 1, 90_000)?), 0),
+            VideoCodec::Vp8 => VideoSink::Ivf(
+                Some(IvfWriter::new(
+                    file,
+                    tier.width as u16,
+                    tier.height as u16,
+                    1,
+                    90_000,
+                )?),
+                0,
+            ),
             VideoCodec::H264 => VideoSink::AnnexB(Some(AnnexBWriter::new(file)), 0),
         })
     }
@@ -71,16 +80,36 @@ impl VideoSink {
 pub enum AudioSink {
     Ogg(Option<OggOpusWriter<BufWriter<File>>>, u64),
     /// WAV gets what a listener would hear: the Opus packets decoded again.
-    Wav(Option<WavWriter<BufWriter<File>>>, Box<dyn AudioDecoder>, Vec<i16>, u64),
+    Wav(
+        Option<WavWriter<BufWriter<File>>>,
+        Box<dyn AudioDecoder>,
+        Vec<i16>,
+        u64,
+    ),
 }
 
 impl AudioSink {
     pub fn create(path: &Path) -> Result<AudioSink> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         Ok(match ext.as_str() {
-            "ogg" | "opus" => AudioSink::Ogg(Some(OggOpusWriter::new(create(path)?, 1, DEFAULT_PRE_SKIP)?), 0),
-            "wav" => AudioSink::Wav(Some(WavWriter::new(create(path)?, 48_000, 1)?), tessera_codec::new_audio_decoder()?, Vec::new(), 0),
-            _ => anyhow::bail!("--audio-out {}: expected a .ogg/.opus (Ogg Opus) or .wav file", path.display()),
+            "ogg" | "opus" => AudioSink::Ogg(
+                Some(OggOpusWriter::new(create(path)?, 1, DEFAULT_PRE_SKIP)?),
+                0,
+            ),
+            "wav" => AudioSink::Wav(
+                Some(WavWriter::new(create(path)?, 48_000, 1)?),
+                tessera_codec::new_audio_decoder()?,
+                Vec::new(),
+                0,
+            ),
+            _ => anyhow::bail!(
+                "--audio-out {}: expected a .ogg/.opus (Ogg Opus) or .wav file",
+                path.display()
+            ),
         })
     }
 
