@@ -37,7 +37,8 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench: fixtures
-	$(CARGO) bench -p tessera
+	$(CARGO) bench -p tessera --bench media
+	./benches/render-vs-ffmpeg.sh 20
 
 clean-fixtures:
 	rm -rf $(FIXTURES)

@@ -174,7 +174,8 @@ impl Vp8Encoder {
         };
         cfg.g_threads = config.threads.max(1);
         cfg.g_lag_in_frames = 0;
-        cfg.g_error_resilient = 1; // VPX_ERROR_RESILIENT_DEFAULT
+        // As libwebrtc for a single layer: resilience costs bitrate; PLI recovers losses.
+        cfg.g_error_resilient = 0;
         cfg.g_pass = vpx::vpx_enc_pass::VPX_RC_ONE_PASS;
         cfg.rc_end_usage = vpx::vpx_rc_mode::VPX_CBR;
         cfg.rc_target_bitrate = (config.bitrate_bps / 1000).max(1);

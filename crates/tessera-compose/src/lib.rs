@@ -182,16 +182,27 @@ impl Compositor {
     ) -> &VideoFrame {
         let (cw, ch) = (self.cfg.width, self.cfg.height);
         let background = self.cfg.background.to_yuv();
-        fill_rect(&mut self.canvas, Rect::new(0, 0, cw, ch), background);
+        let placements = place(spec, tiles.len(), speaker);
+        let rects: Vec<Rect> = placements
+            .iter()
+            .map(|p| to_pixels(p.rect, cw, ch, self.cfg.gap_px))
+            .collect();
+        fill_uncovered(&mut self.canvas, &rects, background);
         self.placements.clear();
-        for p in place(spec, tiles.len(), speaker) {
-            let rect = to_pixels(p.rect, cw, ch, self.cfg.gap_px);
+        for (p, rect) in placements.into_iter().zip(rects) {
             if rect.is_empty() {
                 continue;
             }
             let tile = tiles[p.participant];
-            // Higher z may overlap lower tiles: clear our own area first.
-            fill_rect(&mut self.canvas, rect, background);
+            let covers_tile = match tile.frame {
+                Some(f) if self.cfg.fit == Fit::Crop => f.width >= 2 && f.height >= 2,
+                Some(f) => f.width as u64 * rect.h as u64 == f.height as u64 * rect.w as u64,
+                None => true,
+            };
+            if !covers_tile || p.z != 0 {
+                // Letterbox bars, or a tile drawn over a lower one: clear our own area.
+                fill_rect(&mut self.canvas, rect, background);
+            }
             match tile.frame {
                 Some(frame) if frame.width >= 2 && frame.height >= 2 => {
                     draw_fitted(&mut self.canvas, frame, rect, self.cfg.fit);
@@ -310,6 +321,39 @@ fn draw_fitted(dst: &mut VideoFrame, src: &VideoFrame, rect: Rect, fit: Fit) {
         Filter::Bilinear
     };
     scale_into(src, src_rect, dst, dst_rect, filter);
+}
+
+/// Fills the parts of the canvas no tile covers (gaps, edges, empty layout areas): whole
+/// rows outside every tile, and each row band's spans between tiles.
+fn fill_uncovered(canvas: &mut VideoFrame, rects: &[Rect], c: Yuv) {
+    let (w, h) = (canvas.width, canvas.height);
+    // Horizontal bands whose set of overlapping tiles is constant.
+    let mut edges: Vec<u32> = vec![0, h];
+    for r in rects.iter().filter(|r| !r.is_empty()) {
+        edges.push(r.y);
+        edges.push(r.y + r.h);
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    for band in edges.windows(2) {
+        let (y0, y1) = (band[0], band[1]);
+        let mut spans: Vec<(u32, u32)> = rects
+            .iter()
+            .filter(|r| !r.is_empty() && r.y <= y0 && r.y + r.h >= y1)
+            .map(|r| (r.x, r.x + r.w))
+            .collect();
+        spans.sort_unstable();
+        let mut x = 0;
+        for (a, b) in spans {
+            if a > x {
+                fill_rect(canvas, Rect::new(x, y0, a - x, y1 - y0), c);
+            }
+            x = x.max(b);
+        }
+        if x < w {
+            fill_rect(canvas, Rect::new(x, y0, w - x, y1 - y0), c);
+        }
+    }
 }
 
 fn draw_border(dst: &mut VideoFrame, r: Rect, c: Yuv) {
