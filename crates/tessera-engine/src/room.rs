@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_codec::{AudioEncoder, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE_HZ};
-use tessera_compose::{ComposeConfig, Compositor, LayoutSpec, TileInput};
+use tessera_compose::{ComposeConfig, Compositor, TileInput};
 use tessera_mixer::Mixer;
 use tessera_types::{ParticipantId, VideoCodec};
 
@@ -521,10 +521,5 @@ impl Room {
             }
         }
         self.contributions = contributions;
-    }
-
-    /// Replaces the layout (e.g. an operator's choice).
-    pub fn set_layout(&mut self, layout: LayoutSpec) {
-        self.settings.layout = layout;
     }
 }
