@@ -101,15 +101,7 @@ impl VideoEncoder for H264Encoder {
         pts_90k: u64,
         force_keyframe: bool,
     ) -> Result<Option<EncodedVideo>, CodecError> {
-        if (frame.width, frame.height) != (self.config.width, self.config.height) {
-            return Err(CodecError::InvalidInput {
-                what: "frame size",
-                reason: format!(
-                    "{}x{} frame for a {}x{} encoder",
-                    frame.width, frame.height, self.config.width, self.config.height
-                ),
-            });
-        }
+        self.config.check_frame(frame)?;
         if force_keyframe {
             self.inner.force_intra_frame();
         }

@@ -78,6 +78,22 @@ pub struct VideoEncoderConfig {
     pub threads: u32,
 }
 
+impl VideoEncoderConfig {
+    /// An encoder takes frames of exactly its configured size.
+    pub fn check_frame(&self, frame: &VideoFrame) -> Result<(), CodecError> {
+        if (frame.width, frame.height) == (self.width, self.height) {
+            return Ok(());
+        }
+        Err(CodecError::InvalidInput {
+            what: "frame size",
+            reason: format!(
+                "{}x{} frame for a {}x{} encoder",
+                frame.width, frame.height, self.width, self.height
+            ),
+        })
+    }
+}
+
 /// Encodes I420 frames for real-time delivery: bitrate rate control, no scene-change
 /// keyframes, a keyframe on request.
 pub trait VideoEncoder: Send {

@@ -262,15 +262,7 @@ impl VideoEncoder for Vp8Encoder {
         pts_90k: u64,
         force_keyframe: bool,
     ) -> Result<Option<EncodedVideo>, CodecError> {
-        if (frame.width, frame.height) != (self.config.width, self.config.height) {
-            return Err(CodecError::InvalidInput {
-                what: "frame size",
-                reason: format!(
-                    "{}x{} frame for a {}x{} encoder",
-                    frame.width, frame.height, self.config.width, self.config.height
-                ),
-            });
-        }
+        self.config.check_frame(frame)?;
         // SAFETY: a zeroed vpx_image is filled by vpx_img_wrap (fmt is set there).
         let mut img: vpx::vpx_image_t = unsafe { MaybeUninit::zeroed().assume_init() };
         // SAFETY: wrap points at the Y plane only to get the struct set up; the planes
