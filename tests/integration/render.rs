@@ -185,3 +185,55 @@ fn render_rejects_bad_arguments_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(".ivf (VP8) or .h264"));
 }
+
+#[test]
+fn render_a_custom_layout_from_the_config() {
+    let (dir, list) = fixtures();
+    let out = scratch("render_presenter");
+    let video_out = out.join("out.ivf");
+    let f = |name: &str| dir.join(name).display().to_string();
+    // Only Bo has audio, so Bo is the active speaker and fills the large speaker tile.
+    run_ok(
+        tessera()
+            .args([
+                "render",
+                "--layout",
+                "presenter",
+                "--size",
+                "640x360",
+                "--fps",
+                "10",
+            ])
+            .args(["--codec", "vp8", "--bitrate-kbps", "500"])
+            .arg("--participant")
+            .arg(format!("name=Ann,video={}", f("p1.ivf")))
+            .arg("--participant")
+            .arg(format!(
+                "name=Bo,video={},audio={}",
+                f("p2.ivf"),
+                f("p2.ogg")
+            ))
+            .arg("--participant")
+            .arg(format!("name=Cy,video={}", f("p3.ivf")))
+            .arg("--video-out")
+            .arg(&video_out),
+    );
+    let frames = decode_video_rgb(&video_out, 640, 360);
+    let last = frames.last().expect("no frames");
+    // presenter: speaker tile is the left 75%, the others stack in the right column.
+    let big = mean_rgb(last, 640, 120, 120, 240, 80);
+    assert!(
+        colour_distance(big, list[1].rgb) < 60.0,
+        "speaker tile shows {big:?}, not Bo"
+    );
+    let first_small = mean_rgb(last, 640, 500, 30, 80, 30);
+    let second_small = mean_rgb(last, 640, 500, 120, 80, 30);
+    assert!(
+        colour_distance(first_small, list[0].rgb) < 60.0,
+        "first side tile: {first_small:?}"
+    );
+    assert!(
+        colour_distance(second_small, list[2].rgb) < 60.0,
+        "second side tile: {second_small:?}"
+    );
+}

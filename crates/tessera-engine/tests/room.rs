@@ -578,3 +578,30 @@ fn leaving_frees_the_tile_and_unknown_ids_are_counted() {
     assert_eq!(room.stats().inputs_for_unknown_participants, 1);
     let _ = new_audio_encoder;
 }
+
+#[test]
+fn a_muted_participant_is_absent_from_every_mix() {
+    let t0 = Instant::now();
+    let mut room = Room::new(settings("grid"), t0).unwrap();
+    let mut senders = three_senders();
+    join_all(&mut room, &senders, t0);
+    room.handle_input(
+        Input::SetMuted {
+            id: ParticipantId(1),
+            muted: true,
+        },
+        t0,
+    );
+    let mut out = Collected::default();
+    run(&mut room, t0, 0, 1000, &mut out, feed_all(&mut senders));
+    for listener in [Listener::Participant(ParticipantId(2)), Listener::FullMix] {
+        let pcm = out.decode_audio(listener);
+        let pcm = &pcm[pcm.len() / 2..];
+        let ann = goertzel_power(pcm, 300.0, 48_000);
+        let cy = goertzel_power(pcm, 900.0, 48_000);
+        assert!(
+            cy > ann * 1000.0,
+            "{listener:?} still hears muted Ann ({ann} vs {cy})"
+        );
+    }
+}
