@@ -5,10 +5,15 @@ CARGO ?= cargo
 FIXTURES := target/fixtures
 export TESSERA_FIXTURES := $(abspath $(FIXTURES))
 
-.PHONY: setup fixtures build run test lint bench demo clean-fixtures
+.PHONY: setup setup-test fixtures build run demo test test-rust test-browser test-whip lint bench clean-fixtures
 
 setup:
 	@./scripts/setup.sh
+
+# Browsers, npm drivers and the aiortc venv: only the tests need them.
+setup-test: setup
+	@./scripts/setup-browser.sh
+	@./scripts/setup-python.sh
 
 fixtures: setup
 	@./scripts/make-fixtures.sh $(FIXTURES)
@@ -16,9 +21,12 @@ fixtures: setup
 build: setup
 	$(CARGO) build --release -p tessera
 
-# Until the live server lands, `make run` renders a 4-person demo room offline with the
-# embedded default config and prints where the composite video and mix went.
-run: fixtures
+# The server on the embedded default config: open http://127.0.0.1:8080/?room=demo&name=Ann
+run: setup
+	$(CARGO) run --release -p tessera -- serve
+
+# A 4-person room rendered offline from fixture files (no network, no browser).
+demo: fixtures
 	$(CARGO) run --release -p tessera -- render \
 	  --participant name=Ann,video=$(FIXTURES)/p1.ivf,audio=$(FIXTURES)/p1.ogg \
 	  --participant name=Bo,video=$(FIXTURES)/p2.h264,audio=$(FIXTURES)/p2.wav \
@@ -29,9 +37,20 @@ run: fixtures
 
 # One `cargo test` runs unit, integration and doc tests from a single build (running
 # cargo-nextest and then the doc tests rebuilt the C codecs under a different fingerprint).
-test: fixtures
+# Browser and aiortc tests drive the debug `tessera` binary that `cargo test` just built.
+test: fixtures setup-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory test-whip
+
+test-rust: fixtures
+	$(CARGO) test --workspace --no-fail-fast
+
+test-browser:
+	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/run.mjs
+
+test-whip:
+	TESSERA_BIN=$(abspath target/debug/tessera) target/venv/bin/python tests/whip/test_whip_whep.py
 
 lint: setup
 	$(CARGO) fmt --all -- --check

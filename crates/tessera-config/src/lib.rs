@@ -33,6 +33,7 @@ pub const BUILTIN_LAYOUTS: [&str; 2] = ["grid", "speaker"];
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub network: NetworkConfig,
     pub rooms: RoomsConfig,
     pub video: VideoConfig,
     pub labels: LabelsConfig,
@@ -47,6 +48,29 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
+    pub web_dir: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub host_ips: Vec<String>,
+    pub public_ip: String,
+    pub udp_port_min: u16,
+    pub udp_port_max: u16,
+    pub ice_disconnected_timeout_ms: u32,
+    pub ice_failed_timeout_ms: u32,
+    pub ice_servers: Vec<IceServerConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub credential: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +78,7 @@ pub struct ServerConfig {
 pub struct RoomsConfig {
     pub default_layout: String,
     pub default_tier: String,
+    pub max_participants: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +197,21 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
+            web_dir: String::new(),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            host_ips: vec!["127.0.0.1".into()],
+            public_ip: String::new(),
+            udp_port_min: 0,
+            udp_port_max: 0,
+            ice_disconnected_timeout_ms: 5000,
+            ice_failed_timeout_ms: 10_000,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -181,6 +221,7 @@ impl Default for RoomsConfig {
         RoomsConfig {
             default_layout: "grid".into(),
             default_tier: "default".into(),
+            max_participants: 16,
         }
     }
 }
@@ -277,6 +318,7 @@ impl Default for Config {
         };
         Config {
             server: ServerConfig::default(),
+            network: NetworkConfig::default(),
             rooms: RoomsConfig::default(),
             video: VideoConfig::default(),
             labels: LabelsConfig::default(),

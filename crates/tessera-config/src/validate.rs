@@ -43,6 +43,70 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
         );
     }
 
+    let n = &cfg.network;
+    for (i, ip) in n.host_ips.iter().enumerate() {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            p.push(
+                "network.host_ips".into(),
+                format!(
+                    "network.host_ips[{i}] = {ip:?}: must be an IP address like \"192.168.1.10\""
+                ),
+            );
+        }
+    }
+    if n.host_ips.is_empty() {
+        p.push(
+            "network.host_ips".into(),
+            "network.host_ips = []: must list at least one address to receive media on".into(),
+        );
+    }
+    if !n.public_ip.is_empty() && n.public_ip.parse::<std::net::IpAddr>().is_err() {
+        p.push(
+            "network.public_ip".into(),
+            format!(
+                "network.public_ip = {:?}: must be an IP address or \"\"",
+                n.public_ip
+            ),
+        );
+    }
+    if (n.udp_port_min == 0) != (n.udp_port_max == 0) || n.udp_port_min > n.udp_port_max {
+        p.push(
+            "network.udp_port_min".into(),
+            format!(
+                "network.udp_port_min = {} / udp_port_max = {}: must both be 0 (any port) or a range min <= max",
+                n.udp_port_min, n.udp_port_max
+            ),
+        );
+    }
+    p.range(
+        "network.ice_disconnected_timeout_ms",
+        n.ice_disconnected_timeout_ms,
+        500,
+        60_000,
+    );
+    p.range(
+        "network.ice_failed_timeout_ms",
+        n.ice_failed_timeout_ms,
+        500,
+        120_000,
+    );
+    for (i, s) in n.ice_servers.iter().enumerate() {
+        let bad = s.urls.is_empty()
+            || s.urls.iter().any(|u| {
+                !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))
+            });
+        if bad {
+            p.push(
+                "network.ice_servers".into(),
+                format!(
+                    "network.ice_servers[{i}].urls = {:?}: must be one or more \"stun:\", \"turn:\" or \"turns:\" URLs",
+                    s.urls
+                ),
+            );
+        }
+    }
+    p.range("rooms.max_participants", cfg.rooms.max_participants, 1, 100);
+
     if !cfg.has_layout(&cfg.rooms.default_layout) {
         let mut known: Vec<&str> = BUILTIN_LAYOUTS.to_vec();
         known.extend(cfg.layouts.keys().map(String::as_str));

@@ -101,8 +101,18 @@ pub enum Input {
         id: ParticipantId,
         gain: f32,
     },
+    /// The participant turned its camera off (or on): its tile shows the placeholder.
+    SetCameraOff {
+        id: ParticipantId,
+        off: bool,
+    },
     /// A receiver of `tier` lost its picture (PLI/FIR): the tier's next frame is a keyframe.
     RequestKeyframe {
+        tier: String,
+    },
+    /// A receiver of `tier` can now decode (its connection is up): the next frame is a
+    /// keyframe, not held back by `keyframe_min_interval`, since the last one went nowhere.
+    ReceiverReady {
         tier: String,
     },
     SetLayout(LayoutSpec),

@@ -24,6 +24,8 @@ pub struct Participant {
     pub last_frame_at: Option<Instant>,
     /// A keyframe is needed; `KeyframeNeeded` goes out when the rate limit allows.
     pub keyframe_wanted: bool,
+    /// Camera turned off by the participant: show the placeholder.
+    pub camera_off: bool,
     pub last_keyframe_request: Option<Instant>,
     pub audio_decoder: Option<Box<dyn AudioDecoder>>,
     pub audio_queue: VecDeque<i16>,
@@ -57,6 +59,7 @@ impl Participant {
             playing: false,
             conceal_ticks: 0,
             audio_encoder: None,
+            camera_off: false,
             stats: ParticipantStats::default(),
             scratch: Vec::with_capacity(FRAME_SAMPLES * 6),
         }
@@ -69,6 +72,9 @@ impl Participant {
 
     /// The picture to show, or `None` for the placeholder once it is older than `after`.
     pub fn tile_frame(&self, now: Instant, after: Duration) -> Option<&VideoFrame> {
+        if self.camera_off {
+            return None;
+        }
         match (&self.last_frame, self.last_frame_at) {
             (Some(f), Some(at)) if now.saturating_duration_since(at) < after => Some(f),
             _ => None,

@@ -227,9 +227,21 @@ impl Room {
             }
             Input::SetMuted { id, muted } => self.mixer.set_muted(id, muted),
             Input::SetGain { id, gain } => self.mixer.set_gain(id, gain),
+            Input::SetCameraOff { id, off } => {
+                match self.participants.iter_mut().find(|p| p.id == id) {
+                    Some(p) => p.camera_off = off,
+                    None => self.stats.inputs_for_unknown_participants += 1,
+                }
+            }
             Input::RequestKeyframe { tier } => {
                 if let Some(t) = self.tiers.iter_mut().find(|t| t.settings.name == tier) {
                     t.keyframe_wanted = true;
+                }
+            }
+            Input::ReceiverReady { tier } => {
+                if let Some(t) = self.tiers.iter_mut().find(|t| t.settings.name == tier) {
+                    t.keyframe_wanted = true;
+                    t.last_forced_keyframe = None;
                 }
             }
             Input::SetLayout(layout) => self.settings.layout = layout,

@@ -1,7 +1,8 @@
-//! `tessera`: the MCU's command line. `render` runs the room engine offline on files;
-//! `check-config` validates a config file.
+//! `tessera`: the MCU's command line. `serve` runs the live server; `render` runs the room
+//! engine offline on files; `check-config` validates a config file.
 
 mod render;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the conference server (HTTP, WebSocket, WHIP/WHEP, WebRTC media).
+    Serve(serve::ServeArgs),
     /// Mix participants' media files into one composite video and one audio mix, offline.
     Render(render::RenderArgs),
     /// Validate a config file without starting anything.
@@ -27,16 +30,25 @@ enum Command {
     },
 }
 
+/// `serve` logs what it does; the offline tools only warn.
+fn default_log_filter() -> &'static str {
+    match std::env::args().nth(1).as_deref() {
+        Some("serve") => "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn",
+        _ => "warn",
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter())),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Render(args) => render::run(args),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|_| println!("{}: ok", file.display()))

@@ -1,0 +1,475 @@
+//! A WebRTC participant in Rust, for tests and load tools: joins over `/ws`, sends
+//! pre-encoded media (so the client itself costs almost nothing), and records the
+//! composite and audio the server sends back. Answers a PLI by restarting its video at
+//! the file's first (key) frame.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rtc::interceptor::Slot;
+use rtc::media::Sample;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tessera_proto::{parse_server, ClientMessage, IceCandidate, ServerMessage};
+use tessera_types::VideoCodec;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::Track;
+use webrtc::peer_connection::{
+    configure_nack, configure_rtcp_reports, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
+};
+
+use crate::peer::{self, KeyframeRequestForwarder};
+use crate::reassembly::{self, Event, Reassembler};
+
+/// Encoded media to send: whole frames (IVF VP8 frames or Annex-B access units), first
+/// one a keyframe, and Opus packets of 20 ms.
+#[derive(Clone, Default)]
+pub struct Media {
+    pub video: Option<(VideoCodec, Vec<Vec<u8>>)>,
+    pub video_fps: u32,
+    pub audio: Vec<Vec<u8>>,
+}
+
+/// What the client received and saw, for assertions.
+#[derive(Default)]
+pub struct Received {
+    pub codec: Option<VideoCodec>,
+    /// Encoded composite frames, in order, starting at a keyframe.
+    pub video: Vec<Vec<u8>>,
+    pub audio: Vec<Vec<u8>>,
+    pub messages: Vec<ServerMessage>,
+    pub first_frame_at: Option<Instant>,
+    pub plis_received: u64,
+    pub connected_at: Option<Instant>,
+}
+
+pub struct Client {
+    pub id: String,
+    pub received: Arc<Mutex<Received>>,
+    pub joined_at: Instant,
+    pc: Arc<dyn PeerConnection>,
+    ws_out: mpsc::UnboundedSender<ClientMessage>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("signalling: {0}")]
+    Signalling(String),
+    #[error("WebRTC: {0}")]
+    Webrtc(String),
+    #[error("server refused: {0:?}")]
+    Refused(Box<ServerMessage>),
+}
+
+fn werr(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Webrtc(e.to_string())
+}
+
+struct ClientHandler {
+    candidates: mpsc::UnboundedSender<Option<IceCandidate>>,
+    received: Arc<Mutex<Received>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ClientHandler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.candidates.send(Some(IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_m_line_index: init.sdp_mline_index,
+                username_fragment: None,
+            }));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.candidates.send(None);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            if let Ok(mut r) = self.received.lock() {
+                r.connected_at.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+            return;
+        };
+        let mime = track
+            .codec(ssrc)
+            .await
+            .map(|c| c.mime_type)
+            .unwrap_or_default();
+        let received = self.received.clone();
+        if mime.eq_ignore_ascii_case("audio/opus") {
+            tokio::spawn(async move {
+                while let Some(ev) = track.poll().await {
+                    match ev {
+                        TrackRemoteEvent::OnRtpPacket(p) => {
+                            if let Ok(mut r) = received.lock() {
+                                r.audio.push(p.payload.to_vec());
+                            }
+                        }
+                        TrackRemoteEvent::OnEnded => break,
+                        _ => {}
+                    }
+                }
+            });
+            return;
+        }
+        let codec = if mime.eq_ignore_ascii_case("video/H264") {
+            VideoCodec::H264
+        } else {
+            VideoCodec::Vp8
+        };
+        if let Ok(mut r) = received.lock() {
+            r.codec = Some(codec);
+        }
+        tokio::spawn(async move {
+            let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
+            let mut h264 =
+                Reassembler::new(H264Packet::default(), reassembly::h264_is_keyframe, 64);
+            while let Some(ev) = track.poll().await {
+                let p = match ev {
+                    TrackRemoteEvent::OnRtpPacket(p) => p,
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => continue,
+                };
+                let h = &p.header;
+                let events = match codec {
+                    VideoCodec::Vp8 => {
+                        vp8.push(h.sequence_number, h.timestamp, h.marker, p.payload)
+                    }
+                    VideoCodec::H264 => {
+                        h264.push(h.sequence_number, h.timestamp, h.marker, p.payload)
+                    }
+                };
+                for e in events {
+                    match e {
+                        Event::Frame(f) => {
+                            if let Ok(mut r) = received.lock() {
+                                r.first_frame_at.get_or_insert_with(Instant::now);
+                                r.video.push(f);
+                            }
+                        }
+                        Event::Lost => peer::send_pli_to(&track, ssrc).await,
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Client {
+    /// Joins `room` on the server at `base` (`http://127.0.0.1:PORT`) and starts sending
+    /// `media`. Returns once the server has answered.
+    pub async fn join(
+        base: &str,
+        room: &str,
+        name: &str,
+        media: Media,
+    ) -> Result<Client, ClientError> {
+        let joined_at = Instant::now();
+        let url = format!("{}/ws", base.replacen("http", "ws", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|e| ClientError::Signalling(format!("{url}: {e}")))?;
+        let (mut ws_tx, mut ws_rx) = ws.split();
+        let send = |m: ClientMessage| Message::text(m.to_json());
+        ws_tx
+            .send(send(ClientMessage::Join {
+                room: room.into(),
+                name: name.into(),
+                video: media.video.is_some(),
+                audio: !media.audio.is_empty(),
+                tier: None,
+            }))
+            .await
+            .map_err(|e| ClientError::Signalling(e.to_string()))?;
+        let next = |m: Option<Result<Message, _>>| -> Result<ServerMessage, ClientError> {
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    parse_server(&t).map_err(|e| ClientError::Signalling(e.0))
+                }
+                other => Err(ClientError::Signalling(format!("unexpected {other:?}"))),
+            }
+        };
+        let id = match next(ws_rx.next().await)? {
+            ServerMessage::Joined { id, .. } => id,
+            other => return Err(ClientError::Refused(Box::new(other))),
+        };
+
+        let received = Arc::new(Mutex::new(Received::default()));
+        let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
+        let mut me = peer::media_engine().map_err(werr)?;
+        let registry = configure_nack(Registry::new(), &mut me);
+        let registry = configure_rtcp_reports(registry)
+            .with(Slot::from(14_000), KeyframeRequestForwarder::default());
+        let se = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_network_types(vec![rtc::ice::network_type::NetworkType::Udp4])
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .build();
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_configuration(RTCConfigurationBuilder::new().build())
+                .with_media_engine(me)
+                .with_setting_engine(se)
+                .with_interceptor_registry(registry)
+                .with_handler(Arc::new(ClientHandler {
+                    candidates: cand_tx,
+                    received: received.clone(),
+                }))
+                .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+                .build()
+                .await
+                .map_err(werr)?,
+        );
+
+        let mut tasks = Vec::new();
+        let ssrc =
+            0x5e55_0000 | (id.len() as u32) << 8 | (joined_at.elapsed().subsec_nanos() & 0xff);
+        let mut video_track = None;
+        match &media.video {
+            Some((codec, _)) => {
+                let mime = match codec {
+                    VideoCodec::Vp8 => peer::MIME_VP8,
+                    VideoCodec::H264 => peer::MIME_H264,
+                };
+                let t = peer::new_track(RtpCodecKind::Video, mime, ssrc).map_err(werr)?;
+                pc.add_track(t.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .map_err(werr)?;
+                video_track = Some(t);
+            }
+            None => {
+                pc.add_transceiver_from_kind(
+                    RtpCodecKind::Video,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(werr)?;
+            }
+        }
+        let mut audio_track = None;
+        if media.audio.is_empty() {
+            pc.add_transceiver_from_kind(
+                RtpCodecKind::Audio,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(werr)?;
+        } else {
+            let t =
+                peer::new_track(RtpCodecKind::Audio, peer::MIME_OPUS, ssrc + 1).map_err(werr)?;
+            pc.add_track(t.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(werr)?;
+            audio_track = Some(t);
+        }
+
+        let offer = pc.create_offer(None).await.map_err(werr)?;
+        pc.set_local_description(offer.clone())
+            .await
+            .map_err(werr)?;
+        ws_tx
+            .send(send(ClientMessage::Offer { sdp: offer.sdp }))
+            .await
+            .map_err(|e| ClientError::Signalling(e.to_string()))?;
+
+        // Signalling loop: answers, candidates both ways, events into `received`.
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
+        let pc2 = pc.clone();
+        let rec2 = received.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answered = false;
+            let mut early: Vec<IceCandidate> = Vec::new();
+            loop {
+                tokio::select! {
+                    c = cand_rx.recv() => {
+                        let Some(c) = c else { break };
+                        if ws_tx.send(send(ClientMessage::Candidate { candidate: c })).await.is_err() { break; }
+                    }
+                    m = out_rx.recv() => {
+                        let Some(m) = m else { break };
+                        let leave = m == ClientMessage::Leave;
+                        let _ = ws_tx.send(send(m)).await;
+                        if leave { let _ = ws_tx.close().await; break; }
+                    }
+                    m = ws_rx.next() => {
+                        let Ok(msg) = next(m) else { break };
+                        match &msg {
+                            ServerMessage::Answer { sdp } => {
+                                if let Ok(d) = RTCSessionDescription::answer(sdp.clone()) {
+                                    let _ = pc2.set_remote_description(d).await;
+                                }
+                                answered = true;
+                                for c in early.drain(..) {
+                                    let _ = peer::add_candidate(&pc2, c).await;
+                                }
+                            }
+                            ServerMessage::Candidate { candidate: Some(c) } => {
+                                if answered {
+                                    let _ = peer::add_candidate(&pc2, c.clone()).await;
+                                } else {
+                                    early.push(c.clone());
+                                }
+                            }
+                            _ => {}
+                        }
+                        if let Ok(mut r) = rec2.lock() {
+                            r.messages.push(msg);
+                        }
+                    }
+                }
+            }
+        }));
+
+        if let (Some(track), Some((_, frames))) = (video_track, media.video.clone()) {
+            let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (r2, t2, rec3) = (restart.clone(), track.clone(), received.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(ev) = t2.poll().await {
+                    if let TrackLocalEvent::OnRtcpPacket(_) = ev {
+                        r2.store(true, std::sync::atomic::Ordering::Relaxed);
+                        if let Ok(mut r) = rec3.lock() {
+                            r.plis_received += 1;
+                        }
+                    }
+                }
+            }));
+            let fps = media.video_fps.max(1);
+            tasks.push(tokio::spawn(send_loop(
+                track,
+                ssrc,
+                frames,
+                fps,
+                Some(restart),
+                pc.clone(),
+            )));
+        }
+        if let Some(track) = audio_track {
+            tasks.push(tokio::spawn(send_loop(
+                track,
+                ssrc + 1,
+                media.audio.clone(),
+                50,
+                None,
+                pc.clone(),
+            )));
+        }
+        Ok(Client {
+            id,
+            received,
+            joined_at,
+            pc,
+            ws_out: out_tx,
+            tasks,
+        })
+    }
+
+    pub fn send(&self, msg: ClientMessage) {
+        let _ = self.ws_out.send(msg);
+    }
+
+    /// Leaves the room and closes everything.
+    pub async fn leave(self) {
+        let _ = self.ws_out.send(ClientMessage::Leave);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = self.pc.close().await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Sends `items` (frames or packets) at `rate` per second, looping; a PLI restarts at item 0.
+async fn send_loop(
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    items: Vec<Vec<u8>>,
+    rate: u32,
+    restart: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pc: Arc<dyn PeerConnection>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    let clock = if rate == 50 { 48_000.0 } else { 90_000.0 };
+    let duration = Duration::from_secs_f64(((clock / rate as f64).round() + 0.5) / clock);
+    let mut pt = None;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let mut i = 0usize;
+    loop {
+        tick.tick().await;
+        if pt.is_none() {
+            pt = negotiated_pt(&pc, &track).await;
+            if pt.is_none() {
+                continue;
+            }
+        }
+        if restart
+            .as_ref()
+            .is_some_and(|r| r.swap(false, std::sync::atomic::Ordering::Relaxed))
+        {
+            i = 0;
+        }
+        let sample = Sample {
+            data: Bytes::from(items[i % items.len()].clone()),
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        let _ = track
+            .write_sample(ssrc, pt.unwrap_or(96), &sample, &[])
+            .await;
+        i += 1;
+    }
+}
+
+async fn negotiated_pt(
+    pc: &Arc<dyn PeerConnection>,
+    track: &Arc<TrackLocalStaticSample>,
+) -> Option<u8> {
+    let want = track
+        .codec(track.ssrcs().await.first().copied()?)
+        .await?
+        .mime_type;
+    for s in pc.get_senders().await {
+        if let Ok(p) = s.get_parameters().await {
+            if let Some(c) = p
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&want))
+            {
+                return Some(c.payload_type);
+            }
+        }
+    }
+    None
+}

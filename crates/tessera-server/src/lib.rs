@@ -1,0 +1,261 @@
+//! Tessera's live server: HTTP and WebSocket signalling (warp), one WebRTC PeerConnection
+//! per participant (webrtc-rs, only in `peer`), and one thread per room running the
+//! sans-IO `tessera_engine::Room`.
+//!
+//! Owns sockets, tasks, threads and the room registry. Must not do media work on tokio's
+//! threads: decoding, composing, mixing and encoding happen on each room's own thread,
+//! fed by bounded channels, so one busy or crashed room cannot stall another.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let cfg = tessera_config::Config::embedded();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = tessera_server::Server::new(cfg).expect("assets load");
+//! server.serve(listener, std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub mod client;
+mod peer;
+mod reassembly;
+mod room;
+mod sdp;
+mod session;
+mod web;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tessera_config::Config;
+use tessera_engine::{Assets, EngineError, RoomSettings, TierSettings};
+use tessera_types::{ParticipantId, VideoCodec};
+use tracing::info;
+
+pub use room::RoomHandle;
+
+/// Marks a tier variant in the other codec, for clients that lack the tier's own codec.
+const CODEC_VARIANT: char = '~';
+
+/// The server: config, assets and the room registry. Cheap to share behind an `Arc`.
+pub struct Server {
+    cfg: Config,
+    assets: Assets,
+    rooms: Mutex<HashMap<String, RoomEntry>>,
+    next_id: AtomicU64,
+    ports: Arc<peer::PortAllocator>,
+    /// WHIP/WHEP sessions by resource id, for DELETE.
+    resources: Mutex<HashMap<u64, session::Resource>>,
+}
+
+struct RoomEntry {
+    handle: RoomHandle,
+    participants: usize,
+    created: Instant,
+}
+
+/// Why a join was refused.
+#[derive(Debug)]
+pub enum JoinError {
+    BadRequest(String),
+    Full(String),
+    Internal(String),
+}
+
+impl Server {
+    pub fn new(cfg: Config) -> Result<Arc<Server>, EngineError> {
+        let assets = Assets::load(&cfg)?;
+        Ok(Arc::new(Server {
+            ports: Arc::new(peer::PortAllocator::new(&cfg.network)),
+            cfg,
+            assets,
+            rooms: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            resources: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Serves HTTP, WebSocket, WHIP/WHEP and the API on `listener` until `shutdown` ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "listening");
+        }
+        let routes = api::routes(self.clone());
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+        self.close_all();
+    }
+
+    fn close_all(&self) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, e) in rooms.drain() {
+            e.handle.send(room::Command::Stop);
+        }
+    }
+
+    fn new_id(&self) -> ParticipantId {
+        ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Reserves a place in `room` (creating it), or says why not.
+    fn enter(&self, room: &str) -> Result<RoomHandle, JoinError> {
+        check_name("room", room)?;
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = rooms.get(room) {
+            if !e.handle.is_alive() {
+                rooms.remove(room);
+            }
+        }
+        if let Some(e) = rooms.get_mut(room) {
+            if e.participants >= self.cfg.rooms.max_participants as usize {
+                return Err(JoinError::Full(format!(
+                    "room {room:?} is full ({} participants, rooms.max_participants)",
+                    e.participants
+                )));
+            }
+            e.participants += 1;
+            return Ok(e.handle.clone());
+        }
+        let layout = self.cfg.rooms.default_layout.clone();
+        let settings = self
+            .room_settings(&layout)
+            .map_err(|e| JoinError::Internal(e.to_string()))?;
+        let handle = room::spawn(room, layout, settings)
+            .map_err(|e| JoinError::Internal(format!("cannot start a room thread: {e}")))?;
+        rooms.insert(
+            room.to_string(),
+            RoomEntry {
+                handle: handle.clone(),
+                participants: 1,
+                created: Instant::now(),
+            },
+        );
+        Ok(handle)
+    }
+
+    /// Gives back a place taken with `enter`; the last one out closes the room.
+    fn exit(&self, handle: &RoomHandle) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = rooms.get_mut(&handle.name) else {
+            return;
+        };
+        if !same_room(&e.handle, handle) {
+            return;
+        }
+        e.participants = e.participants.saturating_sub(1);
+        if e.participants == 0 {
+            e.handle.send(room::Command::Stop);
+            rooms.remove(&handle.name);
+        }
+    }
+
+    fn room(&self, name: &str) -> Option<(RoomHandle, usize, Instant)> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .get(name)
+            .filter(|e| e.handle.is_alive())
+            .map(|e| (e.handle.clone(), e.participants, e.created))
+    }
+
+    fn room_names(&self) -> Vec<(String, usize, Instant)> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = rooms
+            .iter()
+            .filter(|(_, e)| e.handle.is_alive())
+            .map(|(n, e)| (n.clone(), e.participants, e.created))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The config's tiers, plus each one in the other codec for clients that lack its own.
+    fn room_settings(&self, layout: &str) -> Result<RoomSettings, EngineError> {
+        let mut s = RoomSettings::from_config(&self.cfg, layout, &self.assets)?;
+        let variants: Vec<TierSettings> = s
+            .tiers
+            .iter()
+            .map(|t| TierSettings {
+                name: format!("{}{CODEC_VARIANT}{}", t.name, other(t.codec)),
+                codec: other(t.codec),
+                ..t.clone()
+            })
+            .collect();
+        s.tiers.extend(variants);
+        Ok(s)
+    }
+
+    /// The engine tier and codec for a client asking for `tier` that can decode `codecs`.
+    fn pick_tier(
+        &self,
+        tier: Option<&str>,
+        codecs: &[String],
+    ) -> Result<(String, VideoCodec, u32), JoinError> {
+        let name = tier.unwrap_or(&self.cfg.rooms.default_tier);
+        let Some(t) = self.cfg.tiers.get(name) else {
+            let known: Vec<&str> = self.cfg.tiers.keys().map(String::as_str).collect();
+            return Err(JoinError::BadRequest(format!(
+                "unknown tier {name:?}: must be one of {}",
+                known.join(", ")
+            )));
+        };
+        let own: VideoCodec = t.codec.into();
+        let has = |c: VideoCodec| codecs.iter().any(|n| n == codec_sdp_name(c));
+        if has(own) {
+            Ok((name.to_string(), own, t.fps))
+        } else if has(other(own)) {
+            Ok((
+                format!("{name}{CODEC_VARIANT}{}", other(own)),
+                other(own),
+                t.fps,
+            ))
+        } else {
+            Err(JoinError::BadRequest(format!(
+                "the offer's video section has neither VP8 nor H264 (it has {})",
+                codecs.join(", ")
+            )))
+        }
+    }
+}
+
+fn same_room(a: &RoomHandle, b: &RoomHandle) -> bool {
+    a.same_channel(b)
+}
+
+fn other(c: VideoCodec) -> VideoCodec {
+    match c {
+        VideoCodec::H264 => VideoCodec::Vp8,
+        VideoCodec::Vp8 => VideoCodec::H264,
+    }
+}
+
+fn codec_sdp_name(c: VideoCodec) -> &'static str {
+    match c {
+        VideoCodec::H264 => "H264",
+        VideoCodec::Vp8 => "VP8",
+    }
+}
+
+/// Room and participant names: 1 to 64 characters, no control characters.
+fn check_name(what: &str, v: &str) -> Result<(), JoinError> {
+    let n = v.chars().count();
+    if n == 0 || n > 64 || v.chars().any(char::is_control) {
+        return Err(JoinError::BadRequest(format!(
+            "{what} name {v:?}: must be 1 to 64 characters without control characters"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,719 @@
+//! WebRTC PeerConnections (webrtc-rs 0.21): the only module that touches `webrtc`/`rtc`.
+//!
+//! One PeerConnection per participant, always the answerer. Incoming RTP is reassembled
+//! into frames here and handed to the room thread; what the room sends back is written to
+//! this participant's two outgoing tracks by one task. Keyframe requests flow both ways:
+//! a receiver's PLI/FIR goes to the room (its tier emits a keyframe), the room's
+//! `KeyframeNeeded` becomes a PLI to this participant's camera.
+
+use std::collections::VecDeque;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio;
+use tessera_config::NetworkConfig;
+use tessera_proto::IceCandidate;
+use tessera_types::{ParticipantId, VideoCodec};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    configure_nack, configure_rtcp_reports, configure_twcc, MediaEngine, PeerConnection,
+    PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+};
+
+use crate::reassembly::{self, Event, Reassembler};
+use crate::room::{Command, MediaOut, NetStats, RoomHandle};
+use crate::sdp;
+
+pub(crate) const MIME_VP8: &str = "video/VP8";
+pub(crate) const MIME_H264: &str = "video/H264";
+pub(crate) const MIME_OPUS: &str = "audio/opus";
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("{0}")]
+    BadSdp(String),
+    #[error("WebRTC: {0}")]
+    Webrtc(String),
+}
+
+fn werr(e: impl std::fmt::Display) -> PeerError {
+    PeerError::Webrtc(e.to_string())
+}
+
+/// The participant's camera track and SSRC, once it arrives: where PLIs go.
+type Camera = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
+
+/// Events a PeerConnection reports to the session that owns it.
+#[derive(Debug)]
+pub enum PeerEvent {
+    Candidate(Option<IceCandidate>),
+    State(RTCPeerConnectionState),
+}
+
+/// What the answer should carry back to the client.
+pub struct AnswerPlan {
+    /// Composite codec, or None when the client does not receive video.
+    pub video_out: Option<VideoCodec>,
+    /// The tier's frame rate: sets the composite's RTP timestamp step.
+    pub video_fps: u32,
+    pub audio_out: bool,
+}
+
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub answer: String,
+}
+
+fn codec(mime: &str) -> RTCRtpCodec {
+    let fb = |t: &str, p: &str| RTCPFeedback {
+        typ: t.into(),
+        parameter: p.into(),
+    };
+    let video_fb = vec![
+        fb("nack", ""),
+        fb("nack", "pli"),
+        fb("ccm", "fir"),
+        fb("goog-remb", ""),
+        fb("transport-cc", ""),
+    ];
+    match mime {
+        MIME_OPUS => RTCRtpCodec {
+            mime_type: MIME_OPUS.into(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![fb("transport-cc", "")],
+        },
+        MIME_H264 => RTCRtpCodec {
+            mime_type: MIME_H264.into(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: H264_FMTP.into(),
+            rtcp_feedback: video_fb,
+        },
+        _ => RTCRtpCodec {
+            mime_type: MIME_VP8.into(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: video_fb,
+        },
+    }
+}
+
+pub(crate) fn media_engine() -> Result<MediaEngine, PeerError> {
+    let mut me = MediaEngine::default();
+    let reg = |me: &mut MediaEngine, mime: &str, pt: u8, kind| {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec(mime),
+                payload_type: pt,
+            },
+            kind,
+        )
+    };
+    reg(&mut me, MIME_VP8, 96, RtpCodecKind::Video).map_err(werr)?;
+    reg(&mut me, MIME_H264, 102, RtpCodecKind::Video).map_err(werr)?;
+    reg(&mut me, MIME_OPUS, 111, RtpCodecKind::Audio).map_err(werr)?;
+    Ok(me)
+}
+
+/// Marks inbound PLI/FIR for the application, so `TrackLocal::poll` sees receivers'
+/// keyframe requests (webrtc 0.21 stops inbound RTCP at the end of the chain otherwise).
+#[derive(Default)]
+pub(crate) struct KeyframeRequestForwarder {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// UDP ports for media when `network.udp_port_min..=max` is set (webrtc 0.21 has no port
+/// range of its own): round-robin, skipping ports something else holds.
+pub struct PortAllocator {
+    min: u16,
+    max: u16,
+    next: AtomicU32,
+}
+
+impl PortAllocator {
+    pub fn new(net: &NetworkConfig) -> PortAllocator {
+        PortAllocator {
+            min: net.udp_port_min,
+            max: net.udp_port_max,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// `ip:port` bind addresses, one per host IP.
+    fn addrs(&self, ips: &[String]) -> Vec<String> {
+        ips.iter()
+            .map(|ip| {
+                if self.min == 0 {
+                    return format!("{ip}:0");
+                }
+                let span = (self.max - self.min) as u32 + 1;
+                for _ in 0..span {
+                    let port = self.min as u32 + self.next.fetch_add(1, Ordering::Relaxed) % span;
+                    let addr = format!("{ip}:{port}");
+                    // Probe: a port in use would make webrtc skip the address silently.
+                    if UdpSocket::bind(&addr).is_ok() {
+                        return addr;
+                    }
+                }
+                format!("{ip}:{}", self.min)
+            })
+            .collect()
+    }
+}
+
+/// Everything a participant's PeerConnection needs from the server.
+pub struct PeerContext {
+    pub id: ParticipantId,
+    pub room: RoomHandle,
+    pub network: NetworkConfig,
+    pub events: mpsc::UnboundedSender<PeerEvent>,
+    pub ports: Arc<PortAllocator>,
+}
+
+struct Handler {
+    id: ParticipantId,
+    room: RoomHandle,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    public_ip: String,
+    camera: Camera,
+    net: Arc<Mutex<NetStats>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let mut candidate = init.candidate;
+            if !self.public_ip.is_empty() {
+                candidate = sdp::rewrite_candidates(&candidate, &self.public_ip);
+            }
+            let _ = self.events.send(PeerEvent::Candidate(Some(IceCandidate {
+                candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_m_line_index: init.sdp_mline_index,
+                username_fragment: None,
+            })));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.events.send(PeerEvent::Candidate(None));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        debug!(participant = %self.id, %state, "connection state");
+        if state == RTCPeerConnectionState::Connected {
+            // The composite's first frames went out before the path was up.
+            self.room.send(Command::ReceiverConnected { id: self.id });
+        }
+        let _ = self.events.send(PeerEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+            return;
+        };
+        let mime = track
+            .codec(ssrc)
+            .await
+            .map(|c| c.mime_type)
+            .unwrap_or_default();
+        let id = self.id;
+        let room = self.room.clone();
+        let span = tracing::info_span!("track", participant = %id, %mime);
+        info!(participant = %id, %mime, ssrc, "receiving");
+        if mime.eq_ignore_ascii_case(MIME_OPUS) {
+            tokio::spawn(read_audio(track, id, room).instrument(span));
+        } else {
+            let codec = if mime.eq_ignore_ascii_case(MIME_H264) {
+                VideoCodec::H264
+            } else if mime.eq_ignore_ascii_case(MIME_VP8) {
+                VideoCodec::Vp8
+            } else {
+                warn!(participant = %id, %mime, "unsupported video codec; ignoring the track");
+                return;
+            };
+            if let Ok(mut c) = self.camera.lock() {
+                *c = Some((track.clone(), ssrc));
+            }
+            let net = self.net.clone();
+            tokio::spawn(read_video(track, ssrc, codec, id, room, net).instrument(span));
+        }
+    }
+}
+
+async fn read_audio(track: Arc<dyn TrackRemote>, id: ParticipantId, room: RoomHandle) {
+    while let Some(ev) = track.poll().await {
+        match ev {
+            TrackRemoteEvent::OnRtpPacket(p) if !p.payload.is_empty() => {
+                room.send(Command::Audio {
+                    id,
+                    packet: p.payload.to_vec(),
+                });
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+}
+
+/// Least time between two PLIs this side sends on its own (after a loss).
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+async fn read_video(
+    track: Arc<dyn TrackRemote>,
+    ssrc: u32,
+    codec: VideoCodec,
+    id: ParticipantId,
+    room: RoomHandle,
+    net: Arc<Mutex<NetStats>>,
+) {
+    let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
+    let mut h264 = Reassembler::new(H264Packet::default(), reassembly::h264_is_keyframe, 64);
+    let mut last_pli: Option<Instant> = None;
+    let mut lost = 0u64;
+    let mut last_report = Instant::now();
+    let mut waiting_since = Some(Instant::now());
+    while let Some(ev) = track.poll().await {
+        let p = match ev {
+            TrackRemoteEvent::OnRtpPacket(p) => p,
+            TrackRemoteEvent::OnEnded => break,
+            _ => continue,
+        };
+        let (seq, ts, marker) = (
+            p.header.sequence_number,
+            p.header.timestamp,
+            p.header.marker,
+        );
+        let events = match codec {
+            VideoCodec::Vp8 => vp8.push(seq, ts, marker, p.payload),
+            VideoCodec::H264 => h264.push(seq, ts, marker, p.payload),
+        };
+        let mut want_pli = false;
+        for e in events {
+            match e {
+                Event::Frame(data) => {
+                    waiting_since = None;
+                    room.send(Command::Video { id, codec, data });
+                }
+                Event::Lost => {
+                    lost += 1;
+                    want_pli = true;
+                    waiting_since.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        // Still waiting for a first keyframe: ask again now and then.
+        let now = Instant::now();
+        if waiting_since.is_some() {
+            want_pli = true;
+        }
+        if want_pli && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL) {
+            last_pli = Some(now);
+            send_pli_to(&track, ssrc).await;
+        }
+        if now.duration_since(last_report) >= Duration::from_secs(1) {
+            last_report = now;
+            let (late, dup) = match codec {
+                VideoCodec::Vp8 => (vp8.late, vp8.duplicates),
+                VideoCodec::H264 => (h264.late, h264.duplicates),
+            };
+            let stats = NetStats {
+                video_frames_lost: lost,
+                rtp_late: late,
+                rtp_duplicates: dup,
+                commands_dropped: 0,
+            };
+            if let Ok(mut n) = net.lock() {
+                *n = stats;
+            }
+            room.send(Command::NetStats { id, stats });
+        }
+    }
+}
+
+pub(crate) async fn send_pli_to(track: &Arc<dyn TrackRemote>, ssrc: u32) {
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc: ssrc,
+    };
+    if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+        debug!("PLI not sent: {e}");
+    }
+}
+
+/// Builds the PeerConnection for `offer`, adds the outgoing tracks `plan` asks for, and
+/// returns it with the answer (which already lists the host candidates). Spawns the task
+/// that writes what the room sends (`media`) to those tracks.
+pub async fn answer(
+    ctx: PeerContext,
+    offer: &str,
+    plan: &AnswerPlan,
+    media: mpsc::Receiver<MediaOut>,
+) -> Result<Peer, PeerError> {
+    let PeerContext {
+        id,
+        room,
+        network,
+        events,
+        ports,
+    } = ctx;
+    let mut me = media_engine()?;
+    let registry = configure_nack(Registry::new(), &mut me);
+    let registry = configure_rtcp_reports(registry);
+    let registry = configure_twcc(registry, &mut me).map_err(werr)?;
+    let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+    let se = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_network_types(vec![rtc::ice::network_type::NetworkType::Udp4])
+        .with_ice_timeouts(
+            Some(Duration::from_millis(
+                network.ice_disconnected_timeout_ms as u64,
+            )),
+            Some(Duration::from_millis(network.ice_failed_timeout_ms as u64)),
+            Some(Duration::from_millis(500)),
+        )
+        .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .build();
+    let ice_servers = network
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
+    let camera = Arc::new(Mutex::new(None));
+    let handler = Handler {
+        id,
+        room: room.clone(),
+        events,
+        public_ip: network.public_ip.clone(),
+        camera: camera.clone(),
+        net: Arc::new(Mutex::new(NetStats::default())),
+    };
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(ice_servers)
+                    .build(),
+            )
+            .with_media_engine(me)
+            .with_setting_engine(se)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(handler))
+            .with_udp_addrs(ports.addrs(&network.host_ips))
+            .build()
+            .await
+            .map_err(werr)?,
+    );
+    match negotiate(
+        &pc,
+        id,
+        offer,
+        plan,
+        media,
+        camera,
+        room,
+        &network.public_ip,
+    )
+    .await
+    {
+        Ok(answer) => Ok(Peer { pc, answer }),
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
+}
+
+struct Outgoing {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: u8,
+    duration: Duration,
+}
+
+pub(crate) fn new_track(
+    kind: RtpCodecKind,
+    mime: &str,
+    ssrc: u32,
+) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
+    let (track_id, label) = match kind {
+        RtpCodecKind::Audio => ("tessera-audio", "mix"),
+        _ => ("tessera-video", "composite"),
+    };
+    let track = MediaStreamTrack::new(
+        "tessera".into(),
+        track_id.into(),
+        label.into(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec: codec(mime),
+            ..Default::default()
+        }],
+    );
+    TrackLocalStaticSample::new(Instant::now(), track)
+        .map(Arc::new)
+        .map_err(werr)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn negotiate(
+    pc: &Arc<dyn PeerConnection>,
+    id: ParticipantId,
+    offer: &str,
+    plan: &AnswerPlan,
+    media: mpsc::Receiver<MediaOut>,
+    camera: Camera,
+    room: RoomHandle,
+    public_ip: &str,
+) -> Result<String, PeerError> {
+    let desc = RTCSessionDescription::offer(offer.to_string())
+        .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+    pc.set_remote_description(desc)
+        .await
+        .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+
+    let base_ssrc: u32 = rand_ssrc();
+    let mut video = None;
+    if let Some(c) = plan.video_out {
+        let mime = match c {
+            VideoCodec::H264 => MIME_H264,
+            VideoCodec::Vp8 => MIME_VP8,
+        };
+        let track = new_track(RtpCodecKind::Video, mime, base_ssrc)?;
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| PeerError::BadSdp(format!("cannot send {mime}: {e}")))?;
+        video = Some((track, sender, mime));
+    }
+    let mut audio = None;
+    if plan.audio_out {
+        let track = new_track(RtpCodecKind::Audio, MIME_OPUS, base_ssrc.wrapping_add(1))?;
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| PeerError::BadSdp(format!("cannot send Opus: {e}")))?;
+        audio = Some((track, sender));
+    }
+
+    let answer = pc.create_answer(None).await.map_err(werr)?;
+    pc.set_local_description(answer).await.map_err(werr)?;
+    // Host candidates gather in milliseconds; STUN/TURN ones may take longer and trickle.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut sdp = pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .unwrap_or_default();
+    while !sdp.contains("a=candidate") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        sdp = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+    }
+    if !public_ip.is_empty() {
+        sdp = sdp::rewrite_candidates(&sdp, public_ip);
+    }
+
+    let mut video_out = None;
+    if let Some((track, sender, mime)) = video {
+        let params = sender.get_parameters().await.map_err(werr)?;
+        let pt = params
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+            .map(|c| c.payload_type)
+            .ok_or_else(|| PeerError::BadSdp(format!("{mime} was not negotiated")))?;
+        spawn_keyframe_requests(track.clone(), id, room.clone());
+        video_out = Some(Outgoing {
+            track,
+            ssrc: base_ssrc,
+            pt,
+            duration: video_duration(plan.video_fps),
+        });
+    }
+    let mut audio_out = None;
+    if let Some((track, sender)) = audio {
+        let params = sender.get_parameters().await.map_err(werr)?;
+        let pt = params
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_OPUS))
+            .map(|c| c.payload_type)
+            .unwrap_or(111);
+        audio_out = Some(Outgoing {
+            track,
+            ssrc: base_ssrc.wrapping_add(1),
+            pt,
+            duration: Duration::from_secs_f64(960.5 / 48_000.0),
+        });
+    }
+    tokio::spawn(
+        write_media(media, video_out, audio_out, camera)
+            .instrument(tracing::info_span!("send", participant = %id)),
+    );
+    Ok(sdp)
+}
+
+fn rand_ssrc() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() as u32) | 1
+}
+
+/// Receivers' PLI/FIR on the composite track make the tier emit a keyframe.
+fn spawn_keyframe_requests(
+    track: Arc<TrackLocalStaticSample>,
+    id: ParticipantId,
+    room: RoomHandle,
+) {
+    tokio::spawn(async move {
+        while let Some(ev) = track.poll().await {
+            if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
+                if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    room.send(Command::ReceiverKeyframe { id });
+                }
+            }
+        }
+    });
+}
+
+/// Writes the room's output for one participant to its tracks, in order. Ends when the
+/// room drops the participant's queue.
+async fn write_media(
+    mut media: mpsc::Receiver<MediaOut>,
+    video: Option<Outgoing>,
+    audio: Option<Outgoing>,
+    camera: Camera,
+) {
+    let mut errors = 0u64;
+    while let Some(m) = media.recv().await {
+        let (out, data) = match m {
+            MediaOut::Video(f) => (video.as_ref(), Bytes::copy_from_slice(&f.data)),
+            MediaOut::Audio(p) => (audio.as_ref(), Bytes::from(p)),
+            MediaOut::Pli => {
+                let cam = camera.lock().ok().and_then(|c| c.clone());
+                if let Some((track, ssrc)) = cam {
+                    send_pli_to(&track, ssrc).await;
+                }
+                continue;
+            }
+        };
+        let Some(out) = out else { continue };
+        let sample = Sample {
+            data,
+            duration: out.duration,
+            ..Sample::new(Instant::now())
+        };
+        if let Err(e) = out.track.write_sample(out.ssrc, out.pt, &sample, &[]).await {
+            errors += 1;
+            if errors.is_power_of_two() {
+                debug!(errors, "write failed: {e}");
+            }
+        }
+    }
+}
+
+/// Adds a candidate the client trickled.
+pub async fn add_candidate(pc: &Arc<dyn PeerConnection>, c: IceCandidate) -> Result<(), PeerError> {
+    pc.add_ice_candidate(RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_m_line_index,
+        username_fragment: c.username_fragment,
+        ..Default::default()
+    })
+    .await
+    .map_err(werr)
+}
+
+/// The frame duration for a tier's frame rate, in a form whose RTP timestamp step is exact.
+pub fn video_duration(fps: u32) -> Duration {
+    Duration::from_secs_f64((90_000.0 / fps as f64 + 0.5) / 90_000.0)
+}

@@ -1,0 +1,688 @@
+//! One thread per room: it owns the sans-IO `tessera_engine::Room`, feeds it what the
+//! network tasks send, runs its clock, and routes its outputs to each participant's
+//! bounded queue. Nothing here awaits or does IO; a full queue drops and counts.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tessera_codec::{EncodedVideo, VideoFrame};
+use tessera_engine::{Input, JoinOptions, Listener, Output, Room, RoomSettings};
+use tessera_proto::{ErrorCode, ParticipantInfo, ServerMessage};
+use tessera_types::{ParticipantId, VideoCodec};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+use tracing::{debug, error, info, info_span, warn};
+
+/// Commands a room thread accepts. Sent with `RoomHandle::send`, never blocking.
+pub enum Command {
+    Join(Box<JoinRequest>),
+    Leave {
+        id: ParticipantId,
+    },
+    Video {
+        id: ParticipantId,
+        codec: VideoCodec,
+        data: Vec<u8>,
+    },
+    Audio {
+        id: ParticipantId,
+        packet: Vec<u8>,
+    },
+    Mute {
+        id: ParticipantId,
+        audio: Option<bool>,
+        video: Option<bool>,
+    },
+    /// A receiver lost its picture (PLI/FIR).
+    ReceiverKeyframe {
+        id: ParticipantId,
+    },
+    /// A receiver's connection came up: it needs a keyframe now.
+    ReceiverConnected {
+        id: ParticipantId,
+    },
+    /// Counters the network side keeps for a participant (packets lost, frames dropped).
+    NetStats {
+        id: ParticipantId,
+        stats: NetStats,
+    },
+    List {
+        reply: oneshot::Sender<Vec<ParticipantInfo>>,
+    },
+    Info {
+        reply: oneshot::Sender<RoomInfo>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Option<VideoFrame>>,
+    },
+    Stop,
+}
+
+pub struct JoinRequest {
+    pub id: ParticipantId,
+    pub name: String,
+    pub kind: &'static str,
+    pub options: JoinOptions,
+    pub codec_out: Option<VideoCodec>,
+    pub sink: Sink,
+}
+
+/// What a room sends one participant's network task.
+#[derive(Debug)]
+pub enum MediaOut {
+    Video(Arc<EncodedVideo>),
+    Audio(Vec<u8>),
+    /// Ask this participant's camera for a keyframe (send PLI).
+    Pli,
+}
+
+/// A participant's two queues: media (bounded: a stalled receiver loses frames, not the
+/// room) and signalling events (small and rare).
+#[derive(Clone)]
+pub struct Sink {
+    pub media: tmpsc::Sender<MediaOut>,
+    pub events: tmpsc::UnboundedSender<ServerMessage>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct NetStats {
+    pub video_frames_lost: u64,
+    pub rtp_late: u64,
+    pub rtp_duplicates: u64,
+    pub commands_dropped: u64,
+}
+
+/// How many commands may wait for a room thread before senders start dropping media.
+const COMMAND_QUEUE: usize = 4096;
+
+/// The sending side of a room thread. Cheap to clone; `send` never blocks.
+#[derive(Clone)]
+pub struct RoomHandle {
+    pub name: String,
+    tx: SyncSender<Command>,
+    alive: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RoomHandle {
+    /// Queues a command; false (and counted) if the room is gone or overloaded.
+    pub fn send(&self, cmd: Command) -> bool {
+        match self.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Whether both handles lead to the same room thread (a room can be re-created).
+    pub fn same_channel(&self, other: &RoomHandle) -> bool {
+        Arc::ptr_eq(&self.alive, &other.alive)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Asks the room something and waits for the answer (None if the room is gone).
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(make(tx)) {
+            return None;
+        }
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub layout: String,
+    pub uptime_secs: u64,
+    pub participants: Vec<ParticipantReport>,
+    pub tiers: Vec<TierReport>,
+    pub audio_ticks: u64,
+    pub audio_ticks_skipped: u64,
+    pub active_speaker: Option<String>,
+    pub commands_dropped: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParticipantReport {
+    pub id: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub codec_in: Option<String>,
+    pub codec_out: Option<String>,
+    pub tier: Option<String>,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+    pub video_fps_in: f64,
+    pub video_kbps_in: f64,
+    pub video_frames_in: u64,
+    pub video_decode_errors: u64,
+    pub audio_packets_in: u64,
+    pub keyframe_requests: u64,
+    pub media_dropped: u64,
+    pub net: NetStats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TierReport {
+    pub name: String,
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub receivers: usize,
+    pub fps_out: f64,
+    pub kbps_out: f64,
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+    pub late_ticks: u64,
+    /// Each tile of the last composite, in canvas pixels.
+    pub tiles: Vec<TileReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TileReport {
+    pub id: String,
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+struct Member {
+    info: ParticipantInfo,
+    kind: &'static str,
+    options: JoinOptions,
+    codec_in: Option<VideoCodec>,
+    codec_out: Option<VideoCodec>,
+    sink: Sink,
+    media_dropped: u64,
+    net: NetStats,
+    rate: Rate,
+}
+
+/// Counts over the last second, for fps/kbps in reports.
+#[derive(Default, Clone, Copy)]
+struct Rate {
+    at: Option<Instant>,
+    frames: u64,
+    bytes: u64,
+    fps: f64,
+    kbps: f64,
+}
+
+impl Rate {
+    fn update(&mut self, now: Instant, frames: u64, bytes: u64) {
+        match self.at {
+            Some(at) if now.duration_since(at) >= Duration::from_secs(1) => {
+                let s = now.duration_since(at).as_secs_f64();
+                self.fps = (frames - self.frames) as f64 / s;
+                self.kbps = (bytes - self.bytes) as f64 * 8.0 / 1000.0 / s;
+            }
+            Some(_) => return,
+            None => {}
+        }
+        self.at = Some(now);
+        self.frames = frames;
+        self.bytes = bytes;
+    }
+}
+
+/// Starts the room's thread. `settings.layout` and tiers come from the config.
+pub fn spawn(
+    name: &str,
+    layout_name: String,
+    settings: RoomSettings,
+) -> std::io::Result<RoomHandle> {
+    let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
+    let alive = Arc::new(AtomicBool::new(true));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let handle = RoomHandle {
+        name: name.to_string(),
+        tx,
+        alive: alive.clone(),
+        dropped: dropped.clone(),
+    };
+    let room_name = name.to_string();
+    std::thread::Builder::new()
+        .name(format!(
+            "room-{}",
+            name.chars().take(10).collect::<String>()
+        ))
+        .spawn(move || {
+            let span = info_span!("room", room = %room_name);
+            let _enter = span.enter();
+            let mut thread = RoomThread {
+                name: room_name,
+                layout_name,
+                room: None,
+                settings: Some(settings),
+                members: HashMap::new(),
+                order: Vec::new(),
+                tier_rates: HashMap::new(),
+                started: Instant::now(),
+                dropped,
+            };
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&rx)));
+            alive.store(false, Ordering::Release);
+            if result.is_err() {
+                error!("room thread panicked; closing the room");
+                for m in thread.members.values() {
+                    let _ = m.sink.events.send(ServerMessage::Error {
+                        code: ErrorCode::Internal,
+                        reason: "the room failed; join again".into(),
+                        fatal: true,
+                    });
+                }
+            }
+            info!("room closed");
+        })?;
+    Ok(handle)
+}
+
+struct RoomThread {
+    name: String,
+    layout_name: String,
+    room: Option<Room>,
+    settings: Option<RoomSettings>,
+    members: HashMap<ParticipantId, Member>,
+    order: Vec<ParticipantId>,
+    tier_rates: HashMap<String, Rate>,
+    started: Instant,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RoomThread {
+    fn run(&mut self, rx: &mpsc::Receiver<Command>) {
+        let now = Instant::now();
+        let settings = self.settings.take().expect("settings are set at spawn");
+        let room = match Room::new(settings, now) {
+            Ok(r) => r,
+            Err(e) => {
+                error!("cannot start room: {e}");
+                return;
+            }
+        };
+        self.room = Some(room);
+        info!("room started");
+        let mut next_rates = now;
+        loop {
+            let deadline = self.room().poll_timeout();
+            let now = Instant::now();
+            let cmd = if deadline > now {
+                match rx.recv_timeout(deadline - now) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                rx.try_recv().ok()
+            };
+            if let Some(cmd) = cmd {
+                if !self.handle(cmd) {
+                    return;
+                }
+                // Drain what else is waiting before running the clock.
+                while let Ok(cmd) = rx.try_recv() {
+                    if !self.handle(cmd) {
+                        return;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if self.room().poll_timeout() <= now {
+                self.room_mut().handle_timeout(now);
+            }
+            self.route();
+            if now >= next_rates {
+                self.update_rates(now);
+                next_rates = now + Duration::from_secs(1);
+            }
+        }
+    }
+
+    fn room(&self) -> &Room {
+        self.room.as_ref().expect("room is running")
+    }
+
+    fn room_mut(&mut self) -> &mut Room {
+        self.room.as_mut().expect("room is running")
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = Instant::now();
+        self.room_mut().handle_input(input, now);
+    }
+
+    fn broadcast(&self, msg: ServerMessage, except: Option<ParticipantId>) {
+        for (id, m) in &self.members {
+            if Some(*id) != except {
+                let _ = m.sink.events.send(msg.clone());
+            }
+        }
+    }
+
+    /// Returns false when the room should stop.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Join(req) => {
+                let JoinRequest {
+                    id,
+                    name,
+                    kind,
+                    options,
+                    codec_out,
+                    sink,
+                } = *req;
+                info!(participant = %id, %name, kind, tier = ?options.receive_tier, "joined");
+                let info = ParticipantInfo {
+                    id: id.to_string(),
+                    name: name.clone(),
+                    audio_muted: false,
+                    video_muted: false,
+                };
+                self.input(Input::Join {
+                    id,
+                    name,
+                    options: options.clone(),
+                });
+                self.members.insert(
+                    id,
+                    Member {
+                        info: info.clone(),
+                        kind,
+                        options,
+                        codec_in: None,
+                        codec_out,
+                        sink,
+                        media_dropped: 0,
+                        net: NetStats::default(),
+                        rate: Rate::default(),
+                    },
+                );
+                self.order.push(id);
+                self.broadcast(
+                    ServerMessage::ParticipantJoined { participant: info },
+                    Some(id),
+                );
+            }
+            Command::Leave { id } => {
+                if self.members.remove(&id).is_some() {
+                    info!(participant = %id, "left");
+                    self.order.retain(|p| *p != id);
+                    self.input(Input::Leave { id });
+                    self.broadcast(ServerMessage::ParticipantLeft { id: id.to_string() }, None);
+                }
+            }
+            Command::Video { id, codec, data } => {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.codec_in = Some(codec);
+                }
+                self.input(Input::Video { id, codec, data });
+            }
+            Command::Audio { id, packet } => self.input(Input::Audio { id, packet }),
+            Command::Mute { id, audio, video } => {
+                if let Some(muted) = audio {
+                    self.input(Input::SetMuted { id, muted });
+                }
+                if let Some(off) = video {
+                    self.input(Input::SetCameraOff { id, off });
+                }
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.info.audio_muted = audio.unwrap_or(m.info.audio_muted);
+                    m.info.video_muted = video.unwrap_or(m.info.video_muted);
+                    let msg = ServerMessage::ParticipantUpdated {
+                        participant: m.info.clone(),
+                    };
+                    self.broadcast(msg, None);
+                }
+            }
+            Command::ReceiverKeyframe { id } => {
+                if let Some(tier) = self
+                    .members
+                    .get(&id)
+                    .and_then(|m| m.options.receive_tier.clone())
+                {
+                    debug!(participant = %id, %tier, "receiver asked for a keyframe");
+                    self.input(Input::RequestKeyframe { tier });
+                }
+            }
+            Command::ReceiverConnected { id } => {
+                if let Some(tier) = self
+                    .members
+                    .get(&id)
+                    .and_then(|m| m.options.receive_tier.clone())
+                {
+                    self.input(Input::ReceiverReady { tier });
+                }
+            }
+            Command::NetStats { id, stats } => {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.net = stats;
+                }
+            }
+            Command::List { reply } => {
+                let list = self
+                    .order
+                    .iter()
+                    .filter_map(|id| self.members.get(id))
+                    .map(|m| m.info.clone())
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+            Command::Snapshot { reply } => {
+                let frame = self
+                    .snapshot_tier()
+                    .and_then(|t| self.room().canvas(&t).cloned());
+                let _ = reply.send(frame);
+            }
+            Command::Stop => return false,
+        }
+        true
+    }
+
+    /// The tier a snapshot shows: the most-watched one.
+    fn snapshot_tier(&self) -> Option<String> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for m in self.members.values() {
+            if let Some(t) = &m.options.receive_tier {
+                *counts.entry(t.as_str()).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(name, n)| (*n, std::cmp::Reverse(*name)))
+            .map(|(t, _)| t.to_string())
+    }
+
+    fn route(&mut self) {
+        while let Some(out) = self.room_mut().poll_output() {
+            match out {
+                Output::Video { tier, frame } => {
+                    let mut lost = false;
+                    for m in self.members.values_mut() {
+                        if m.options.receive_tier.as_deref() == Some(tier.as_str())
+                            && m.sink
+                                .media
+                                .try_send(MediaOut::Video(frame.clone()))
+                                .is_err()
+                        {
+                            m.media_dropped += 1;
+                            lost = true;
+                        }
+                    }
+                    if lost {
+                        // A receiver missed a frame: the next keyframe repairs it.
+                        self.input(Input::RequestKeyframe { tier });
+                    }
+                }
+                Output::Audio {
+                    listener, packet, ..
+                } => match listener {
+                    Listener::Participant(id) => {
+                        if let Some(m) = self.members.get_mut(&id) {
+                            if m.options.receives_audio
+                                && m.sink.media.try_send(MediaOut::Audio(packet)).is_err()
+                            {
+                                m.media_dropped += 1;
+                            }
+                        }
+                    }
+                    Listener::FullMix => {
+                        for m in self.members.values_mut() {
+                            if m.options.receives_audio
+                                && !m.options.sends_audio
+                                && m.sink
+                                    .media
+                                    .try_send(MediaOut::Audio(packet.clone()))
+                                    .is_err()
+                            {
+                                m.media_dropped += 1;
+                            }
+                        }
+                    }
+                },
+                Output::KeyframeNeeded { participant } => {
+                    if let Some(m) = self.members.get(&participant) {
+                        debug!(%participant, "asking the sender for a keyframe");
+                        let _ = m.sink.media.try_send(MediaOut::Pli);
+                    }
+                }
+                Output::ActiveSpeakerChanged { participant } => {
+                    self.broadcast(
+                        ServerMessage::ActiveSpeaker {
+                            id: participant.map(|p| p.to_string()),
+                        },
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn update_rates(&mut self, now: Instant) {
+        let room = self.room.as_ref().expect("room is running");
+        for (id, m) in self.members.iter_mut() {
+            if let Some(s) = room.participant_stats(*id) {
+                m.rate.update(now, s.video_frames, s.video_bytes);
+            }
+        }
+        for t in &room.settings().tiers {
+            if let Some(s) = room.tier_stats(&t.name) {
+                self.tier_rates.entry(t.name.clone()).or_default().update(
+                    now,
+                    s.frames_encoded,
+                    s.bytes,
+                );
+            }
+        }
+    }
+
+    fn info(&self) -> RoomInfo {
+        let room = self.room();
+        let participants = self
+            .order
+            .iter()
+            .filter_map(|id| self.members.get(id).map(|m| (id, m)))
+            .map(|(id, m)| {
+                let s = room.participant_stats(*id).cloned().unwrap_or_default();
+                ParticipantReport {
+                    id: id.to_string(),
+                    name: m.info.name.clone(),
+                    kind: m.kind,
+                    codec_in: m.codec_in.map(|c| c.to_string()),
+                    codec_out: m.codec_out.map(|c| c.to_string()),
+                    tier: m.options.receive_tier.clone(),
+                    audio_muted: m.info.audio_muted,
+                    video_muted: m.info.video_muted,
+                    video_fps_in: m.rate.fps,
+                    video_kbps_in: m.rate.kbps,
+                    video_frames_in: s.video_frames,
+                    video_decode_errors: s.video_decode_errors,
+                    audio_packets_in: s.audio_packets,
+                    keyframe_requests: s.keyframe_requests,
+                    media_dropped: m.media_dropped,
+                    net: m.net,
+                }
+            })
+            .collect();
+        let tiers = room
+            .settings()
+            .tiers
+            .iter()
+            .filter_map(|t| {
+                let receivers = self
+                    .members
+                    .values()
+                    .filter(|m| m.options.receive_tier.as_deref() == Some(t.name.as_str()))
+                    .count();
+                let s = room.tier_stats(&t.name)?;
+                if receivers == 0 && s.frames_composed == 0 {
+                    return None;
+                }
+                let rate = self.tier_rates.get(&t.name).copied().unwrap_or_default();
+                Some(TierReport {
+                    name: t.name.clone(),
+                    codec: t.codec.to_string(),
+                    width: t.width,
+                    height: t.height,
+                    receivers,
+                    fps_out: rate.fps,
+                    kbps_out: rate.kbps,
+                    frames_encoded: s.frames_encoded,
+                    keyframes: s.keyframes,
+                    late_ticks: s.late_ticks,
+                    tiles: room
+                        .tile_rects(&t.name)
+                        .into_iter()
+                        .map(|(id, r)| TileReport {
+                            id: id.to_string(),
+                            x: r.x,
+                            y: r.y,
+                            w: r.w,
+                            h: r.h,
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        let stats = room.stats();
+        RoomInfo {
+            room: self.name.clone(),
+            layout: self.layout_name.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            participants,
+            tiers,
+            audio_ticks: stats.audio_ticks,
+            audio_ticks_skipped: stats.audio_ticks_skipped,
+            active_speaker: room.active_speaker().map(|p| p.to_string()),
+            commands_dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for RoomThread {
+    fn drop(&mut self) {
+        if !self.members.is_empty() {
+            warn!(
+                participants = self.members.len(),
+                "room ended with participants in it"
+            );
+        }
+    }
+}

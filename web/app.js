@@ -1,0 +1,620 @@
+// Tessera web client: joins a room over the WebSocket protocol of docs/protocol.md, sends
+// the camera and microphone over one RTCPeerConnection and plays back the one composite
+// video and the one audio mix the server sends. Plain ES module, no build step.
+//
+// URL parameters
+//   room=R&name=N    join room R as N at once, with camera and microphone
+//   tier=T           ask for output tier T instead of the room's default
+//
+// Test hooks (used by tests/browser, documented in web/README.md)
+//   fake=colour&colour=RRGGBB&tone=HZ
+//       Do not call getUserMedia. The camera is a 640x360 canvas.captureStream(15) filled
+//       with the solid colour #RRGGBB, the name drawn small in the top-left corner and a
+//       small dark box moving along the bottom edge; the microphone is a WebAudio
+//       OscillatorNode at HZ (sine, about -12 dBFS) into a MediaStreamDestination.
+//       Firefox cannot take a per-tab fake camera file, so its tests use this.
+//   raw=1
+//       getUserMedia without echo cancellation, noise suppression or automatic gain, so
+//       a test tone reaches the server unchanged.
+//   window.tessera
+//       { state, pc, id, participants, ws, room, layout, tier, speaker, stats,
+//         localStream, remoteStream, autoplayBlocked, errors, join(), leave() }:
+//       live getters over the client's state. `state` is one of "idle", "media",
+//       "connecting", "joined", "negotiating", "connected", "failed", "left".
+//       `participants` is an array of {id, name, audio_muted, video_muted, self}.
+
+const $ = (role) => document.querySelector(`[data-role="${role}"]`);
+
+const ui = {
+  form: $('join-form'),
+  room: $('room'),
+  name: $('name'),
+  camera: $('camera'),
+  microphone: $('microphone'),
+  call: $('call'),
+  composite: $('composite'),
+  play: $('play'),
+  preview: $('preview'),
+  muteAudio: $('mute-audio'),
+  muteVideo: $('mute-video'),
+  leave: $('leave'),
+  participants: $('participants'),
+  stats: $('stats'),
+  error: $('error'),
+  status: $('status'),
+  roomName: $('room-name'),
+  layout: $('layout'),
+};
+
+const params = new URLSearchParams(location.search);
+
+// Everything about the current session; replaced on every join.
+let s = freshSession();
+
+function freshSession() {
+  return {
+    state: 'idle',
+    ws: null,
+    pc: null,
+    id: null,
+    room: null,
+    layout: null,
+    tier: null,
+    speaker: null,
+    participants: new Map(), // id -> {id, name, audio_muted, video_muted, self}
+    localStream: null,
+    remoteStream: null,
+    fake: null, // {timer, audioContext} for the fake=colour hook
+    remoteDescriptionSet: false,
+    pendingCandidates: [], // server candidates that arrived before the answer
+    statsTimer: null,
+    pingTimer: null,
+    lastStats: null, // {bytes, time} of the previous inbound video sample
+    stats: null,
+    audioMuted: false,
+    videoMuted: false,
+    autoplayBlocked: false,
+    name: '',
+    queue: Promise.resolve(), // server messages are handled one after another
+  };
+}
+
+const errors = [];
+
+window.tessera = {
+  get state() { return s.state; },
+  get pc() { return s.pc; },
+  get id() { return s.id; },
+  get ws() { return s.ws; },
+  get room() { return s.room; },
+  get layout() { return s.layout; },
+  get tier() { return s.tier; },
+  get speaker() { return s.speaker; },
+  get stats() { return s.stats; },
+  get localStream() { return s.localStream; },
+  get remoteStream() { return s.remoteStream; },
+  get autoplayBlocked() { return s.autoplayBlocked; },
+  get participants() { return [...s.participants.values()].map((p) => ({ ...p })); },
+  get errors() { return errors.slice(); },
+  join: (opts) => join(opts),
+  leave: () => leave(),
+};
+
+function setState(state) {
+  s.state = state;
+  ui.status.textContent = state;
+  ui.status.dataset.state = state;
+}
+
+function showError(text) {
+  errors.push(text);
+  ui.error.textContent = text;
+  ui.error.hidden = false;
+}
+
+function clearError() {
+  ui.error.textContent = '';
+  ui.error.hidden = true;
+}
+
+function send(msg) {
+  if (s.ws && s.ws.readyState === WebSocket.OPEN) s.ws.send(JSON.stringify(msg));
+}
+
+// ---- Local media ------------------------------------------------------------------------
+
+async function getLocalMedia(name, wantVideo, wantAudio) {
+  if (!wantVideo && !wantAudio) return new MediaStream();
+  if (params.get('fake') === 'colour') return fakeMedia(name, wantVideo, wantAudio);
+  const raw = params.get('raw') === '1';
+  const audio = !wantAudio ? false
+    : raw ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false }
+      : true;
+  const video = wantVideo ? { width: { ideal: 640 }, height: { ideal: 360 } } : false;
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video, audio });
+  } catch (e) {
+    // One device missing or refused: carry on with what works.
+    if (wantVideo && wantAudio) {
+      for (const only of [{ audio }, { video }]) {
+        try {
+          const stream = await navigator.mediaDevices.getUserMedia(only);
+          showError(`${only.audio ? 'camera' : 'microphone'} unavailable (${e.name}); joining without it`);
+          return stream;
+        } catch { /* try the next */ }
+      }
+    }
+    showError(`camera/microphone unavailable (${e.name}: ${e.message}); joining as a viewer`);
+    return new MediaStream();
+  }
+}
+
+// The fake=colour hook: a solid-colour canvas camera and an oscillator microphone.
+function fakeMedia(name, wantVideo, wantAudio) {
+  const colour = /^[0-9a-fA-F]{6}$/.test(params.get('colour') || '') ? `#${params.get('colour')}` : '#808080';
+  const tone = Number(params.get('tone')) > 0 ? Number(params.get('tone')) : 440;
+  const stream = new MediaStream();
+  s.fake = { timer: null, audioContext: null };
+  if (wantVideo) {
+    const canvas = document.createElement('canvas');
+    canvas.width = 640;
+    canvas.height = 360;
+    const g = canvas.getContext('2d');
+    let frame = 0;
+    const draw = () => {
+      g.fillStyle = colour;
+      g.fillRect(0, 0, 640, 360);
+      g.fillStyle = 'rgba(0,0,0,0.6)';
+      g.font = '14px sans-serif';
+      g.fillText(name, 8, 20);
+      // A small box moving along the bottom edge, clear of the centre, so frames differ.
+      g.fillStyle = '#181818';
+      g.fillRect((frame * 16) % 592, 300, 48, 48);
+      frame += 1;
+    };
+    draw();
+    s.fake.timer = setInterval(draw, 1000 / 15);
+    // Kept in the document (invisible) so browsers keep painting it.
+    canvas.style.cssText = 'position:absolute;width:1px;height:1px;opacity:0;pointer-events:none';
+    document.body.appendChild(canvas);
+    s.fake.canvas = canvas;
+    stream.addTrack(canvas.captureStream(15).getVideoTracks()[0]);
+  }
+  if (wantAudio) {
+    const ctx = new AudioContext({ sampleRate: 48000 });
+    const osc = ctx.createOscillator();
+    osc.type = 'sine';
+    osc.frequency.value = tone;
+    const gain = ctx.createGain();
+    gain.gain.value = 0.25;
+    const dest = ctx.createMediaStreamDestination();
+    osc.connect(gain).connect(dest);
+    osc.start();
+    ctx.resume().catch(() => {});
+    s.fake.audioContext = ctx;
+    stream.addTrack(dest.stream.getAudioTracks()[0]);
+  }
+  return stream;
+}
+
+function stopLocalMedia(session) {
+  if (session.localStream) for (const t of session.localStream.getTracks()) t.stop();
+  if (session.fake) {
+    clearInterval(session.fake.timer);
+    if (session.fake.audioContext) session.fake.audioContext.close().catch(() => {});
+    if (session.fake.canvas) session.fake.canvas.remove();
+  }
+}
+
+// ---- Joining ----------------------------------------------------------------------------
+
+async function join({ room, name, video = true, audio = true } = {}) {
+  if (s.state !== 'idle' && s.state !== 'left' && s.state !== 'failed') return;
+  cleanup();
+  s = freshSession();
+  clearError();
+  s.room = room;
+  s.name = name;
+  ui.roomName.textContent = room;
+  ui.form.hidden = true;
+  ui.call.hidden = false;
+  ui.stats.textContent = 'waiting for media…';
+  renderParticipants();
+
+  setState('media');
+  const session = s;
+  const stream = await getLocalMedia(name, video, audio);
+  if (session !== s) { // left while waiting for the devices
+    for (const t of stream.getTracks()) t.stop();
+    return;
+  }
+  s.localStream = stream;
+  ui.preview.srcObject = stream.getVideoTracks().length ? stream : null;
+  ui.preview.classList.toggle('mirror', !s.fake); // a real camera shows as in a mirror
+  ui.preview.hidden = !stream.getVideoTracks().length;
+  ui.preview.play().catch(() => {});
+  updateButtons();
+
+  setState('connecting');
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  s.ws = ws;
+  ws.onopen = () => {
+    const msg = {
+      type: 'join',
+      room,
+      name,
+      video: stream.getVideoTracks().length > 0,
+      audio: stream.getAudioTracks().length > 0,
+    };
+    if (params.get('tier')) msg.tier = params.get('tier');
+    ws.send(JSON.stringify(msg));
+    s.pingTimer = setInterval(() => send({ type: 'ping' }), 25000);
+  };
+  ws.onmessage = (ev) => {
+    if (session !== s) return;
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      showError(`server sent something that is not JSON: ${String(ev.data).slice(0, 100)}`);
+      return;
+    }
+    session.queue = session.queue.then(() => onMessage(msg)).catch((e) => {
+      console.error(e);
+      if (session === s) showError(`${msg.type}: ${e.message || e}`);
+    });
+  };
+  ws.onerror = () => {
+    if (session === s) showError('connection to the server failed');
+  };
+  ws.onclose = (ev) => {
+    if (session !== s || s.state === 'left') return;
+    showError(`disconnected from the server${ev.reason ? `: ${ev.reason}` : ''} (code ${ev.code})`);
+    endCall('failed');
+  };
+}
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case 'joined': return onJoined(msg);
+    case 'answer': return onAnswer(msg);
+    case 'candidate': return onRemoteCandidate(msg.candidate);
+    case 'participant_joined':
+    case 'participant_updated':
+      upsertParticipant(msg.participant);
+      return undefined;
+    case 'participant_left':
+      s.participants.delete(msg.id);
+      if (s.speaker === msg.id) s.speaker = null;
+      renderParticipants();
+      return undefined;
+    case 'active_speaker':
+      s.speaker = msg.id ?? null;
+      renderParticipants();
+      return undefined;
+    case 'layout_changed':
+      s.layout = msg.layout;
+      ui.layout.textContent = `layout ${msg.layout}`;
+      return undefined;
+    case 'pong':
+      return undefined;
+    case 'error':
+      showError(`server: ${msg.code}: ${msg.reason}`);
+      // A fatal error, or the offer refused (no answer will come): the call cannot go on.
+      if (msg.fatal || (s.state === 'negotiating' && !s.remoteDescriptionSet && msg.code !== 'bad_message')) {
+        endCall('failed');
+      }
+      return undefined;
+    default:
+      console.warn('unknown message', msg);
+      return undefined;
+  }
+}
+
+function upsertParticipant(p) {
+  const old = s.participants.get(p.id);
+  s.participants.set(p.id, { ...old, ...p, self: p.id === s.id });
+  if (p.id === s.id) {
+    s.audioMuted = !!p.audio_muted;
+    s.videoMuted = !!p.video_muted;
+    updateButtons();
+  }
+  renderParticipants();
+}
+
+async function onJoined(msg) {
+  s.id = msg.id;
+  s.room = msg.room;
+  s.layout = msg.layout;
+  s.tier = msg.tier;
+  ui.roomName.textContent = msg.room;
+  ui.layout.textContent = `layout ${msg.layout}, tier ${msg.tier}`;
+  s.participants.clear();
+  for (const p of msg.participants || []) s.participants.set(p.id, { ...p, self: false });
+  s.participants.set(s.id, {
+    id: s.id,
+    name: s.name,
+    audio_muted: false,
+    video_muted: false,
+    self: true,
+  });
+  renderParticipants();
+  setState('joined');
+
+  const iceServers = (msg.ice_servers || []).map((x) => {
+    const server = { urls: x.urls };
+    if (x.username != null) server.username = x.username;
+    if (x.credential != null) server.credential = x.credential;
+    return server;
+  });
+  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  s.pc = pc;
+
+  // Exactly one video and one audio m-line: sendrecv with a local track, else recvonly.
+  const local = s.localStream;
+  const v = local.getVideoTracks()[0];
+  const a = local.getAudioTracks()[0];
+  pc.addTransceiver(v || 'video', v ? { direction: 'sendrecv', streams: [local] } : { direction: 'recvonly' });
+  pc.addTransceiver(a || 'audio', a ? { direction: 'sendrecv', streams: [local] } : { direction: 'recvonly' });
+
+  s.remoteStream = new MediaStream();
+  pc.ontrack = (ev) => {
+    if (!s.remoteStream.getTracks().includes(ev.track)) s.remoteStream.addTrack(ev.track);
+    if (ui.composite.srcObject !== s.remoteStream) ui.composite.srcObject = s.remoteStream;
+    playComposite();
+  };
+  pc.onicecandidate = (ev) => {
+    if (!ev.candidate) {
+      send({ type: 'candidate', candidate: null });
+      return;
+    }
+    // Firefox signals the end of each m-line's gathering with an empty candidate.
+    if (!ev.candidate.candidate) return;
+    // Firefox also gathers RTCP (component 2) candidates in case the answer refuses
+    // rtcp-mux; the server always muxes, so they would only be noise.
+    if (ev.candidate.component === 'rtcp' || /^candidate:\S+ 2 /.test(ev.candidate.candidate)) return;
+    const c = ev.candidate.toJSON();
+    const candidate = { candidate: c.candidate };
+    if (c.sdpMid != null) candidate.sdpMid = c.sdpMid;
+    if (c.sdpMLineIndex != null) candidate.sdpMLineIndex = c.sdpMLineIndex;
+    if (c.usernameFragment != null) candidate.usernameFragment = c.usernameFragment;
+    send({ type: 'candidate', candidate });
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc !== s.pc) return;
+    const st = pc.connectionState;
+    if (st === 'connected') setState('connected');
+    else if (st === 'failed') {
+      showError('media connection failed (ICE/DTLS)');
+      setState('failed');
+    } else if (st === 'disconnected') ui.status.textContent = 'reconnecting…';
+  };
+
+  setState('negotiating');
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  send({ type: 'offer', sdp: pc.localDescription.sdp });
+  startStats();
+}
+
+async function onAnswer(msg) {
+  if (!s.pc) return;
+  await s.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  s.remoteDescriptionSet = true;
+  const pending = s.pendingCandidates;
+  s.pendingCandidates = [];
+  for (const c of pending) await addRemoteCandidate(c);
+}
+
+async function onRemoteCandidate(candidate) {
+  if (!s.pc || !s.remoteDescriptionSet) {
+    s.pendingCandidates.push(candidate);
+    return;
+  }
+  await addRemoteCandidate(candidate);
+}
+
+async function addRemoteCandidate(candidate) {
+  try {
+    if (candidate == null) {
+      // End of the server's candidates.
+      await s.pc.addIceCandidate();
+    } else {
+      await s.pc.addIceCandidate(candidate);
+    }
+  } catch (e) {
+    console.warn('addIceCandidate failed', candidate, e);
+  }
+}
+
+function playComposite() {
+  const v = ui.composite;
+  v.muted = false;
+  const p = v.play();
+  if (!p) return;
+  p.then(() => {
+    s.autoplayBlocked = false;
+    ui.play.hidden = true;
+  }).catch((e) => {
+    if (e.name === 'NotAllowedError') {
+      s.autoplayBlocked = true;
+      ui.play.hidden = false;
+    } else if (e.name !== 'AbortError') {
+      console.warn('composite play()', e);
+    }
+  });
+}
+
+// ---- Controls ---------------------------------------------------------------------------
+
+function updateButtons() {
+  const hasAudio = !!(s.localStream && s.localStream.getAudioTracks().length);
+  const hasVideo = !!(s.localStream && s.localStream.getVideoTracks().length);
+  ui.muteAudio.disabled = !hasAudio;
+  ui.muteVideo.disabled = !hasVideo;
+  ui.muteAudio.textContent = s.audioMuted ? 'Unmute mic' : 'Mute mic';
+  ui.muteVideo.textContent = s.videoMuted ? 'Start camera' : 'Stop camera';
+  ui.muteAudio.setAttribute('aria-pressed', String(s.audioMuted));
+  ui.muteVideo.setAttribute('aria-pressed', String(s.videoMuted));
+}
+
+function setMuted(kind, muted) {
+  if (!s.localStream) return;
+  const tracks = kind === 'audio' ? s.localStream.getAudioTracks() : s.localStream.getVideoTracks();
+  if (!tracks.length) return;
+  for (const t of tracks) t.enabled = !muted;
+  if (kind === 'audio') s.audioMuted = muted;
+  else s.videoMuted = muted;
+  send({ type: 'mute', [kind]: muted });
+  const me = s.participants.get(s.id);
+  if (me) me[`${kind}_muted`] = muted;
+  updateButtons();
+  renderParticipants();
+}
+
+ui.muteAudio.addEventListener('click', () => setMuted('audio', !s.audioMuted));
+ui.muteVideo.addEventListener('click', () => setMuted('video', !s.videoMuted));
+ui.leave.addEventListener('click', () => leave());
+ui.play.addEventListener('click', () => {
+  if (s.fake && s.fake.audioContext) s.fake.audioContext.resume().catch(() => {});
+  playComposite();
+});
+
+function leave() {
+  if (s.state === 'idle' || s.state === 'left') return;
+  send({ type: 'leave' });
+  endCall('left');
+}
+
+// Closes everything of the current session and shows the form again.
+function endCall(state) {
+  cleanup();
+  setState(state);
+  ui.call.hidden = true;
+  ui.form.hidden = false;
+  ui.play.hidden = true;
+}
+
+function cleanup() {
+  const old = s;
+  clearInterval(old.statsTimer);
+  clearInterval(old.pingTimer);
+  old.statsTimer = null;
+  old.pingTimer = null;
+  if (old.pc) {
+    old.pc.ontrack = null;
+    old.pc.onicecandidate = null;
+    old.pc.onconnectionstatechange = null;
+    old.pc.close();
+  }
+  if (old.ws) {
+    old.ws.onclose = null;
+    old.ws.onmessage = null;
+    if (old.ws.readyState <= WebSocket.OPEN) old.ws.close(1000, 'leave');
+  }
+  stopLocalMedia(old);
+  old.localStream = null;
+  ui.composite.srcObject = null;
+  ui.preview.srcObject = null;
+}
+
+// ---- Participants -----------------------------------------------------------------------
+
+function renderParticipants() {
+  const ul = ui.participants;
+  const items = [...s.participants.values()].sort((a, b) => (a.self === b.self ? 0 : a.self ? -1 : 1));
+  ul.replaceChildren(...items.map((p) => {
+    const li = document.createElement('li');
+    li.dataset.id = p.id;
+    if (p.self) li.classList.add('self');
+    if (p.id === s.speaker) li.classList.add('speaking');
+    if (p.audio_muted) li.classList.add('audio-muted');
+    if (p.video_muted) li.classList.add('video-muted');
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = p.self ? `${p.name} (you)` : p.name;
+    li.append(name);
+    const flags = [];
+    if (p.audio_muted) flags.push('mic off');
+    if (p.video_muted) flags.push('camera off');
+    if (p.id === s.speaker) flags.push('speaking');
+    if (flags.length) {
+      const f = document.createElement('span');
+      f.className = 'flags';
+      f.textContent = flags.join(' · ');
+      li.append(f);
+    }
+    return li;
+  }));
+}
+
+// ---- Stats ------------------------------------------------------------------------------
+
+function startStats() {
+  clearInterval(s.statsTimer);
+  s.statsTimer = setInterval(updateStats, 1000);
+}
+
+async function updateStats() {
+  const session = s;
+  const pc = session.pc;
+  if (!pc) return;
+  let report;
+  try {
+    report = await pc.getStats();
+  } catch {
+    return;
+  }
+  if (session !== s) return;
+  let video = null;
+  let audio = null;
+  const codecs = new Map();
+  report.forEach((r) => {
+    if (r.type === 'inbound-rtp' && (r.kind || r.mediaType) === 'video') video = r;
+    if (r.type === 'inbound-rtp' && (r.kind || r.mediaType) === 'audio') audio = r;
+    if (r.type === 'codec') codecs.set(r.id, r);
+  });
+  if (!video) {
+    ui.stats.textContent = `waiting for media… (${pc.connectionState})`;
+    return;
+  }
+  const now = video.timestamp;
+  const bytes = video.bytesReceived || 0;
+  let kbps = null; // needs two samples
+  if (s.lastStats && now > s.lastStats.time) {
+    kbps = ((bytes - s.lastStats.bytes) * 8) / (now - s.lastStats.time);
+  }
+  s.lastStats = { bytes, time: now };
+  const codec = codecs.get(video.codecId);
+  const codecName = codec ? codec.mimeType.replace(/^video\//, '') : '?';
+  const width = video.frameWidth || ui.composite.videoWidth || 0;
+  const height = video.frameHeight || ui.composite.videoHeight || 0;
+  const fps = video.framesPerSecond ?? 0;
+  const lost = (video.packetsLost || 0) + (audio ? audio.packetsLost || 0 : 0);
+  s.stats = { kbps: kbps === null ? null : Math.round(kbps), width, height, fps, packetsLost: lost, codec: codecName };
+  ui.stats.textContent = `in: ${kbps === null ? '…' : Math.round(kbps)} kbps · ${width}×${height} · ${Math.round(fps)} fps`
+    + ` · ${lost} packets lost · ${codecName}`;
+}
+
+// ---- Start ------------------------------------------------------------------------------
+
+ui.form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  join({
+    room: ui.room.value.trim(),
+    name: ui.name.value.trim(),
+    video: ui.camera.checked,
+    audio: ui.microphone.checked,
+  });
+});
+
+window.addEventListener('pagehide', () => {
+  if (s.ws) send({ type: 'leave' });
+});
+
+if (params.get('room')) ui.room.value = params.get('room');
+if (params.get('name')) ui.name.value = params.get('name');
+if (params.get('room') && params.get('name')) {
+  join({ room: params.get('room'), name: params.get('name'), video: true, audio: true });
+}
