@@ -41,7 +41,7 @@ demo: fixtures
 test: fixtures setup-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
-	$(MAKE) --no-print-directory test-whip
+	$(MAKE) --no-print-directory test-browser test-whip
 
 test-rust: fixtures
 	$(CARGO) test --workspace --no-fail-fast

@@ -301,8 +301,10 @@ async function onMessage(msg) {
       return undefined;
     case 'error':
       showError(`server: ${msg.code}: ${msg.reason}`);
-      // A fatal error, or the offer refused (no answer will come): the call cannot go on.
-      if (msg.fatal || (s.state === 'negotiating' && !s.remoteDescriptionSet && msg.code !== 'bad_message')) {
+      // A fatal error, the join refused, or the offer refused (no answer will come): the
+      // call cannot go on.
+      if (msg.fatal || (s.state === 'connecting' && !s.id)
+          || (s.state === 'negotiating' && !s.remoteDescriptionSet && msg.code !== 'bad_message')) {
         endCall('failed');
       }
       return undefined;

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -240,6 +240,7 @@ pub struct PeerContext {
 
 struct Handler {
     id: ParticipantId,
+    connected: Arc<AtomicBool>,
     room: RoomHandle,
     events: mpsc::UnboundedSender<PeerEvent>,
     public_ip: String,
@@ -272,8 +273,12 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         debug!(participant = %self.id, %state, "connection state");
+        self.connected.store(
+            state == RTCPeerConnectionState::Connected,
+            Ordering::Release,
+        );
         if state == RTCPeerConnectionState::Connected {
-            // The composite's first frames went out before the path was up.
+            // Nothing was sent before the path was up: start with a keyframe.
             self.room.send(Command::ReceiverConnected { id: self.id });
         }
         let _ = self.events.send(PeerEvent::State(state));
@@ -456,8 +461,10 @@ pub async fn answer(
         })
         .collect();
     let camera = Arc::new(Mutex::new(None));
+    let connected = Arc::new(AtomicBool::new(false));
     let handler = Handler {
         id,
+        connected: connected.clone(),
         room: room.clone(),
         events,
         public_ip: network.public_ip.clone(),
@@ -480,24 +487,25 @@ pub async fn answer(
             .await
             .map_err(werr)?,
     );
-    match negotiate(
-        &pc,
-        id,
-        offer,
-        plan,
+    let link = Link {
         media,
         camera,
-        room,
-        &network.public_ip,
-    )
-    .await
-    {
+        connected,
+    };
+    match negotiate(&pc, id, offer, plan, link, room, &network.public_ip).await {
         Ok(answer) => Ok(Peer { pc, answer }),
         Err(e) => {
             let _ = pc.close().await;
             Err(e)
         }
     }
+}
+
+/// The room's queue for this participant, and what writing to the network depends on.
+struct Link {
+    media: mpsc::Receiver<MediaOut>,
+    camera: Camera,
+    connected: Arc<AtomicBool>,
 }
 
 struct Outgoing {
@@ -536,14 +544,12 @@ pub(crate) fn new_track(
         .map_err(werr)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn negotiate(
     pc: &Arc<dyn PeerConnection>,
     id: ParticipantId,
     offer: &str,
     plan: &AnswerPlan,
-    media: mpsc::Receiver<MediaOut>,
-    camera: Camera,
+    link: Link,
     room: RoomHandle,
     public_ip: &str,
 ) -> Result<String, PeerError> {
@@ -634,7 +640,7 @@ async fn negotiate(
         });
     }
     tokio::spawn(
-        write_media(media, video_out, audio_out, camera)
+        write_media(link, video_out, audio_out)
             .instrument(tracing::info_span!("send", participant = %id)),
     );
     Ok(sdp)
@@ -666,12 +672,12 @@ fn spawn_keyframe_requests(
 
 /// Writes the room's output for one participant to its tracks, in order. Ends when the
 /// room drops the participant's queue.
-async fn write_media(
-    mut media: mpsc::Receiver<MediaOut>,
-    video: Option<Outgoing>,
-    audio: Option<Outgoing>,
-    camera: Camera,
-) {
+async fn write_media(link: Link, video: Option<Outgoing>, audio: Option<Outgoing>) {
+    let Link {
+        mut media,
+        camera,
+        connected,
+    } = link;
     let mut errors = 0u64;
     while let Some(m) = media.recv().await {
         let (out, data) = match m {
@@ -686,6 +692,10 @@ async fn write_media(
             }
         };
         let Some(out) = out else { continue };
+        // Before DTLS is up a write only fails; the keyframe on connect starts the picture.
+        if !connected.load(Ordering::Acquire) {
+            continue;
+        }
         let sample = Sample {
             data,
             duration: out.duration,

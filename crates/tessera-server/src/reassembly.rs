@@ -293,13 +293,21 @@ mod tests {
     #[test]
     fn a_hole_drops_frames_until_a_keyframe() {
         let mut r = new();
-        assert_eq!(frames(r.push(1, 0, true, vp8(true, &[0x10, 0, 0]))).len(), 1);
+        assert_eq!(
+            frames(r.push(1, 0, true, vp8(true, &[0x10, 0, 0]))).len(),
+            1
+        );
         // seq 2 (start of a delta frame) never arrives
         let mut events = Vec::new();
         events.extend(r.push(3, 3000, true, vp8(false, &[9, 9, 9])));
         for i in 0..25u16 {
             // delta frames, one packet each
-            events.extend(r.push(4 + i, 6000 + i as u32 * 3000, true, vp8(true, &[0x11, 0, 0])));
+            events.extend(r.push(
+                4 + i,
+                6000 + i as u32 * 3000,
+                true,
+                vp8(true, &[0x11, 0, 0]),
+            ));
         }
         assert!(events.contains(&Event::Lost), "{events:?}");
         assert!(
@@ -314,7 +322,10 @@ mod tests {
     fn first_frame_must_be_a_keyframe() {
         let mut r = new();
         assert!(frames(r.push(100, 0, true, vp8(true, &[0x11, 0, 0]))).is_empty());
-        assert_eq!(frames(r.push(101, 3000, true, vp8(true, &[0x10, 0, 0]))).len(), 1);
+        assert_eq!(
+            frames(r.push(101, 3000, true, vp8(true, &[0x10, 0, 0]))).len(),
+            1
+        );
     }
 
     #[test]

@@ -190,7 +190,14 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                             if member.is_some() {
                                 Some(ServerMessage::error(ErrorCode::BadState, "already joined"))
                             } else {
-                                match enter(&server, &room, &name) {
+                                let known_tier = tier.as_ref().is_none_or(|t| server.cfg.tiers.contains_key(t));
+                                match enter(&server, &room, &name).and_then(|m| if known_tier { Ok(m) } else {
+                                    let t = tier.clone().unwrap_or_default();
+                                    let known: Vec<&str> = server.cfg.tiers.keys().map(String::as_str).collect();
+                                    // Give the place back before refusing.
+                                    server.exit(&m.room);
+                                    Err(Refusal(ErrorCode::BadRequest, format!("unknown tier {t:?}: must be one of {}", known.join(", "))))
+                                }) {
                                     Err(Refusal(code, reason)) => Some(ServerMessage::error(code, reason)),
                                     Ok(m) => {
                                         let others = m.room.ask(|reply| Command::List { reply }).await.unwrap_or_default();
