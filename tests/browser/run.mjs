@@ -9,7 +9,8 @@
 //             scripts/make-fixtures.sh when missing), join `chromium-room`; every composite
 //             must show every participant's colour in its tile, every page must hear the
 //             others' tones and not its own (mix-minus); one leaves and its tile must go.
-//             A screenshot of a page with all three tiles goes to docs/screenshot.png.
+//             A screenshot of a page with all three tiles goes to target/browser-artifacts/screenshot.png
+//             (copy it to docs/screenshot.png to refresh the README picture).
 //   firefox   two Firefox ESR processes (puppeteer-core over WebDriver BiDi) join
 //             `firefox-room` with the client's fake=colour hook; each composite must show
 //             both colours (VP8: Firefox has no H.264 offline).
@@ -510,10 +511,10 @@ async function chromiumTests(base, report) {
     await checkStats(people, 'VP8');
   });
 
-  await report('chromium: screenshot of a three-tile page to docs/screenshot.png', async () => {
+  await report('chromium: screenshot of a three-tile page', async () => {
     const ann = people[0];
     assert(ann.page, 'no page');
-    const file = path.join(root, 'docs/screenshot.png');
+    const file = path.join(artifacts, "screenshot.png");
     await withTimeout(ann.page.screenshot({ path: file }), 10_000, 'screenshot');
     log(`  wrote ${path.relative(root, file)}`);
   }, { needs: 0 });

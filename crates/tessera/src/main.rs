@@ -33,7 +33,10 @@ enum Command {
 /// `serve` logs what it does; the offline tools only warn.
 fn default_log_filter() -> &'static str {
     match std::env::args().nth(1).as_deref() {
-        Some("serve") => "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn",
+        // webrtc-rs warns about harmless start-up races on every connection.
+        Some("serve") => {
+            "info,warp=warn,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error"
+        }
         _ => "warn",
     }
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter())),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
