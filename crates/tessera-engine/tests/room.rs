@@ -359,6 +359,38 @@ fn a_receivers_keyframe_request_yields_a_keyframe_on_the_next_tick() {
 }
 
 #[test]
+fn a_receiver_that_becomes_ready_gets_a_keyframe_past_the_rate_limit() {
+    let t0 = Instant::now();
+    let mut room = Room::new(settings("grid"), t0).unwrap();
+    let mut senders = three_senders();
+    join_all(&mut room, &senders, t0);
+    let mut out = Collected::default();
+    run(&mut room, t0, 0, 1200, &mut out, feed_all(&mut senders));
+
+    // A request uses up the keyframe budget (keyframe_min_interval)...
+    let at = t0 + Duration::from_millis(1200);
+    room.handle_input(Input::RequestKeyframe { tier: "low".into() }, at);
+    run(&mut room, t0, 1200, 1260, &mut out, feed_all(&mut senders));
+    let before = out.video.len();
+    // ...so a second request right away waits, but a receiver that just connected does not.
+    let at = t0 + Duration::from_millis(1260);
+    room.handle_input(Input::RequestKeyframe { tier: "low".into() }, at);
+    run(&mut room, t0, 1260, 1320, &mut out, feed_all(&mut senders));
+    assert!(
+        out.video[before..].iter().all(|v| !v.1),
+        "a request within keyframe_min_interval is held back"
+    );
+    let before = out.video.len();
+    let at = t0 + Duration::from_millis(1320);
+    room.handle_input(Input::ReceiverReady { tier: "low".into() }, at);
+    run(&mut room, t0, 1320, 1380, &mut out, feed_all(&mut senders));
+    assert!(
+        out.video[before].1,
+        "the frame after ReceiverReady is not a keyframe"
+    );
+}
+
+#[test]
 fn corrupt_video_neither_panics_nor_stops_the_room_and_asks_for_keyframes_rate_limited() {
     let t0 = Instant::now();
     let mut room = Room::new(settings("grid"), t0).unwrap();
