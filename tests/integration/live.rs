@@ -337,3 +337,69 @@ async fn three_webrtc_peers_see_each_other_and_hear_only_the_others() {
         c.leave().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_and_receive_only_participants() {
+    let (_, list) = fixtures();
+    let base = start_server("").await;
+    let cam = Client::join(
+        &base,
+        "mixed-room",
+        "Cam",
+        load_media(&list[0], VideoCodec::Vp8),
+    )
+    .await
+    .expect("camera participant joins");
+    let mut voice_media = load_media(&list[1], VideoCodec::Vp8);
+    voice_media.video = None;
+    let voice = Client::join(&base, "mixed-room", "Voice", voice_media)
+        .await
+        .expect("audio-only participant joins");
+    let viewer = Client::join(&base, "mixed-room", "Viewer", Media::default())
+        .await
+        .expect("receive-only participant joins");
+    wait_until(
+        "composite and audio at the viewer and the voice",
+        Duration::from_secs(30),
+        || {
+            [&viewer, &voice].iter().all(|c| {
+                let r = c.received.lock().unwrap();
+                r.video.len() > 20 && r.audio.len() > 150
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (_, _, tiles) = room_tiles(&base, "mixed-room").await;
+    assert_eq!(
+        tiles.len(),
+        2,
+        "camera and voice have tiles, the viewer none: {tiles:?}"
+    );
+    assert!(!tiles.contains_key(&viewer.id));
+    let r = viewer.received.lock().unwrap();
+    let frame = decode_last(r.codec.unwrap(), &r.video).expect("the viewer's composite decodes");
+    let cam_colour = tile_colour(&frame, tiles[&cam.id]);
+    assert!(
+        distance(cam_colour, list[0].rgb) < 60,
+        "camera tile is {cam_colour:?}"
+    );
+    let placeholder = tile_colour(&frame, tiles[&voice.id]);
+    assert!(
+        distance(placeholder, list[1].rgb) > 100,
+        "the audio-only tile is a placeholder, not a picture: {placeholder:?}"
+    );
+    // The viewer hears everyone (the full mix).
+    let pcm = decode_audio(&r.audio);
+    let body = &pcm[pcm.len().saturating_sub(48_000 * 2)..];
+    let floor = goertzel_power(body, 2500.0, 48_000).max(1e-12);
+    for fx in &list[..2] {
+        let p = goertzel_power(body, fx.tone_hz, 48_000);
+        assert!(p > floor * 100.0, "the viewer misses {}'s tone", fx.name);
+    }
+    drop(r);
+    for c in [cam, voice, viewer] {
+        c.leave().await;
+    }
+}
