@@ -378,27 +378,29 @@ async fn audio_only_and_receive_only_participants() {
         "camera and voice have tiles, the viewer none: {tiles:?}"
     );
     assert!(!tiles.contains_key(&viewer.id));
-    let r = viewer.received.lock().unwrap();
-    let frame = decode_last(r.codec.unwrap(), &r.video).expect("the viewer's composite decodes");
-    let cam_colour = tile_colour(&frame, tiles[&cam.id]);
-    assert!(
-        distance(cam_colour, list[0].rgb) < 60,
-        "camera tile is {cam_colour:?}"
-    );
-    let placeholder = tile_colour(&frame, tiles[&voice.id]);
-    assert!(
-        distance(placeholder, list[1].rgb) > 100,
-        "the audio-only tile is a placeholder, not a picture: {placeholder:?}"
-    );
-    // The viewer hears everyone (the full mix).
-    let pcm = decode_audio(&r.audio);
-    let body = &pcm[pcm.len().saturating_sub(48_000 * 2)..];
-    let floor = goertzel_power(body, 2500.0, 48_000).max(1e-12);
-    for fx in &list[..2] {
-        let p = goertzel_power(body, fx.tone_hz, 48_000);
-        assert!(p > floor * 100.0, "the viewer misses {}'s tone", fx.name);
+    {
+        let r = viewer.received.lock().unwrap();
+        let frame =
+            decode_last(r.codec.unwrap(), &r.video).expect("the viewer's composite decodes");
+        let cam_colour = tile_colour(&frame, tiles[&cam.id]);
+        assert!(
+            distance(cam_colour, list[0].rgb) < 60,
+            "camera tile is {cam_colour:?}"
+        );
+        let placeholder = tile_colour(&frame, tiles[&voice.id]);
+        assert!(
+            distance(placeholder, list[1].rgb) > 100,
+            "the audio-only tile is a placeholder, not a picture: {placeholder:?}"
+        );
+        // The viewer hears everyone (the full mix).
+        let pcm = decode_audio(&r.audio);
+        let body = &pcm[pcm.len().saturating_sub(48_000 * 2)..];
+        let floor = goertzel_power(body, 2500.0, 48_000).max(1e-12);
+        for fx in &list[..2] {
+            let p = goertzel_power(body, fx.tone_hz, 48_000);
+            assert!(p > floor * 100.0, "the viewer misses {}'s tone", fx.name);
+        }
     }
-    drop(r);
     for c in [cam, voice, viewer] {
         c.leave().await;
     }
