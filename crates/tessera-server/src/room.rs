@@ -60,6 +60,9 @@ pub enum Command {
         reply: oneshot::Sender<Option<VideoFrame>>,
     },
     Stop,
+    /// Makes the room thread panic, to test that a crash stays in its room.
+    #[cfg(test)]
+    Crash,
 }
 
 pub struct JoinRequest {
@@ -492,6 +495,8 @@ impl RoomThread {
                 let _ = reply.send(frame);
             }
             Command::Stop => return false,
+            #[cfg(test)]
+            Command::Crash => panic!("crash requested by a test"),
         }
         true
     }
@@ -684,5 +689,78 @@ impl Drop for RoomThread {
                 "room ended with participants in it"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RoomSettings {
+        let cfg = tessera_config::Config::embedded();
+        let assets = tessera_engine::Assets::load(&cfg).unwrap();
+        RoomSettings::from_config(&cfg, "grid", &assets).unwrap()
+    }
+
+    fn sink() -> (Sink, tmpsc::UnboundedReceiver<ServerMessage>) {
+        let (media, _) = tmpsc::channel(4);
+        let (events, rx) = tmpsc::unbounded_channel();
+        (Sink { media, events }, rx)
+    }
+
+    fn join(room: &RoomHandle, id: u64, sink: Sink) {
+        assert!(room.send(Command::Join(Box::new(JoinRequest {
+            id: ParticipantId(id),
+            name: format!("P{id}"),
+            kind: "test",
+            options: JoinOptions {
+                sends_video: false,
+                sends_audio: true,
+                receive_tier: None,
+                receives_audio: true,
+            },
+            codec_out: None,
+            sink,
+        }))));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_room_ends_alone_and_tells_its_participants() {
+        let a = spawn("a", "grid".into(), settings()).unwrap();
+        let b = spawn("b", "grid".into(), settings()).unwrap();
+        let (sa, mut ea) = sink();
+        let (sb, _eb) = sink();
+        join(&a, 1, sa);
+        join(&b, 2, sb);
+        assert!(a.send(Command::Crash));
+
+        let fatal = tokio::time::timeout(Duration::from_secs(5), ea.recv())
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                fatal,
+                Some(ServerMessage::Error {
+                    fatal: true,
+                    code: ErrorCode::Internal,
+                    ..
+                })
+            ),
+            "{fatal:?}"
+        );
+        for _ in 0..50 {
+            if !a.is_alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!a.is_alive(), "the crashed room is marked dead");
+        let info = b
+            .ask(|reply| Command::Info { reply })
+            .await
+            .expect("the other room answers");
+        assert_eq!(info.participants.len(), 1);
+        assert!(b.is_alive());
+        b.send(Command::Stop);
     }
 }
