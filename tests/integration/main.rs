@@ -3,6 +3,7 @@
 
 mod check_config;
 mod live;
+mod preview;
 mod render;
 
 use std::path::{Path, PathBuf};

@@ -31,6 +31,26 @@ impl VideoFrame {
         }
     }
 
+    /// Packed RGB24 (BT.601 limited range), for PNG snapshots and previews.
+    pub fn to_rgb24(&self) -> Vec<u8> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let cw = w.div_ceil(2);
+        let mut rgb = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let c = (y / 2) * cw + x / 2;
+                let p = Yuv {
+                    y: self.y[y * w + x],
+                    u: self.u[c],
+                    v: self.v[c],
+                }
+                .to_rgb();
+                rgb.extend_from_slice(&[p.r, p.g, p.b]);
+            }
+        }
+        rgb
+    }
+
     /// Copies three planes with arbitrary strides (as decoders hand them out).
     #[allow(clippy::too_many_arguments)]
     pub fn from_planes(

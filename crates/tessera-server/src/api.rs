@@ -7,7 +7,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use tessera_codec::VideoFrame;
 use tessera_proto::ErrorCode;
-use tessera_types::Yuv;
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
@@ -248,25 +247,10 @@ fn content_type(file: &str) -> &'static str {
 
 /// The I420 canvas as an RGB PNG.
 fn png(frame: &VideoFrame) -> Result<Vec<u8>, image::ImageError> {
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let cw = w.div_ceil(2);
-    let mut rgb = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        for x in 0..w {
-            let c = (y / 2) * cw + x / 2;
-            let p = Yuv {
-                y: frame.y[y * w + x],
-                u: frame.u[c],
-                v: frame.v[c],
-            }
-            .to_rgb();
-            rgb.extend_from_slice(&[p.r, p.g, p.b]);
-        }
-    }
     let mut out = Vec::new();
     image::ImageEncoder::write_image(
         image::codecs::png::PngEncoder::new(&mut out),
-        &rgb,
+        &frame.to_rgb24(),
         frame.width,
         frame.height,
         image::ExtendedColorType::Rgb8,

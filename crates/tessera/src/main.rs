@@ -1,6 +1,7 @@
 //! `tessera`: the MCU's command line. `serve` runs the live server; `render` runs the room
 //! engine offline on files; `check-config` validates a config file.
 
+mod preview;
 mod render;
 mod serve;
 
@@ -23,6 +24,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mix participants' media files into one composite video and one audio mix, offline.
     Render(render::RenderArgs),
+    /// Draw a layout with numbered tiles to a PNG, to see it before a room uses it.
+    PreviewLayout(preview::PreviewArgs),
     /// Validate a config file without starting anything.
     CheckConfig {
         /// The TOML file to check.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Render(args) => render::run(args),
+        Command::PreviewLayout(args) => preview::run(args),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|_| println!("{}: ok", file.display()))
             .map_err(anyhow::Error::from),
