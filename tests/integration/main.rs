@@ -4,6 +4,7 @@
 mod check_config;
 mod live;
 mod preview;
+mod reload;
 mod render;
 
 use std::path::{Path, PathBuf};

@@ -116,6 +116,8 @@ pub enum Input {
         tier: String,
     },
     SetLayout(LayoutSpec),
+    /// New settings from a config reload, applied without dropping anyone.
+    Reconfigure(Box<RoomSettings>),
 }
 
 /// Whose ears an encoded audio packet is for.

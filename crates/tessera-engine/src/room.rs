@@ -10,7 +10,7 @@ use tessera_mixer::Mixer;
 use tessera_types::{ParticipantId, VideoCodec};
 
 use crate::participant::Participant;
-use crate::settings::RoomSettings;
+use crate::settings::{RoomSettings, TierSettings};
 use crate::tier::Tier;
 use crate::{EngineError, Input, JoinOptions, Listener, Output};
 
@@ -53,6 +53,8 @@ pub struct RoomStats {
     pub audio_encode_errors: u64,
     pub inputs_for_unknown_participants: u64,
     pub speaker_changes: u64,
+    /// Settings a live reconfiguration could not apply (a compositor that refused them).
+    pub reconfigure_errors: u64,
 }
 
 /// One conference room. See the crate documentation.
@@ -98,23 +100,94 @@ impl Room {
         self.settings
             .tiers
             .iter()
-            .map(|t| {
-                let compose = ComposeConfig {
-                    width: t.width,
-                    height: t.height,
-                    ..self.settings.compose.clone()
-                };
-                Ok(Tier {
-                    settings: t.clone(),
-                    compositor: Compositor::new(compose)?,
-                    encoder: None,
-                    next_tick: 0,
-                    keyframe_wanted: false,
-                    last_forced_keyframe: None,
-                    stats: Default::default(),
-                })
-            })
+            .map(|t| self.new_tier(t, self.start))
             .collect()
+    }
+
+    fn new_tier(&self, t: &TierSettings, epoch: Instant) -> Result<Tier, EngineError> {
+        Ok(Tier {
+            settings: t.clone(),
+            compositor: Compositor::new(self.tier_compose(t))?,
+            encoder: None,
+            next_tick: 0,
+            keyframe_wanted: false,
+            last_forced_keyframe: None,
+            stats: Default::default(),
+            epoch,
+            pts_base: 0,
+        })
+    }
+
+    fn tier_compose(&self, t: &TierSettings) -> ComposeConfig {
+        ComposeConfig {
+            width: t.width,
+            height: t.height,
+            ..self.settings.compose.clone()
+        }
+    }
+
+    /// Applies new settings to the running room without dropping anyone: layout, canvas
+    /// look, mixer, audio bitrate and timing apply at once; a tier whose size, codec or
+    /// frame rate changed restarts its encoder (the next frame is a keyframe), one whose
+    /// bitrate changed retunes it. Tiers missing from `new` keep serving their receivers;
+    /// new tiers are added.
+    fn reconfigure(&mut self, new: RoomSettings, now: Instant) {
+        let old_audio = self.settings.audio_bitrate_bps;
+        let mut tiers = std::mem::take(&mut self.settings.tiers);
+        for t in &new.tiers {
+            match tiers.iter_mut().find(|o| o.name == t.name) {
+                Some(o) => *o = t.clone(),
+                None => tiers.push(t.clone()),
+            }
+        }
+        self.settings = RoomSettings { tiers, ..new };
+        self.mixer.set_config(self.settings.mixer);
+        if self.settings.audio_bitrate_bps != old_audio {
+            let bps = self.settings.audio_bitrate_bps;
+            for p in &mut self.participants {
+                if let Some(e) = p.audio_encoder.as_mut() {
+                    if e.set_bitrate(bps).is_err() {
+                        p.audio_encoder = None;
+                    }
+                }
+            }
+            if let Some(e) = self.full_mix_encoder.as_mut() {
+                if e.set_bitrate(bps).is_err() {
+                    self.full_mix_encoder = None;
+                }
+            }
+        }
+        for i in 0..self.settings.tiers.len() {
+            let t = self.settings.tiers[i].clone();
+            if i >= self.tiers.len() {
+                match self.new_tier(&t, now) {
+                    Ok(tier) => self.tiers.push(tier),
+                    Err(_) => self.stats.reconfigure_errors += 1,
+                }
+                continue;
+            }
+            let compose = self.tier_compose(&t);
+            let tier = &mut self.tiers[i];
+            let old = tier.settings.clone();
+            if tier.compositor.set_config(compose).is_err() {
+                self.stats.reconfigure_errors += 1;
+            }
+            tier.set_fps(t.fps);
+            tier.settings = t.clone();
+            let restart =
+                (old.width, old.height, old.codec, old.fps) != (t.width, t.height, t.codec, t.fps);
+            if restart {
+                // update_active_tiers starts a new encoder, which begins with a keyframe.
+                tier.encoder = None;
+            } else if old.bitrate_bps != t.bitrate_bps {
+                if let Some(e) = tier.encoder.as_mut() {
+                    if e.set_bitrate(t.bitrate_bps).is_err() {
+                        tier.encoder = None;
+                    }
+                }
+            }
+        }
+        let _ = self.update_active_tiers(now);
     }
 
     pub fn settings(&self) -> &RoomSettings {
@@ -186,7 +259,7 @@ impl Room {
     pub fn poll_timeout(&self) -> Instant {
         let mut next = self.start + AUDIO_TICK * self.next_audio_tick as u32;
         for t in self.tiers.iter().filter(|t| t.encoder.is_some()) {
-            next = next.min(t.tick_time(self.start, t.next_tick));
+            next = next.min(t.tick_time(t.next_tick));
         }
         next
     }
@@ -244,6 +317,7 @@ impl Room {
                     t.last_forced_keyframe = None;
                 }
             }
+            Input::Reconfigure(settings) => self.reconfigure(*settings, now),
             Input::SetLayout(layout) => self.settings.layout = layout,
         }
     }
@@ -295,14 +369,13 @@ impl Room {
                 .contains(&self.tiers[i].settings.name)
                 || self.participants.iter().any(|p| p.receive_tier == Some(i));
             let (cpu, threads) = (self.settings.vp8_cpu_used, self.settings.encoder_threads);
-            let start = self.start;
             let tier = &mut self.tiers[i];
             match (wanted, tier.encoder.is_some()) {
                 (true, false) => {
                     match tessera_codec::new_video_encoder(&tier.encoder_config(cpu, threads)) {
                         Ok(e) => {
                             tier.encoder = Some(e);
-                            tier.next_tick = tier.tick_at_or_after(start, now);
+                            tier.next_tick = tier.tick_at_or_after(now);
                             tier.keyframe_wanted = true;
                         }
                         Err(source) => {
@@ -376,7 +449,7 @@ impl Room {
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| t.encoder.is_some())
-                .map(|(i, t)| (t.tick_time(self.start, t.next_tick), i))
+                .map(|(i, t)| (t.tick_time(t.next_tick), i))
                 .min();
             match video {
                 Some((at, i)) if at <= now && at < audio_at => self.video_tick(i, now),
@@ -398,11 +471,10 @@ impl Room {
     }
 
     fn video_tick(&mut self, i: usize, now: Instant) {
-        let start = self.start;
         let tier = &mut self.tiers[i];
         // Behind by more than one frame: encode the newest tick only.
         let newest_due = tier
-            .tick_at_or_after(start, now + Duration::from_nanos(1))
+            .tick_at_or_after(now + Duration::from_nanos(1))
             .saturating_sub(1);
         if newest_due > tier.next_tick {
             tier.stats.late_ticks += newest_due - tier.next_tick;
@@ -410,7 +482,7 @@ impl Room {
         }
         let k = tier.next_tick;
         tier.next_tick += 1;
-        let tick_time = tier.tick_time(start, k);
+        let tick_time = tier.tick_time(k);
 
         let after = self.settings.placeholder_after;
         let tiles: Vec<TileInput<'_>> = self

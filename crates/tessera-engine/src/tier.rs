@@ -18,22 +18,26 @@ pub struct Tier {
     pub keyframe_wanted: bool,
     pub last_forced_keyframe: Option<Instant>,
     pub stats: TierStats,
+    /// Tick 0 of this tier: the room's start, or when its frame rate last changed.
+    pub epoch: Instant,
+    /// The 90 kHz timestamp of tick 0 (non-zero after a frame-rate change).
+    pub pts_base: u64,
 }
 
 impl Tier {
-    /// When tick `k` of this tier falls, counted from the room's start.
-    pub fn tick_time(&self, start: Instant, k: u64) -> Instant {
-        start + Duration::from_nanos(k * 1_000_000_000 / self.settings.fps as u64)
+    /// When tick `k` of this tier falls, counted from its epoch.
+    pub fn tick_time(&self, k: u64) -> Instant {
+        self.epoch + Duration::from_nanos(k * 1_000_000_000 / self.settings.fps as u64)
     }
 
     /// The 90 kHz timestamp of tick `k`: exact multiples of the frame period, never drifting.
     pub fn pts_90k(&self, k: u64) -> u64 {
-        k * VIDEO_CLOCK_HZ / self.settings.fps as u64
+        self.pts_base + k * VIDEO_CLOCK_HZ / self.settings.fps as u64
     }
 
     /// First tick at or after `now`.
-    pub fn tick_at_or_after(&self, start: Instant, now: Instant) -> u64 {
-        let ns = now.saturating_duration_since(start).as_nanos() as u64;
+    pub fn tick_at_or_after(&self, now: Instant) -> u64 {
+        let ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         (ns * self.settings.fps as u64).div_ceil(1_000_000_000)
     }
 
@@ -47,6 +51,19 @@ impl Tier {
             vp8_cpu_used,
             threads,
         }
+    }
+
+    /// Continues the clock at a new frame rate from the next tick on: timestamps stay
+    /// monotonic and the new rate's ticks are exact multiples from there.
+    pub fn set_fps(&mut self, fps: u32) {
+        if fps == self.settings.fps {
+            return;
+        }
+        let k = self.next_tick;
+        self.epoch = self.tick_time(k);
+        self.pts_base = self.pts_90k(k);
+        self.next_tick = 0;
+        self.settings.fps = fps;
     }
 
     /// Whether the next frame is forced to a keyframe now (rate-limited, never lost).

@@ -391,6 +391,58 @@ fn a_receiver_that_becomes_ready_gets_a_keyframe_past_the_rate_limit() {
 }
 
 #[test]
+fn reconfigure_changes_size_fps_and_layout_without_dropping_anyone() {
+    let t0 = Instant::now();
+    let mut room = Room::new(settings("grid"), t0).unwrap();
+    let mut senders = three_senders();
+    join_all(&mut room, &senders, t0);
+    let mut out = Collected::default();
+    run(&mut room, t0, 0, 1000, &mut out, feed_all(&mut senders));
+    let before = out.video.len();
+    let grid_rects = room.tile_rects("low");
+
+    // New size, frame rate and layout for the running tier.
+    let mut new = settings("speaker");
+    new.tiers[0].width = 320;
+    new.tiers[0].height = 180;
+    new.tiers[0].fps = 10;
+    room.handle_input(
+        Input::Reconfigure(Box::new(new)),
+        t0 + Duration::from_millis(1000),
+    );
+    run(&mut room, t0, 1000, 2000, &mut out, feed_all(&mut senders));
+
+    let after = &out.video[before..];
+    assert!(
+        after[0].1,
+        "the first frame after a size change is a keyframe"
+    );
+    for w in after.windows(2) {
+        assert_eq!(w[1].0 - w[0].0, 90_000 / 10, "frames step at the new rate");
+    }
+    assert!(
+        after[0].0 > out.video[before - 1].0,
+        "timestamps stay monotonic across the change"
+    );
+    assert!(
+        (9..=11).contains(&after.len()),
+        "{} frames in 1 s at 10 fps",
+        after.len()
+    );
+    let mut dec = new_video_decoder(VideoCodec::Vp8).unwrap();
+    let mut size = None;
+    for (_, _, data) in after {
+        if let Ok(Some(f)) = dec.decode(data) {
+            size = Some((f.width, f.height));
+        }
+    }
+    assert_eq!(size, Some((320, 180)));
+    assert_eq!(room.participant_ids().len(), 3, "nobody was dropped");
+    assert_ne!(room.tile_rects("low"), grid_rects, "the layout changed");
+    assert_eq!(room.stats().reconfigure_errors, 0);
+}
+
+#[test]
 fn corrupt_video_neither_panics_nor_stops_the_room_and_asks_for_keyframes_rate_limited() {
     let t0 = Instant::now();
     let mut room = Room::new(settings("grid"), t0).unwrap();

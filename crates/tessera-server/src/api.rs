@@ -51,6 +51,10 @@ pub fn routes(
                 ws.max_message_size(tessera_proto::MAX_MESSAGE_BYTES)
                     .on_upgrade(move |socket| session::run_ws(server, socket))
             });
+    let status = warp::path!("api" / "status")
+        .and(warp::get())
+        .and(s())
+        .map(|server: Arc<Server>| json(&server.reload_status()));
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| text(StatusCode::OK, "ok\n"));
@@ -225,6 +229,7 @@ pub fn routes(
             }
         });
     ws.or(healthz)
+        .or(status)
         .or(snapshot)
         .or(room)
         .or(rooms)

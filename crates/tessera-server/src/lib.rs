@@ -19,6 +19,7 @@ mod api;
 pub mod client;
 mod peer;
 mod reassembly;
+mod reload;
 mod room;
 mod sdp;
 mod session;
@@ -27,7 +28,7 @@ mod web;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use tessera_config::Config;
@@ -35,6 +36,7 @@ use tessera_engine::{Assets, EngineError, RoomSettings, TierSettings};
 use tessera_types::{ParticipantId, VideoCodec};
 use tracing::info;
 
+pub use reload::ReloadStatus;
 pub use room::RoomHandle;
 
 /// Marks a tier variant in the other codec, for clients that lack the tier's own codec.
@@ -42,8 +44,9 @@ const CODEC_VARIANT: char = '~';
 
 /// The server: config, assets and the room registry. Cheap to share behind an `Arc`.
 pub struct Server {
-    cfg: Config,
-    assets: Assets,
+    /// The running config and its loaded assets; replaced whole by `reload`.
+    live: RwLock<(Arc<Config>, Arc<Assets>)>,
+    reload_status: Mutex<ReloadStatus>,
     rooms: Mutex<HashMap<String, RoomEntry>>,
     next_id: AtomicU64,
     ports: Arc<peer::PortAllocator>,
@@ -70,16 +73,29 @@ impl Server {
         let assets = Assets::load(&cfg)?;
         Ok(Arc::new(Server {
             ports: Arc::new(peer::PortAllocator::new(&cfg.network)),
-            cfg,
-            assets,
+            live: RwLock::new((Arc::new(cfg), Arc::new(assets))),
+            reload_status: Mutex::new(ReloadStatus::default()),
             rooms: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             resources: Mutex::new(HashMap::new()),
         }))
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The running config (a snapshot: a reload replaces it, it never changes in place).
+    pub fn config(&self) -> Arc<Config> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    fn assets(&self) -> Arc<Assets> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
     /// Serves HTTP, WebSocket, WHIP/WHEP and the API on `listener` until `shutdown` ends.
@@ -121,7 +137,7 @@ impl Server {
             }
         }
         if let Some(e) = rooms.get_mut(room) {
-            if e.participants >= self.cfg.rooms.max_participants as usize {
+            if e.participants >= self.config().rooms.max_participants as usize {
                 return Err(JoinError::Full(format!(
                     "room {room:?} is full ({} participants, rooms.max_participants)",
                     e.participants
@@ -130,9 +146,9 @@ impl Server {
             e.participants += 1;
             return Ok(e.handle.clone());
         }
-        let layout = self.cfg.rooms.default_layout.clone();
+        let layout = self.config().rooms.default_layout.clone();
         let settings = self
-            .room_settings(&layout)
+            .room_settings(&self.config(), &self.assets(), &layout)
             .map_err(|e| JoinError::Internal(e.to_string()))?;
         let handle = room::spawn(room, layout, settings)
             .map_err(|e| JoinError::Internal(format!("cannot start a room thread: {e}")))?;
@@ -183,8 +199,13 @@ impl Server {
     }
 
     /// The config's tiers, plus each one in the other codec for clients that lack its own.
-    fn room_settings(&self, layout: &str) -> Result<RoomSettings, EngineError> {
-        let mut s = RoomSettings::from_config(&self.cfg, layout, &self.assets)?;
+    fn room_settings(
+        &self,
+        cfg: &Config,
+        assets: &Assets,
+        layout: &str,
+    ) -> Result<RoomSettings, EngineError> {
+        let mut s = RoomSettings::from_config(cfg, layout, assets)?;
         let variants: Vec<TierSettings> = s
             .tiers
             .iter()
@@ -204,9 +225,10 @@ impl Server {
         tier: Option<&str>,
         codecs: &[String],
     ) -> Result<(String, VideoCodec, u32), JoinError> {
-        let name = tier.unwrap_or(&self.cfg.rooms.default_tier);
-        let Some(t) = self.cfg.tiers.get(name) else {
-            let known: Vec<&str> = self.cfg.tiers.keys().map(String::as_str).collect();
+        let cfg = self.config();
+        let name = tier.unwrap_or(&cfg.rooms.default_tier);
+        let Some(t) = cfg.tiers.get(name) else {
+            let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
             return Err(JoinError::BadRequest(format!(
                 "unknown tier {name:?}: must be one of {}",
                 known.join(", ")

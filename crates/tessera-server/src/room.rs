@@ -59,6 +59,11 @@ pub enum Command {
     Snapshot {
         reply: oneshot::Sender<Option<VideoFrame>>,
     },
+    /// New settings from a config reload; `layout` names the layout they carry.
+    Reconfigure {
+        settings: Box<RoomSettings>,
+        layout: String,
+    },
     Stop,
     /// Makes the room thread panic, to test that a crash stays in its room.
     #[cfg(test)]
@@ -493,6 +498,14 @@ impl RoomThread {
                     .snapshot_tier()
                     .and_then(|t| self.room().canvas(&t).cloned());
                 let _ = reply.send(frame);
+            }
+            Command::Reconfigure { settings, layout } => {
+                info!(%layout, "applying a new config");
+                self.input(Input::Reconfigure(settings));
+                if layout != self.layout_name {
+                    self.layout_name = layout.clone();
+                    self.broadcast(ServerMessage::LayoutChanged { layout }, None);
+                }
             }
             Command::Stop => return false,
             #[cfg(test)]

@@ -109,7 +109,7 @@ pub async fn start_media(
     let ctx = PeerContext {
         id: m.id,
         room: m.room.clone(),
-        network: m.server.cfg.network.clone(),
+        network: m.server.config().network.clone(),
         events: peer_events,
         ports: m.server.ports.clone(),
     };
@@ -190,10 +190,10 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                             if member.is_some() {
                                 Some(ServerMessage::error(ErrorCode::BadState, "already joined"))
                             } else {
-                                let known_tier = tier.as_ref().is_none_or(|t| server.cfg.tiers.contains_key(t));
+                                let known_tier = tier.as_ref().is_none_or(|t| server.config().tiers.contains_key(t));
                                 match enter(&server, &room, &name).and_then(|m| if known_tier { Ok(m) } else {
                                     let t = tier.clone().unwrap_or_default();
-                                    let known: Vec<&str> = server.cfg.tiers.keys().map(String::as_str).collect();
+                                    let cfg = server.config(); let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
                                     // Give the place back before refusing.
                                     server.exit(&m.room);
                                     Err(Refusal(ErrorCode::BadRequest, format!("unknown tier {t:?}: must be one of {}", known.join(", "))))
@@ -207,8 +207,8 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                                             id: m.id.to_string(),
                                             participants: others,
                                             ice_servers: server.ice_servers(),
-                                            layout: server.cfg.rooms.default_layout.clone(),
-                                            tier: tier.clone().unwrap_or_else(|| server.cfg.rooms.default_tier.clone()),
+                                            layout: server.config().rooms.default_layout.clone(),
+                                            tier: tier.clone().unwrap_or_else(|| server.config().rooms.default_tier.clone()),
                                         };
                                         member = Some((m, Wants { name, kind: "ws", video, audio, tier }));
                                         Some(msg)
@@ -367,7 +367,7 @@ impl Server {
     }
 
     pub(crate) fn ice_servers(&self) -> Vec<tessera_proto::IceServer> {
-        self.cfg
+        self.config()
             .network
             .ice_servers
             .iter()

@@ -32,6 +32,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let server = tessera_server::Server::new(cfg)?;
+    let watch = args.config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera-io")
@@ -41,6 +42,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        if let Some(path) = watch {
+            // Live reload on change and on SIGHUP.
+            server.watch_config(path);
+        }
         // Scripts and tests read this line to find the port.
         println!("listening on http://{local}");
         server.serve(listener, shutdown_signal()).await;
