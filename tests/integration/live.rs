@@ -240,6 +240,29 @@ async fn three_webrtc_peers_see_each_other_and_hear_only_the_others() {
     assert_eq!((w, h), (640, 360));
     assert_eq!(tiles.len(), 3, "three tiles: {tiles:?}");
 
+    // Prometheus metrics read the same counters.
+    let (status, body) = http_get(&base, "/metrics").await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in /metrics:\n{text}"))
+    };
+    assert_eq!(value("tessera_rooms "), 1.0);
+    assert_eq!(value("tessera_participants "), 3.0);
+    assert!(value("tessera_tier_fps{room=\"live-room\",tier=\"test\"}") > 5.0);
+    assert!(value("tessera_room_busy_seconds_total{room=\"live-room\"}") > 0.0);
+    for c in &clients {
+        let frames = value(&format!(
+            "tessera_participant_video_frames_in_total{{room=\"live-room\",participant=\"{}\"}}",
+            c.id
+        ));
+        assert!(frames > 10.0, "{}: {frames} frames in", c.id);
+    }
+
     for (i, c) in clients.iter().enumerate() {
         let r = c.received.lock().unwrap();
         let (fx, sent) = &people[i];

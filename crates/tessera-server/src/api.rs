@@ -55,6 +55,32 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .map(|server: Arc<Server>| json(&server.reload_status()));
+    let metrics =
+        warp::path!("metrics")
+            .and(warp::get())
+            .and(s())
+            .then(|server: Arc<Server>| async move {
+                let mut rooms = Vec::new();
+                for (name, _, _) in server.room_names() {
+                    if let Some((h, _, _)) = server.room(&name) {
+                        if let Some(info) = h.ask(|reply| Command::Info { reply }).await {
+                            rooms.push(info);
+                        }
+                    }
+                }
+                let body = crate::metrics::render(crate::metrics::Snapshot {
+                    rooms,
+                    reload: server.reload_status(),
+                });
+                let resp: Resp = Response::builder()
+                    .header(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .body(body.into())
+                    .unwrap_or_default();
+                resp
+            });
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| text(StatusCode::OK, "ok\n"));
@@ -230,6 +256,7 @@ pub fn routes(
         });
     ws.or(healthz)
         .or(status)
+        .or(metrics)
         .or(snapshot)
         .or(room)
         .or(rooms)

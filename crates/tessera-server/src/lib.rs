@@ -17,6 +17,7 @@
 
 mod api;
 pub mod client;
+mod metrics;
 mod peer;
 mod reassembly;
 mod reload;

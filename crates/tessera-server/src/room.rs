@@ -162,6 +162,8 @@ pub struct RoomInfo {
     pub audio_ticks_skipped: u64,
     pub active_speaker: Option<String>,
     pub commands_dropped: u64,
+    /// Time the room thread spent working (not waiting), a proxy for its CPU time.
+    pub busy_secs: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -282,6 +284,7 @@ pub fn spawn(
                 tier_rates: HashMap::new(),
                 started: Instant::now(),
                 dropped,
+                busy: Duration::ZERO,
             };
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&rx)));
             alive.store(false, Ordering::Release);
@@ -310,6 +313,7 @@ struct RoomThread {
     tier_rates: HashMap<String, Rate>,
     started: Instant,
     dropped: Arc<AtomicU64>,
+    busy: Duration,
 }
 
 impl RoomThread {
@@ -338,6 +342,7 @@ impl RoomThread {
             } else {
                 rx.try_recv().ok()
             };
+            let work_started = Instant::now();
             if let Some(cmd) = cmd {
                 if !self.handle(cmd) {
                     return;
@@ -358,6 +363,7 @@ impl RoomThread {
                 self.update_rates(now);
                 next_rates = now + Duration::from_secs(1);
             }
+            self.busy += work_started.elapsed();
         }
     }
 
@@ -690,6 +696,7 @@ impl RoomThread {
             audio_ticks_skipped: stats.audio_ticks_skipped,
             active_speaker: room.active_speaker().map(|p| p.to_string()),
             commands_dropped: self.dropped.load(Ordering::Relaxed),
+            busy_secs: self.busy.as_secs_f64(),
         }
     }
 }

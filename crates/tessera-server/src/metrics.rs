@@ -1,0 +1,244 @@
+//! `GET /metrics`: Prometheus text exposition, built with `prometheus-client` from a
+//! snapshot of every room (taken by asking each room thread) at scrape time. Nothing is
+//! counted twice: the rooms keep their counters, this only reads them.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::reload::ReloadStatus;
+use crate::room::RoomInfo;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub rooms: Vec<RoomInfo>,
+    pub reload: ReloadStatus,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: Vec<(Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let mut e = enc.encode_descriptor(name, help, None, first.1.metric_type())?;
+    for (labels, m) in &rows {
+        m.encode(e.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// One metric without labels.
+fn single<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    m: M,
+) -> Result<(), std::fmt::Error> {
+    m.encode(enc.encode_descriptor(name, help, None, m.metric_type())?)
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn counter_f(v: f64) -> ConstCounter<f64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: f64) -> ConstGauge<f64> {
+    ConstGauge::new(v)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut enc;
+        single(
+            e,
+            "tessera_rooms",
+            "Rooms running.",
+            gauge(self.rooms.len() as f64),
+        )?;
+        let people: usize = self.rooms.iter().map(|r| r.participants.len()).sum();
+        single(
+            e,
+            "tessera_participants",
+            "Participants in all rooms.",
+            gauge(people as f64),
+        )?;
+        single(
+            e,
+            "tessera_config_reloads",
+            "Config files applied live.",
+            counter(self.reload.reloads),
+        )?;
+        single(
+            e,
+            "tessera_config_rejected",
+            "Config files refused (the running config was kept).",
+            counter(self.reload.rejected),
+        )?;
+
+        let room = |r: &RoomInfo| -> Labels { vec![("room", r.room.clone())] };
+        let per_room = |f: &dyn Fn(&RoomInfo) -> f64| -> Vec<(Labels, ConstCounter<f64>)> {
+            self.rooms
+                .iter()
+                .map(|r| (room(r), counter_f(f(r))))
+                .collect()
+        };
+        family(
+            e,
+            "tessera_room_busy_seconds",
+            "Time each room thread spent working (decode, compose, mix, encode).",
+            per_room(&|r| r.busy_secs),
+        )?;
+        family(
+            e,
+            "tessera_room_audio_ticks_skipped",
+            "20 ms audio ticks a late room thread skipped.",
+            per_room(&|r| r.audio_ticks_skipped as f64),
+        )?;
+        family(
+            e,
+            "tessera_room_commands_dropped",
+            "Media handed to a room thread whose queue was full.",
+            per_room(&|r| r.commands_dropped as f64),
+        )?;
+
+        let tiers =
+            |f: &dyn Fn(&crate::room::TierReport) -> f64| -> Vec<(Labels, ConstGauge<f64>)> {
+                self.rooms
+                    .iter()
+                    .flat_map(|r| {
+                        r.tiers.iter().map(move |t| {
+                            (
+                                vec![("room", r.room.clone()), ("tier", t.name.clone())],
+                                gauge(f(t)),
+                            )
+                        })
+                    })
+                    .collect()
+            };
+        family(
+            e,
+            "tessera_tier_fps",
+            "Composite frames encoded per second.",
+            tiers(&|t| t.fps_out),
+        )?;
+        family(
+            e,
+            "tessera_tier_bitrate_kbps",
+            "Composite bitrate out.",
+            tiers(&|t| t.kbps_out),
+        )?;
+        family(
+            e,
+            "tessera_tier_receivers",
+            "Participants receiving the tier.",
+            tiers(&|t| t.receivers as f64),
+        )?;
+        let tier_counters =
+            |f: &dyn Fn(&crate::room::TierReport) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
+                self.rooms
+                    .iter()
+                    .flat_map(|r| {
+                        r.tiers.iter().map(move |t| {
+                            (
+                                vec![("room", r.room.clone()), ("tier", t.name.clone())],
+                                counter(f(t)),
+                            )
+                        })
+                    })
+                    .collect()
+            };
+        family(
+            e,
+            "tessera_tier_frames_encoded",
+            "Composite frames encoded.",
+            tier_counters(&|t| t.frames_encoded),
+        )?;
+        family(
+            e,
+            "tessera_tier_keyframes",
+            "Keyframes encoded.",
+            tier_counters(&|t| t.keyframes),
+        )?;
+        family(
+            e,
+            "tessera_tier_late_ticks",
+            "Frames skipped because the room thread was late.",
+            tier_counters(&|t| t.late_ticks),
+        )?;
+
+        let parts = |f: &dyn Fn(&crate::room::ParticipantReport) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
+            self.rooms
+                .iter()
+                .flat_map(|r| {
+                    r.participants.iter().map(move |p| {
+                        (vec![("room", r.room.clone()), ("participant", p.id.clone())], counter(f(p)))
+                    })
+                })
+                .collect()
+        };
+        family(
+            e,
+            "tessera_participant_video_frames_in",
+            "Camera frames received.",
+            parts(&|p| p.video_frames_in),
+        )?;
+        family(
+            e,
+            "tessera_participant_audio_packets_in",
+            "Opus packets received.",
+            parts(&|p| p.audio_packets_in),
+        )?;
+        family(
+            e,
+            "tessera_participant_decode_errors",
+            "Camera frames that failed to decode.",
+            parts(&|p| p.video_decode_errors),
+        )?;
+        family(
+            e,
+            "tessera_participant_keyframe_requests",
+            "PLIs sent to the participant's camera.",
+            parts(&|p| p.keyframe_requests),
+        )?;
+        family(
+            e,
+            "tessera_participant_frames_lost",
+            "Camera frames lost to packet loss the NACKs did not repair.",
+            parts(&|p| p.net.video_frames_lost),
+        )?;
+        family(
+            e,
+            "tessera_participant_rtp_late",
+            "Camera RTP packets that arrived too late.",
+            parts(&|p| p.net.rtp_late),
+        )?;
+        family(
+            e,
+            "tessera_participant_media_dropped",
+            "Composite frames and audio packets dropped because the participant's queue was full.",
+            parts(&|p| p.media_dropped),
+        )?;
+        Ok(())
+    }
+}
+
+/// The text a scrape returns.
+pub fn render(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    // Encoding into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
