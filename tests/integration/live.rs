@@ -39,9 +39,30 @@ pub async fn start_server(extra: &str) -> String {
 
 /// A minimal HTTP/1.1 GET: (status, body).
 pub async fn http_get(base: &str, path: &str) -> (u16, Vec<u8>) {
+    http(base, "GET", path, None, None).await
+}
+
+/// A minimal HTTP/1.1 request with an optional bearer token and JSON body: (status, body).
+pub async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (u16, Vec<u8>) {
     let host = base.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    match json {
+        Some(b) => req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => req.push_str("\r\n"),
+    }
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))

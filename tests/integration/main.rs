@@ -1,6 +1,7 @@
 //! End-to-end tests of the `tessera` binary: real files in, real files out, checked with
 //! ffmpeg as an independent decoder. One test binary for the workspace (ripgrep-style).
 
+mod admin;
 mod check_config;
 mod live;
 mod preview;

@@ -42,6 +42,13 @@ pub struct Config {
     pub encoder: EncoderConfig,
     pub tiers: BTreeMap<String, TierConfig>,
     pub layouts: BTreeMap<String, LayoutConfig>,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub admin_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -319,6 +326,7 @@ impl Default for Config {
         Config {
             server: ServerConfig::default(),
             network: NetworkConfig::default(),
+            auth: AuthConfig::default(),
             rooms: RoomsConfig::default(),
             video: VideoConfig::default(),
             labels: LabelsConfig::default(),

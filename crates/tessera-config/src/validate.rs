@@ -105,6 +105,13 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             );
         }
     }
+    let token = &cfg.auth.admin_token;
+    if !token.is_empty() && (token.len() < 16 || token.chars().any(|c| c.is_whitespace())) {
+        p.push(
+            "auth.admin_token".into(),
+            "auth.admin_token: must be \"\" (admin API off) or at least 16 characters without spaces".into(),
+        );
+    }
     p.range("rooms.max_participants", cfg.rooms.max_participants, 1, 100);
 
     if !cfg.has_layout(&cfg.rooms.default_layout) {

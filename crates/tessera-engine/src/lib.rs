@@ -118,6 +118,15 @@ pub enum Input {
     SetLayout(LayoutSpec),
     /// New settings from a config reload, applied without dropping anyone.
     Reconfigure(Box<RoomSettings>),
+    /// Show this participant in the layout's speaker tile whoever speaks (`None`: the
+    /// active speaker again).
+    Pin(Option<ParticipantId>),
+    /// Move a receiver to another tier (a name under `settings.tiers`); its first frame
+    /// there is a keyframe.
+    SetReceiveTier {
+        id: ParticipantId,
+        tier: String,
+    },
 }
 
 /// Whose ears an encoded audio packet is for.

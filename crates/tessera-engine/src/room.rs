@@ -67,6 +67,7 @@ pub struct Room {
     full_mix_encoder: Option<Box<dyn AudioEncoder>>,
     next_audio_tick: u64,
     active_speaker: Option<ParticipantId>,
+    pinned: Option<ParticipantId>,
     outputs: VecDeque<Output>,
     stats: RoomStats,
     contributions: Vec<(ParticipantId, Vec<i16>)>,
@@ -87,6 +88,7 @@ impl Room {
             full_mix_encoder: None,
             next_audio_tick: 0,
             active_speaker: None,
+            pinned: None,
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
             contributions: Vec::new(),
@@ -318,6 +320,23 @@ impl Room {
                 }
             }
             Input::Reconfigure(settings) => self.reconfigure(*settings, now),
+            Input::Pin(id) => self.pinned = id,
+            Input::SetReceiveTier { id, tier } => {
+                let Some(t) = self.settings.tier_index(&tier) else {
+                    self.stats.inputs_for_unknown_participants += 1;
+                    return;
+                };
+                match self.participants.iter_mut().find(|p| p.id == id) {
+                    Some(p) => {
+                        p.receive_tier = Some(t);
+                        p.options.receive_tier = Some(tier);
+                        self.tiers[t].keyframe_wanted = true;
+                        self.tiers[t].last_forced_keyframe = None;
+                        self.refresh_tiers(now);
+                    }
+                    None => self.stats.inputs_for_unknown_participants += 1,
+                }
+            }
             Input::SetLayout(layout) => self.settings.layout = layout,
         }
     }
@@ -494,7 +513,15 @@ impl Room {
                 frame: p.tile_frame(tick_time, after),
             })
             .collect();
-        let speaker = self.active_speaker.and_then(|s| {
+        let shown = self
+            .pinned
+            .filter(|id| {
+                self.participants
+                    .iter()
+                    .any(|p| p.id == *id && p.has_tile())
+            })
+            .or(self.active_speaker);
+        let speaker = shown.and_then(|s| {
             self.participants
                 .iter()
                 .filter(|p| p.has_tile())

@@ -153,6 +153,8 @@ pub enum ErrorCode {
     Full,
     /// The server failed (a room crashed); reconnect to try again.
     Internal,
+    /// An administrator removed the participant or closed the room.
+    Removed,
 }
 
 /// Why a message from a client was refused, in words for the client.

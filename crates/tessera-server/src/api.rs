@@ -16,6 +16,10 @@ use crate::{web, Server};
 
 type Resp = warp::reply::Response;
 
+#[derive(Debug)]
+struct TooLarge;
+impl warp::reject::Reject for TooLarge {}
+
 fn with_server(
     server: Arc<Server>,
 ) -> impl Filter<Extract = (Arc<Server>,), Error = Infallible> + Clone {
@@ -81,6 +85,33 @@ pub fn routes(
                     .unwrap_or_default();
                 resp
             });
+    let admin = warp::path("api")
+        .and(warp::path("admin"))
+        .and(warp::method())
+        .and(warp::path::tail())
+        .and(warp::header::optional::<String>("authorization"))
+        // Bodiless requests (GET, DELETE) carry no Content-Length; only cap those that do.
+        .and(
+            warp::header::optional::<u64>("content-length")
+                .and_then(|n: Option<u64>| async move {
+                    match n {
+                        Some(n) if n > 64 * 1024 => Err(warp::reject::custom(TooLarge)),
+                        _ => Ok(()),
+                    }
+                })
+                .untuple_one(),
+        )
+        .and(warp::body::bytes())
+        .and(s())
+        .then(
+            |method,
+             tail: warp::path::Tail,
+             auth: Option<String>,
+             body: Bytes,
+             server: Arc<Server>| async move {
+                crate::admin::handle(server, method, tail.as_str(), auth, body).await
+            },
+        );
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| text(StatusCode::OK, "ok\n"));
@@ -254,7 +285,8 @@ pub fn routes(
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
             }
         });
-    ws.or(healthz)
+    ws.or(admin)
+        .or(healthz)
         .or(status)
         .or(metrics)
         .or(snapshot)

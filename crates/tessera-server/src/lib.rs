@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod api;
 pub mod client;
 mod metrics;

@@ -680,9 +680,13 @@ async fn write_media(link: Link, video: Option<Outgoing>, audio: Option<Outgoing
     } = link;
     let mut errors = 0u64;
     while let Some(m) = media.recv().await {
-        let (out, data) = match m {
-            MediaOut::Video(f) => (video.as_ref(), Bytes::copy_from_slice(&f.data)),
-            MediaOut::Audio(p) => (audio.as_ref(), Bytes::from(p)),
+        let (out, data, duration) = match m {
+            MediaOut::Video(f, fps) => (
+                video.as_ref(),
+                Bytes::copy_from_slice(&f.data),
+                Some(video_duration(fps)),
+            ),
+            MediaOut::Audio(p) => (audio.as_ref(), Bytes::from(p), None),
             MediaOut::Pli => {
                 let cam = camera.lock().ok().and_then(|c| c.clone());
                 if let Some((track, ssrc)) = cam {
@@ -698,7 +702,7 @@ async fn write_media(link: Link, video: Option<Outgoing>, audio: Option<Outgoing
         }
         let sample = Sample {
             data,
-            duration: out.duration,
+            duration: duration.unwrap_or(out.duration),
             ..Sample::new(Instant::now())
         };
         if let Err(e) = out.track.write_sample(out.ssrc, out.pt, &sample, &[]).await {

@@ -51,6 +51,16 @@ impl Server {
         let settings = self
             .room_settings(&new, &assets, &layout)
             .map_err(|e| e.to_string())?;
+        let layouts: Vec<_> = tessera_config::BUILTIN_LAYOUTS
+            .iter()
+            .map(|n| n.to_string())
+            .chain(new.layouts.keys().cloned())
+            .filter_map(|n| {
+                tessera_engine::layout_by_name(&new, &n)
+                    .ok()
+                    .map(|s| (n, s))
+            })
+            .collect();
         let restart = restart_keys(&self.config(), &new);
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = (Arc::new(new), Arc::new(assets));
         let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,6 +68,7 @@ impl Server {
             e.handle.send(Command::Reconfigure {
                 settings: Box::new(settings.clone()),
                 layout: layout.clone(),
+                layouts: layouts.clone(),
             });
         }
         Ok(restart)

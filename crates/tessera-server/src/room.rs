@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tessera_codec::{EncodedVideo, VideoFrame};
-use tessera_engine::{Input, JoinOptions, Listener, Output, Room, RoomSettings};
+use tessera_engine::{Input, JoinOptions, LayoutSpec, Listener, Output, Room, RoomSettings};
 use tessera_proto::{ErrorCode, ParticipantInfo, ServerMessage};
 use tessera_types::{ParticipantId, VideoCodec};
 use tokio::sync::{mpsc as tmpsc, oneshot};
@@ -59,10 +59,39 @@ pub enum Command {
     Snapshot {
         reply: oneshot::Sender<Option<VideoFrame>>,
     },
-    /// New settings from a config reload; `layout` names the layout they carry.
+    /// New settings from a config reload; `layout` names the layout they carry, `layouts`
+    /// are all the new config's layouts (a room whose layout an admin chose keeps it).
     Reconfigure {
         settings: Box<RoomSettings>,
         layout: String,
+        layouts: Vec<(String, LayoutSpec)>,
+    },
+    /// Admin: use this layout until the room closes.
+    SetLayout {
+        name: String,
+        spec: LayoutSpec,
+    },
+    /// Admin: show this participant in the speaker tile (`None`: the active speaker).
+    Pin {
+        id: Option<ParticipantId>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Admin: move a receiver to tier `tier` (a config tier name; the codec variant that
+    /// matches what the participant negotiated is chosen here).
+    SetTier {
+        id: ParticipantId,
+        tier: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Admin: remove a participant; it is told why and its session ends.
+    Kick {
+        id: ParticipantId,
+        reason: String,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Admin: tell everyone the room is closing, then stop.
+    Close {
+        reason: String,
     },
     Stop,
     /// Makes the room thread panic, to test that a crash stays in its room.
@@ -82,7 +111,8 @@ pub struct JoinRequest {
 /// What a room sends one participant's network task.
 #[derive(Debug)]
 pub enum MediaOut {
-    Video(Arc<EncodedVideo>),
+    /// A composite frame and its tier's frame rate (which sets the RTP timestamp step).
+    Video(Arc<EncodedVideo>, u32),
     Audio(Vec<u8>),
     /// Ask this participant's camera for a keyframe (send PLI).
     Pli,
@@ -285,6 +315,7 @@ pub fn spawn(
                 started: Instant::now(),
                 dropped,
                 busy: Duration::ZERO,
+                admin_layout: None,
             };
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&rx)));
             alive.store(false, Ordering::Release);
@@ -314,6 +345,8 @@ struct RoomThread {
     started: Instant,
     dropped: Arc<AtomicU64>,
     busy: Duration,
+    /// A layout an admin chose; config reloads keep it while it exists.
+    admin_layout: Option<String>,
 }
 
 impl RoomThread {
@@ -505,19 +538,119 @@ impl RoomThread {
                     .and_then(|t| self.room().canvas(&t).cloned());
                 let _ = reply.send(frame);
             }
-            Command::Reconfigure { settings, layout } => {
+            Command::Reconfigure {
+                settings,
+                layout,
+                layouts,
+            } => {
                 info!(%layout, "applying a new config");
                 self.input(Input::Reconfigure(settings));
-                if layout != self.layout_name {
-                    self.layout_name = layout.clone();
-                    self.broadcast(ServerMessage::LayoutChanged { layout }, None);
+                let admin = self
+                    .admin_layout
+                    .as_ref()
+                    .and_then(|name| layouts.iter().find(|(n, _)| n == name).cloned());
+                match admin {
+                    // An admin's choice outlives reloads while the config still has it.
+                    Some((name, spec)) => {
+                        self.input(Input::SetLayout(spec));
+                        self.set_layout_name(name);
+                    }
+                    None => {
+                        self.admin_layout = None;
+                        self.set_layout_name(layout);
+                    }
                 }
+            }
+            Command::SetLayout { name, spec } => {
+                info!(layout = %name, "layout set by an administrator");
+                self.input(Input::SetLayout(spec));
+                self.admin_layout = Some(name.clone());
+                self.set_layout_name(name);
+            }
+            Command::Pin { id, reply } => {
+                let ok = id.is_none_or(|id| self.members.contains_key(&id));
+                if ok {
+                    self.input(Input::Pin(id));
+                }
+                let _ = reply.send(if ok {
+                    Ok(())
+                } else {
+                    Err("no such participant in this room".into())
+                });
+            }
+            Command::SetTier { id, tier, reply } => {
+                let result = self.set_tier(id, &tier);
+                let _ = reply.send(result);
+            }
+            Command::Kick { id, reason, reply } => {
+                let found = self.members.remove(&id);
+                if let Some(m) = &found {
+                    info!(participant = %id, %reason, "removed by an administrator");
+                    let _ = m.sink.events.send(ServerMessage::Error {
+                        code: ErrorCode::Removed,
+                        reason,
+                        fatal: true,
+                    });
+                    self.order.retain(|p| *p != id);
+                    self.input(Input::Leave { id });
+                    self.broadcast(ServerMessage::ParticipantLeft { id: id.to_string() }, None);
+                }
+                let _ = reply.send(found.is_some());
+            }
+            Command::Close { reason } => {
+                info!(%reason, "closed by an administrator");
+                for m in self.members.values() {
+                    let _ = m.sink.events.send(ServerMessage::Error {
+                        code: ErrorCode::Removed,
+                        reason: reason.clone(),
+                        fatal: true,
+                    });
+                }
+                self.members.clear();
+                return false;
             }
             Command::Stop => return false,
             #[cfg(test)]
             Command::Crash => panic!("crash requested by a test"),
         }
         true
+    }
+
+    fn set_layout_name(&mut self, layout: String) {
+        if layout != self.layout_name {
+            self.layout_name = layout.clone();
+            self.broadcast(ServerMessage::LayoutChanged { layout }, None);
+        }
+    }
+
+    /// Moves a receiver to the variant of config tier `tier` in its negotiated codec.
+    fn set_tier(&mut self, id: ParticipantId, tier: &str) -> Result<String, String> {
+        let m = self
+            .members
+            .get(&id)
+            .ok_or("no such participant in this room")?;
+        let codec = m
+            .codec_out
+            .ok_or("the participant does not receive video")?;
+        let room = self.room();
+        let name = room
+            .settings()
+            .tiers
+            .iter()
+            .find(|t| {
+                t.codec == codec && (t.name == tier || t.name.split('~').next() == Some(tier))
+            })
+            .map(|t| t.name.clone())
+            .ok_or_else(|| format!("unknown tier {tier:?}"))?;
+        self.input(Input::SetReceiveTier {
+            id,
+            tier: name.clone(),
+        });
+        if let Some(m) = self.members.get_mut(&id) {
+            m.options.receive_tier = Some(name.clone());
+        }
+        info!(participant = %id, tier = %name, "tier set by an administrator");
+        Ok(name)
     }
 
     /// The tier a snapshot shows: the most-watched one.
@@ -538,12 +671,19 @@ impl RoomThread {
         while let Some(out) = self.room_mut().poll_output() {
             match out {
                 Output::Video { tier, frame } => {
+                    let fps = self
+                        .room()
+                        .settings()
+                        .tiers
+                        .iter()
+                        .find(|t| t.name == tier)
+                        .map_or(25, |t| t.fps);
                     let mut lost = false;
                     for m in self.members.values_mut() {
                         if m.options.receive_tier.as_deref() == Some(tier.as_str())
                             && m.sink
                                 .media
-                                .try_send(MediaOut::Video(frame.clone()))
+                                .try_send(MediaOut::Video(frame.clone(), fps))
                                 .is_err()
                         {
                             m.media_dropped += 1;

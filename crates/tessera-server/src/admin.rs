@@ -1,0 +1,269 @@
+//! The admin API (`/api/admin/...`, bearer token `auth.admin_token`): list rooms with their
+//! participants, change a room's layout, pin a participant to the speaker tile, mute or
+//! remove a participant, set its tier, close a room. Answers are JSON; errors are
+//! `{"error": "..."}` with 400/401/403/404.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use tessera_types::ParticipantId;
+use warp::http::{header, Method, Response, StatusCode};
+
+use crate::room::Command;
+use crate::Server;
+
+type Resp = warp::reply::Response;
+
+fn reply(status: StatusCode, v: serde_json::Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(v.to_string().into())
+        .unwrap_or_default()
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+    reply(status, json!({ "error": msg.into() }))
+}
+
+/// Equal length and contents, without an early exit on the first difference.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A refusal, turned into a JSON response at the end.
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn resp(self) -> Resp {
+        error(self.0, self.1)
+    }
+}
+
+fn check_token(server: &Server, auth: Option<&str>) -> Result<(), ApiError> {
+    let cfg = server.config();
+    let token = &cfg.auth.admin_token;
+    if token.is_empty() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set auth.admin_token in the config".into(),
+        ));
+    }
+    let Some(given) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "send the admin token as \"Authorization: Bearer TOKEN\"".into(),
+        ));
+    };
+    if !same_secret(given.trim().as_bytes(), token.as_bytes()) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "wrong admin token".into()));
+    }
+    Ok(())
+}
+
+fn participant_id(s: &str) -> Option<ParticipantId> {
+    s.strip_prefix('p')?.parse().ok().map(ParticipantId)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayoutBody {
+    layout: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinBody {
+    participant: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteBody {
+    audio: Option<bool>,
+    video: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierBody {
+    tier: String,
+}
+
+fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+pub async fn handle(
+    server: Arc<Server>,
+    method: Method,
+    path: &str,
+    auth: Option<String>,
+    bytes: bytes::Bytes,
+) -> Resp {
+    if let Err(r) = check_token(&server, auth.as_deref()) {
+        return r.resp();
+    }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match (method.clone(), parts.as_slice()) {
+        (Method::GET, ["rooms"]) => {
+            let mut rooms = Vec::new();
+            for (name, _, _) in server.room_names() {
+                if let Some((h, _, _)) = server.room(&name) {
+                    if let Some(info) = h.ask(|reply| Command::Info { reply }).await {
+                        rooms.push(info);
+                    }
+                }
+            }
+            reply(StatusCode::OK, json!(rooms))
+        }
+        (_, ["rooms", room, rest @ ..]) => {
+            let Some((h, _, _)) = server.room(room) else {
+                return error(StatusCode::NOT_FOUND, format!("no room {room:?}"));
+            };
+            match (method, rest) {
+                (Method::DELETE, []) => {
+                    server
+                        .close_room(room, "the room was closed by an administrator")
+                        .await;
+                    reply(StatusCode::OK, json!({ "closed": room }))
+                }
+                (Method::POST, ["layout"]) => {
+                    let b: LayoutBody = match body(&bytes) {
+                        Ok(b) => b,
+                        Err(r) => return r.resp(),
+                    };
+                    match tessera_engine::layout_by_name(&server.config(), &b.layout) {
+                        Ok(spec) => {
+                            h.send(Command::SetLayout {
+                                name: b.layout.clone(),
+                                spec,
+                            });
+                            reply(StatusCode::OK, json!({ "layout": b.layout }))
+                        }
+                        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                    }
+                }
+                (Method::POST, ["pin"]) => {
+                    let b: PinBody = match body(&bytes) {
+                        Ok(b) => b,
+                        Err(r) => return r.resp(),
+                    };
+                    let id = match b.participant.as_deref().map(participant_id) {
+                        Some(None) => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "participant ids look like \"p7\"",
+                            )
+                        }
+                        Some(Some(id)) => Some(id),
+                        None => None,
+                    };
+                    match h.ask(|reply| Command::Pin { id, reply }).await {
+                        Some(Ok(())) => reply(StatusCode::OK, json!({ "pinned": b.participant })),
+                        Some(Err(e)) => error(StatusCode::NOT_FOUND, e),
+                        None => error(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer"),
+                    }
+                }
+                (m, ["participants", pid, action @ ..]) => {
+                    let Some(id) = participant_id(pid) else {
+                        return error(StatusCode::BAD_REQUEST, "participant ids look like \"p7\"");
+                    };
+                    match (m, action) {
+                        (Method::DELETE, []) => {
+                            if let Some(r) = server.take_resource_in(room, id) {
+                                r.member.leave().await;
+                                return reply(StatusCode::OK, json!({ "removed": pid }));
+                            }
+                            let reason = "removed by an administrator".to_string();
+                            match h.ask(|reply| Command::Kick { id, reason, reply }).await {
+                                Some(true) => reply(StatusCode::OK, json!({ "removed": pid })),
+                                _ => error(
+                                    StatusCode::NOT_FOUND,
+                                    format!("no participant {pid} in {room:?}"),
+                                ),
+                            }
+                        }
+                        (Method::POST, ["mute"]) => {
+                            let b: MuteBody = match body(&bytes) {
+                                Ok(b) => b,
+                                Err(r) => return r.resp(),
+                            };
+                            h.send(Command::Mute {
+                                id,
+                                audio: b.audio,
+                                video: b.video,
+                            });
+                            reply(
+                                StatusCode::OK,
+                                json!({ "participant": pid, "audio": b.audio, "video": b.video }),
+                            )
+                        }
+                        (Method::POST, ["tier"]) => {
+                            let b: TierBody = match body(&bytes) {
+                                Ok(b) => b,
+                                Err(r) => return r.resp(),
+                            };
+                            let tier = b.tier;
+                            match h.ask(|reply| Command::SetTier { id, tier, reply }).await {
+                                Some(Ok(t)) => {
+                                    reply(StatusCode::OK, json!({ "participant": pid, "tier": t }))
+                                }
+                                Some(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+                                None => error(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "the room did not answer",
+                                ),
+                            }
+                        }
+                        _ => error(StatusCode::NOT_FOUND, "unknown admin action"),
+                    }
+                }
+                _ => error(StatusCode::NOT_FOUND, "unknown admin action"),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "unknown admin action"),
+    }
+}
+
+impl Server {
+    /// Removes `room` from the registry (the next join creates a new one), tells its
+    /// participants, and ends WHIP/WHEP sessions in it.
+    pub(crate) async fn close_room(&self, room: &str, reason: &str) {
+        let entry = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(room);
+        if let Some(e) = entry {
+            e.handle.send(Command::Close {
+                reason: reason.to_string(),
+            });
+        }
+        let ids: Vec<u64> = self
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, r)| r.room == room)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(r) = self.take_resource(id) {
+                r.member.leave().await;
+            }
+        }
+    }
+
+    fn take_resource_in(&self, room: &str, id: ParticipantId) -> Option<crate::session::Resource> {
+        let mut res = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+        if res.get(&id.0).is_some_and(|r| r.room == room) {
+            res.remove(&id.0)
+        } else {
+            None
+        }
+    }
+}
