@@ -120,6 +120,19 @@ pub async fn handle(
             }
             reply(StatusCode::OK, json!(rooms))
         }
+        (Method::GET, ["config"]) => {
+            let cfg = server.config();
+            let layouts: Vec<String> = tessera_config::BUILTIN_LAYOUTS
+                .iter()
+                .map(|l| l.to_string())
+                .chain(cfg.layouts.keys().cloned())
+                .collect();
+            let tiers: Vec<&String> = cfg.tiers.keys().collect();
+            reply(
+                StatusCode::OK,
+                json!({ "layouts": layouts, "tiers": tiers, "default_layout": cfg.rooms.default_layout, "reload": server.reload_status() }),
+            )
+        }
         (_, ["rooms", room, rest @ ..]) => {
             let Some((h, _, _)) = server.room(room) else {
                 return error(StatusCode::NOT_FOUND, format!("no room {room:?}"));

@@ -2,7 +2,7 @@
 //! `tessera serve` needs no files; `server.web_dir` serves a directory instead.
 
 /// (path, content type, body) of every embedded file.
-pub const FILES: [(&str, &str, &str); 3] = [
+pub const FILES: [(&str, &str, &str); 5] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -12,6 +12,16 @@ pub const FILES: [(&str, &str, &str); 3] = [
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/app.js"),
+    ),
+    (
+        "admin.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/admin.html"),
+    ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/admin.js"),
     ),
     (
         "style.css",
