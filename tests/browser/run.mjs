@@ -511,6 +511,16 @@ async function chromiumTests(base, report) {
     await checkStats(people, 'VP8');
   });
 
+  await report('chromium: browsers\' receiver reports reach the server (tier choice input)', async () => {
+    const r = await pollUntil(async () => {
+      const j = await getJson(`${base}/api/rooms/${room}`);
+      const counts = j.participants.map((p) => p.feedback_reports);
+      return { ok: counts.length === 3 && counts.every((n) => n > 0), detail: counts };
+    }, 10_000);
+    log(`  feedback reports per participant: ${JSON.stringify(r.detail)}`);
+    assert(r.ok, `a participant's receiver reports never reached the server: ${JSON.stringify(r.detail)}`);
+  }, { needs: 0 });
+
   await report('chromium: screenshot of a three-tile page', async () => {
     const ann = people[0];
     assert(ann.page, 'no page');

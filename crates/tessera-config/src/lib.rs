@@ -43,6 +43,33 @@ pub struct Config {
     pub tiers: BTreeMap<String, TierConfig>,
     pub layouts: BTreeMap<String, LayoutConfig>,
     pub auth: AuthConfig,
+    pub bandwidth: BandwidthConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BandwidthConfig {
+    pub enabled: bool,
+    pub audio_only: bool,
+    pub down_loss_pct: f32,
+    pub up_loss_pct: f32,
+    pub down_after_ms: u32,
+    pub up_after_ms: u32,
+    pub up_headroom: f32,
+}
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        BandwidthConfig {
+            enabled: true,
+            audio_only: true,
+            down_loss_pct: 10.0,
+            up_loss_pct: 2.0,
+            down_after_ms: 2000,
+            up_after_ms: 8000,
+            up_headroom: 1.3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
@@ -327,6 +354,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             network: NetworkConfig::default(),
             auth: AuthConfig::default(),
+            bandwidth: BandwidthConfig::default(),
             rooms: RoomsConfig::default(),
             video: VideoConfig::default(),
             labels: LabelsConfig::default(),

@@ -112,6 +112,17 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             "auth.admin_token: must be \"\" (admin API off) or at least 16 characters without spaces".into(),
         );
     }
+    let b = &cfg.bandwidth;
+    p.range("bandwidth.down_loss_pct", b.down_loss_pct, 0.5, 50.0);
+    p.range(
+        "bandwidth.up_loss_pct",
+        b.up_loss_pct,
+        0.0,
+        b.down_loss_pct.max(0.0),
+    );
+    p.range("bandwidth.down_after_ms", b.down_after_ms, 100, 60_000);
+    p.range("bandwidth.up_after_ms", b.up_after_ms, 500, 600_000);
+    p.range("bandwidth.up_headroom", b.up_headroom, 1.0, 4.0);
     p.range("rooms.max_participants", cfg.rooms.max_participants, 1, 100);
 
     if !cfg.has_layout(&cfg.rooms.default_layout) {

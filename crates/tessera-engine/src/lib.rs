@@ -29,6 +29,7 @@
 //! }
 //! ```
 
+mod bandwidth;
 mod participant;
 mod room;
 mod settings;
@@ -36,6 +37,7 @@ mod tier;
 
 use std::sync::Arc;
 
+pub use bandwidth::{BandwidthConfig, BandwidthController, Rung};
 pub use room::{ParticipantStats, Room, RoomStats, TierStats};
 pub use settings::{layout_by_name, Assets, RoomSettings, TierSettings};
 pub use tessera_codec::EncodedVideo;
@@ -121,11 +123,11 @@ pub enum Input {
     /// Show this participant in the layout's speaker tile whoever speaks (`None`: the
     /// active speaker again).
     Pin(Option<ParticipantId>),
-    /// Move a receiver to another tier (a name under `settings.tiers`); its first frame
-    /// there is a keyframe.
+    /// Move a receiver to another tier (a name under `settings.tiers`; its first frame
+    /// there is a keyframe), or to no video at all (`None`: audio only).
     SetReceiveTier {
         id: ParticipantId,
-        tier: String,
+        tier: Option<String>,
     },
 }
 

@@ -322,16 +322,22 @@ impl Room {
             Input::Reconfigure(settings) => self.reconfigure(*settings, now),
             Input::Pin(id) => self.pinned = id,
             Input::SetReceiveTier { id, tier } => {
-                let Some(t) = self.settings.tier_index(&tier) else {
-                    self.stats.inputs_for_unknown_participants += 1;
-                    return;
+                let index = match tier.as_deref().map(|t| self.settings.tier_index(t)) {
+                    Some(None) => {
+                        self.stats.inputs_for_unknown_participants += 1;
+                        return;
+                    }
+                    Some(Some(t)) => Some(t),
+                    None => None,
                 };
                 match self.participants.iter_mut().find(|p| p.id == id) {
                     Some(p) => {
-                        p.receive_tier = Some(t);
-                        p.options.receive_tier = Some(tier);
-                        self.tiers[t].keyframe_wanted = true;
-                        self.tiers[t].last_forced_keyframe = None;
+                        p.receive_tier = index;
+                        p.options.receive_tier = tier;
+                        if let Some(t) = index {
+                            self.tiers[t].keyframe_wanted = true;
+                            self.tiers[t].last_forced_keyframe = None;
+                        }
                         self.refresh_tiers(now);
                     }
                     None => self.stats.inputs_for_unknown_participants += 1,

@@ -355,7 +355,13 @@ impl Client {
             let (r2, t2, rec3) = (restart.clone(), track.clone(), received.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some(ev) = t2.poll().await {
-                    if let TrackLocalEvent::OnRtcpPacket(_) = ev {
+                    let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
+                        continue;
+                    };
+                    if packets
+                        .iter()
+                        .any(|p| peer::is_keyframe_request(p.as_ref()))
+                    {
                         r2.store(true, std::sync::atomic::Ordering::Relaxed);
                         if let Ok(mut r) = rec3.lock() {
                             r.plis_received += 1;

@@ -18,6 +18,8 @@ use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -147,9 +149,18 @@ pub(crate) struct KeyframeRequestForwarder {
     write: VecDeque<TaggedPacket>,
 }
 
-fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+pub(crate) fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
     let any = p.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// RTCP the application acts on: keyframe requests, and receiver reports and REMB for
+/// choosing a receiver's tier.
+fn for_application(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    is_keyframe_request(p)
+        || any.is::<ReceiverReport>()
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
 impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
@@ -161,7 +172,7 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForward
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+            if packets.iter().any(|p| for_application(p.as_ref())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -614,7 +625,7 @@ async fn negotiate(
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
             .map(|c| c.payload_type)
             .ok_or_else(|| PeerError::BadSdp(format!("{mime} was not negotiated")))?;
-        spawn_keyframe_requests(track.clone(), id, room.clone());
+        spawn_receiver_feedback(track.clone(), base_ssrc, id, room.clone());
         video_out = Some(Outgoing {
             track,
             ssrc: base_ssrc,
@@ -632,6 +643,11 @@ async fn negotiate(
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_OPUS))
             .map(|c| c.payload_type)
             .unwrap_or(111);
+        if plan.video_out.is_some() {
+            // A compound RTCP packet reaches the track of its first report block, which may
+            // be the audio: look for the video's reports there too.
+            spawn_receiver_feedback(track.clone(), base_ssrc, id, room.clone());
+        }
         audio_out = Some(Outgoing {
             track,
             ssrc: base_ssrc.wrapping_add(1),
@@ -653,18 +669,35 @@ fn rand_ssrc() -> u32 {
     (h.finish() as u32) | 1
 }
 
-/// Receivers' PLI/FIR on the composite track make the tier emit a keyframe.
-fn spawn_keyframe_requests(
+/// Receivers' feedback on the composite track: PLI/FIR make the tier emit a keyframe;
+/// receiver reports (loss) and REMB (estimate) go to the room's tier choice.
+fn spawn_receiver_feedback(
     track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
     id: ParticipantId,
     room: RoomHandle,
 ) {
     tokio::spawn(async move {
         while let Some(ev) = track.poll().await {
-            if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
-                if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+            let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
+                continue;
+            };
+            let mut loss = None;
+            let mut estimate = None;
+            for p in &packets {
+                let any = p.as_any();
+                if is_keyframe_request(p.as_ref()) {
                     room.send(Command::ReceiverKeyframe { id });
+                } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                    if let Some(r) = rr.reports.iter().find(|r| r.ssrc == ssrc) {
+                        loss = Some(r.fraction_lost as f32 / 256.0);
+                    }
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    estimate = Some(remb.bitrate.max(0.0) as u64);
                 }
+            }
+            if loss.is_some() || estimate.is_some() {
+                room.send(Command::Feedback { id, loss, estimate });
             }
         }
     });

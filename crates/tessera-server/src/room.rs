@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tessera_codec::{EncodedVideo, VideoFrame};
-use tessera_engine::{Input, JoinOptions, LayoutSpec, Listener, Output, Room, RoomSettings};
+use tessera_engine::{
+    BandwidthConfig, BandwidthController, Input, JoinOptions, LayoutSpec, Listener, Output, Room,
+    RoomSettings, Rung,
+};
 use tessera_proto::{ErrorCode, ParticipantInfo, ServerMessage};
 use tessera_types::{ParticipantId, VideoCodec};
 use tokio::sync::{mpsc as tmpsc, oneshot};
@@ -40,6 +43,13 @@ pub enum Command {
     /// A receiver lost its picture (PLI/FIR).
     ReceiverKeyframe {
         id: ParticipantId,
+    },
+    /// A receiver's feedback on the composite: loss fraction from a receiver report, a
+    /// bandwidth estimate from REMB.
+    Feedback {
+        id: ParticipantId,
+        loss: Option<f32>,
+        estimate: Option<u64>,
     },
     /// A receiver's connection came up: it needs a keyframe now.
     ReceiverConnected {
@@ -105,6 +115,8 @@ pub struct JoinRequest {
     pub kind: &'static str,
     pub options: JoinOptions,
     pub codec_out: Option<VideoCodec>,
+    /// Move this receiver between tiers from its feedback (`[bandwidth]`), if enabled.
+    pub bandwidth: Option<(BandwidthConfig, bool)>,
     pub sink: Sink,
 }
 
@@ -214,6 +226,10 @@ pub struct ParticipantReport {
     pub keyframe_requests: u64,
     pub media_dropped: u64,
     pub net: NetStats,
+    /// Receiver reports and REMB packets received for the composite.
+    pub feedback_reports: u64,
+    /// Tier changes made from that feedback.
+    pub tier_switches: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -251,6 +267,9 @@ struct Member {
     media_dropped: u64,
     net: NetStats,
     rate: Rate,
+    bandwidth: Option<BandwidthController>,
+    feedback_reports: u64,
+    tier_switches: u64,
 }
 
 /// Counts over the last second, for fps/kbps in reports.
@@ -431,8 +450,36 @@ impl RoomThread {
                     kind,
                     options,
                     codec_out,
+                    bandwidth,
                     sink,
                 } = *req;
+                let controller = match (bandwidth, codec_out) {
+                    (Some((cfg, audio_only)), Some(codec)) => {
+                        let mut ladder: Vec<Rung> = self
+                            .room()
+                            .settings()
+                            .tiers
+                            .iter()
+                            .filter(|t| t.codec == codec)
+                            .map(|t| Rung {
+                                tier: Some(t.name.clone()),
+                                bitrate_bps: t.bitrate_bps,
+                            })
+                            .collect();
+                        if audio_only {
+                            ladder.push(Rung {
+                                tier: None,
+                                bitrate_bps: 0,
+                            });
+                        }
+                        Some(BandwidthController::new(
+                            cfg,
+                            ladder,
+                            options.receive_tier.as_deref(),
+                        ))
+                    }
+                    _ => None,
+                };
                 info!(participant = %id, %name, kind, tier = ?options.receive_tier, "joined");
                 let info = ParticipantInfo {
                     id: id.to_string(),
@@ -457,6 +504,9 @@ impl RoomThread {
                         media_dropped: 0,
                         net: NetStats::default(),
                         rate: Rate::default(),
+                        bandwidth: controller,
+                        feedback_reports: 0,
+                        tier_switches: 0,
                     },
                 );
                 self.order.push(id);
@@ -505,6 +555,27 @@ impl RoomThread {
                     debug!(participant = %id, %tier, "receiver asked for a keyframe");
                     self.input(Input::RequestKeyframe { tier });
                 }
+            }
+            Command::Feedback { id, loss, estimate } => {
+                let now = Instant::now();
+                let Some(m) = self.members.get_mut(&id) else {
+                    return true;
+                };
+                m.feedback_reports += 1;
+                let Some(rung) = m
+                    .bandwidth
+                    .as_mut()
+                    .and_then(|b| b.on_feedback(now, estimate, loss))
+                else {
+                    return true;
+                };
+                m.tier_switches += 1;
+                m.options.receive_tier = rung.tier.clone();
+                info!(participant = %id, tier = ?rung.tier, ?loss, ?estimate, "tier changed by the receiver's feedback");
+                self.input(Input::SetReceiveTier {
+                    id,
+                    tier: rung.tier,
+                });
             }
             Command::ReceiverConnected { id } => {
                 if let Some(tier) = self
@@ -644,7 +715,7 @@ impl RoomThread {
             .ok_or_else(|| format!("unknown tier {tier:?}"))?;
         self.input(Input::SetReceiveTier {
             id,
-            tier: name.clone(),
+            tier: Some(name.clone()),
         });
         if let Some(m) = self.members.get_mut(&id) {
             m.options.receive_tier = Some(name.clone());
@@ -782,6 +853,8 @@ impl RoomThread {
                     keyframe_requests: s.keyframe_requests,
                     media_dropped: m.media_dropped,
                     net: m.net,
+                    feedback_reports: m.feedback_reports,
+                    tier_switches: m.tier_switches,
                 }
             })
             .collect();
@@ -880,8 +953,72 @@ mod tests {
                 receives_audio: true,
             },
             codec_out: None,
+            bandwidth: None,
             sink,
         }))));
+    }
+
+    async fn tier_of(room: &RoomHandle, id: &str) -> Option<String> {
+        let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
+        info.participants
+            .iter()
+            .find(|p| p.id == id)
+            .unwrap()
+            .tier
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn receiver_feedback_moves_a_participant_down_to_audio_only_and_back_up() {
+        let room = spawn("bw", "grid".into(), settings()).unwrap();
+        let (sink, _events) = sink();
+        let cfg = tessera_engine::BandwidthConfig {
+            down_loss: 0.10,
+            up_loss: 0.02,
+            // Switch on the first report that calls for it: the controller's own tests
+            // cover the timing.
+            down_after: Duration::ZERO,
+            up_after: Duration::ZERO,
+            up_headroom: 1.3,
+        };
+        assert!(room.send(Command::Join(Box::new(JoinRequest {
+            id: ParticipantId(1),
+            name: "Ann".into(),
+            kind: "test",
+            options: JoinOptions {
+                sends_video: false,
+                sends_audio: true,
+                receive_tier: Some("default".into()),
+                receives_audio: true,
+            },
+            codec_out: Some(VideoCodec::Vp8),
+            bandwidth: Some((cfg, true)),
+            sink,
+        }))));
+        let feedback = |estimate: u64, loss: f32| Command::Feedback {
+            id: ParticipantId(1),
+            loss: Some(loss),
+            estimate: Some(estimate),
+        };
+        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("default"));
+        // The link drops to 300 kbit/s with loss: down one tier per report.
+        room.send(feedback(300_000, 0.2));
+        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("low"));
+        room.send(feedback(300_000, 0.2));
+        assert_eq!(
+            tier_of(&room, "p1").await,
+            None,
+            "audio only below the lowest tier"
+        );
+        // It recovers: back up one tier per report.
+        room.send(feedback(3_000_000, 0.0));
+        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("low"));
+        room.send(feedback(3_000_000, 0.0));
+        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("default"));
+        let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
+        assert_eq!(info.participants[0].tier_switches, 4);
+        assert_eq!(info.participants[0].feedback_reports, 4);
+        room.send(Command::Stop);
     }
 
     #[tokio::test]

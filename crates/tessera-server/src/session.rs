@@ -131,6 +131,7 @@ pub async fn start_media(
             receives_audio: plan.audio_out,
         },
         codec_out: plan.video_out,
+        bandwidth: bandwidth_config(&m.server.config().bandwidth),
         sink: Sink {
             media: media_tx,
             events,
@@ -143,6 +144,23 @@ pub async fn start_media(
         ));
     }
     Ok((p.answer, receive_tier))
+}
+
+fn bandwidth_config(
+    b: &tessera_config::BandwidthConfig,
+) -> Option<(tessera_engine::BandwidthConfig, bool)> {
+    b.enabled.then(|| {
+        (
+            tessera_engine::BandwidthConfig {
+                down_loss: b.down_loss_pct / 100.0,
+                up_loss: b.up_loss_pct / 100.0,
+                down_after: Duration::from_millis(b.down_after_ms as u64),
+                up_after: Duration::from_millis(b.up_after_ms as u64),
+                up_headroom: b.up_headroom,
+            },
+            b.audio_only,
+        )
+    })
 }
 
 /// Joins `room` (creating it) or says why not.
