@@ -236,3 +236,106 @@ fn unreadable_file_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_server_network_auth_and_bandwidth_values_are_named() {
+    let cases = [
+        (
+            "[network]\nhost_ips = [\"127.0.0.1\", \"lan\"]\n",
+            "t.toml:2: network.host_ips[1] = \"lan\": must be an IP address like \"192.168.1.10\"",
+        ),
+        (
+            "[network]\nhost_ips = []\n",
+            "t.toml:2: network.host_ips = []: must list at least one address to receive media on",
+        ),
+        (
+            "[network]\npublic_ip = \"example.org\"\n",
+            "t.toml:2: network.public_ip = \"example.org\": must be an IP address or \"\"",
+        ),
+        (
+            "[network]\nudp_port_min = 50000\n",
+            "t.toml:2: network.udp_port_min = 50000 / udp_port_max = 0: must both be 0 (any port) or a range min <= max",
+        ),
+        (
+            "[network]\nice_failed_timeout_ms = 100\n",
+            "t.toml:2: network.ice_failed_timeout_ms = 100: must be 500..=120000",
+        ),
+        (
+            "[network]\nice_disconnected_timeout_ms = 70000\n",
+            "t.toml:2: network.ice_disconnected_timeout_ms = 70000: must be 500..=60000",
+        ),
+        (
+            "[network]\nice_servers = [{ urls = [\"http://x\"] }]\n",
+            "t.toml:2: network.ice_servers[0].urls = [\"http://x\"]: must be one or more \"stun:\", \"turn:\" or \"turns:\" URLs",
+        ),
+        (
+            "[rooms]\nmax_participants = 0\n",
+            "t.toml:2: rooms.max_participants = 0: must be 1..=100",
+        ),
+        (
+            "[auth]\nadmin_token = \"short\"\n",
+            "t.toml:2: auth.admin_token: must be \"\" (admin API off) or at least 16 characters without spaces",
+        ),
+        (
+            "[bandwidth]\ndown_loss_pct = 80\n",
+            "t.toml:2: bandwidth.down_loss_pct = 80: must be 0.5..=50",
+        ),
+        (
+            "[bandwidth]\nup_loss_pct = 20\n",
+            "t.toml:2: bandwidth.up_loss_pct = 20: must be 0..=10",
+        ),
+        (
+            "[bandwidth]\ndown_after_ms = 10\n",
+            "t.toml:2: bandwidth.down_after_ms = 10: must be 100..=60000",
+        ),
+        (
+            "[bandwidth]\nup_after_ms = 100\n",
+            "t.toml:2: bandwidth.up_after_ms = 100: must be 500..=600000",
+        ),
+        (
+            "[bandwidth]\nup_headroom = 0.5\n",
+            "t.toml:2: bandwidth.up_headroom = 0.5: must be 1..=4",
+        ),
+        (
+            "[bandwidth]\nenabled = \"yes\"\n",
+            "t.toml:2: bandwidth.enabled: invalid type: string \"yes\", expected a boolean",
+        ),
+    ];
+    for (toml, want) in cases {
+        check(toml, want);
+    }
+}
+
+/// Every key of the embedded default is documented in docs/config.md.
+#[test]
+fn every_default_key_is_documented() {
+    let docs = include_str!("../../../docs/config.md");
+    let table: toml::Table = toml::from_str(crate::DEFAULT_TOML).unwrap();
+    let mut missing = Vec::new();
+    for (section, v) in &table {
+        let Some(t) = v.as_table() else { continue };
+        if section == "tiers" || section == "layouts" {
+            continue; // user-named tables, documented by their fields
+        }
+        for (key, v) in t {
+            let keys: Vec<String> = match v.as_table() {
+                Some(sub) => sub.keys().map(|k| format!("{key}.{k}")).collect(),
+                None => vec![key.clone()],
+            };
+            for k in keys {
+                let last = k.rsplit('.').next().unwrap_or(&k).to_string();
+                let full = format!("`{section}.{k}`");
+                if !docs.contains(&format!("`{last}`"))
+                    && !docs.contains(&format!("`{k}`"))
+                    && !docs.contains(&full)
+                {
+                    missing.push(format!("{section}.{k}"));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys missing from docs/config.md: {missing:?}"
+    );
+}
