@@ -28,8 +28,12 @@ codec = "vp8"
 
 /// Starts the real server on 127.0.0.1:0; returns its base URL.
 pub async fn start_server(extra: &str) -> String {
-    let cfg =
-        Config::from_toml(&format!("{TEST_CONFIG}{extra}"), "test.toml").expect("test config");
+    start_server_text(&format!("{TEST_CONFIG}{extra}")).await
+}
+
+/// Starts the real server on 127.0.0.1:0 with exactly this config text.
+pub async fn start_server_text(text: &str) -> String {
+    let cfg = Config::from_toml(text, "test.toml").expect("test config");
     let server = tessera_server::Server::new(cfg).expect("server");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -7,6 +7,7 @@ mod live;
 mod preview;
 mod reload;
 mod render;
+mod rooms;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

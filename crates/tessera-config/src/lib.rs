@@ -113,6 +113,21 @@ pub struct RoomsConfig {
     pub default_layout: String,
     pub default_tier: String,
     pub max_participants: u32,
+    pub max_rooms: u32,
+    pub auto_create: bool,
+    pub declared: BTreeMap<String, DeclaredRoom>,
+}
+
+/// A room named in the config, with its own layout, tier and size.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredRoom {
+    #[serde(default)]
+    pub layout: Option<String>,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub max_participants: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +271,9 @@ impl Default for RoomsConfig {
             default_layout: "grid".into(),
             default_tier: "default".into(),
             max_participants: 16,
+            max_rooms: 100,
+            auto_create: true,
+            declared: BTreeMap::new(),
         }
     }
 }

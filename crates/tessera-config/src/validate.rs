@@ -124,6 +124,31 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
     p.range("bandwidth.up_after_ms", b.up_after_ms, 500, 600_000);
     p.range("bandwidth.up_headroom", b.up_headroom, 1.0, 4.0);
     p.range("rooms.max_participants", cfg.rooms.max_participants, 1, 100);
+    p.range("rooms.max_rooms", cfg.rooms.max_rooms, 1, 10_000);
+    for (name, d) in &cfg.rooms.declared {
+        let key = format!("rooms.declared.{name}");
+        if let Some(l) = &d.layout {
+            if !cfg.has_layout(l) {
+                p.push(
+                    format!("{key}.layout"),
+                    format!(
+                        "{key}.layout = {l:?}: must be grid, speaker or a layout under [layouts]"
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &d.tier {
+            if !cfg.tiers.contains_key(t) {
+                p.push(
+                    format!("{key}.tier"),
+                    format!("{key}.tier = {t:?}: must be a tier under [tiers]"),
+                );
+            }
+        }
+        if let Some(m) = d.max_participants {
+            p.range(&format!("{key}.max_participants"), m, 1, 100);
+        }
+    }
 
     if !cfg.has_layout(&cfg.rooms.default_layout) {
         let mut known: Vec<&str> = BUILTIN_LAYOUTS.to_vec();

@@ -132,6 +132,22 @@ impl Server {
     /// Reserves a place in `room` (creating it), or says why not.
     fn enter(&self, room: &str) -> Result<RoomHandle, JoinError> {
         check_name("room", room)?;
+        let cfg = self.config();
+        let declared = cfg.rooms.declared.get(room);
+        if declared.is_none() && !cfg.rooms.auto_create {
+            return Err(JoinError::BadRequest(format!(
+                "room {room:?} does not exist (rooms.auto_create = false; declared rooms: {})",
+                cfg.rooms
+                    .declared
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let max_participants = declared
+            .and_then(|d| d.max_participants)
+            .unwrap_or(cfg.rooms.max_participants) as usize;
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = rooms.get(room) {
             if !e.handle.is_alive() {
@@ -139,16 +155,24 @@ impl Server {
             }
         }
         if let Some(e) = rooms.get_mut(room) {
-            if e.participants >= self.config().rooms.max_participants as usize {
+            if e.participants >= max_participants {
                 return Err(JoinError::Full(format!(
-                    "room {room:?} is full ({} participants, rooms.max_participants)",
+                    "room {room:?} is full ({} participants)",
                     e.participants
                 )));
             }
             e.participants += 1;
             return Ok(e.handle.clone());
         }
-        let layout = self.config().rooms.default_layout.clone();
+        if rooms.len() >= cfg.rooms.max_rooms as usize {
+            return Err(JoinError::Full(format!(
+                "the server is full ({} rooms, rooms.max_rooms)",
+                rooms.len()
+            )));
+        }
+        let layout = declared
+            .and_then(|d| d.layout.clone())
+            .unwrap_or_else(|| cfg.rooms.default_layout.clone());
         let settings = self
             .room_settings(&self.config(), &self.assets(), &layout)
             .map_err(|e| JoinError::Internal(e.to_string()))?;
@@ -224,11 +248,12 @@ impl Server {
     /// The engine tier and codec for a client asking for `tier` that can decode `codecs`.
     fn pick_tier(
         &self,
+        room: &str,
         tier: Option<&str>,
         codecs: &[String],
     ) -> Result<(String, VideoCodec, u32), JoinError> {
         let cfg = self.config();
-        let name = tier.unwrap_or(&cfg.rooms.default_tier);
+        let name = tier.unwrap_or_else(|| self.default_tier(&cfg, room));
         let Some(t) = cfg.tiers.get(name) else {
             let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
             return Err(JoinError::BadRequest(format!(
@@ -252,6 +277,18 @@ impl Server {
                 codecs.join(", ")
             )))
         }
+    }
+}
+
+impl Server {
+    /// The tier a participant of `room` gets unless it asks: the declared room's, else
+    /// `rooms.default_tier`.
+    fn default_tier<'a>(&self, cfg: &'a Config, room: &str) -> &'a str {
+        cfg.rooms
+            .declared
+            .get(room)
+            .and_then(|d| d.tier.as_deref())
+            .unwrap_or(&cfg.rooms.default_tier)
     }
 }
 

@@ -60,8 +60,9 @@ pub enum Command {
         id: ParticipantId,
         stats: NetStats,
     },
+    /// Who is in the room, and its layout's name.
     List {
-        reply: oneshot::Sender<Vec<ParticipantInfo>>,
+        reply: oneshot::Sender<(Vec<ParticipantInfo>, String)>,
     },
     Info {
         reply: oneshot::Sender<RoomInfo>,
@@ -598,7 +599,7 @@ impl RoomThread {
                     .filter_map(|id| self.members.get(id))
                     .map(|m| m.info.clone())
                     .collect();
-                let _ = reply.send(list);
+                let _ = reply.send((list, self.layout_name.clone()));
             }
             Command::Info { reply } => {
                 let _ = reply.send(self.info());

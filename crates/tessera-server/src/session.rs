@@ -85,7 +85,7 @@ pub async fn start_media(
     if let Some(v) = video.filter(|v| v.direction.receives()) {
         let (tier, codec, fps) = m
             .server
-            .pick_tier(wants.tier.as_deref(), &v.codecs)
+            .pick_tier(&m.room.name, wants.tier.as_deref(), &v.codecs)
             .map_err(|e| match e {
                 JoinError::BadRequest(r) if r.contains("neither") => Refusal(ErrorCode::BadSdp, r),
                 e => e.into(),
@@ -218,15 +218,16 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                                 }) {
                                     Err(Refusal(code, reason)) => Some(ServerMessage::error(code, reason)),
                                     Ok(m) => {
-                                        let others = m.room.ask(|reply| Command::List { reply }).await.unwrap_or_default();
+                                        let (others, layout) = m.room.ask(|reply| Command::List { reply }).await.unwrap_or_default();
                                         info!(participant = %m.id, %room, %name, "join");
+                                        let tier_name = tier.clone().unwrap_or_else(|| server.default_tier(&server.config(), &room).to_string());
                                         let msg = ServerMessage::Joined {
                                             room,
                                             id: m.id.to_string(),
                                             participants: others,
                                             ice_servers: server.ice_servers(),
-                                            layout: server.config().rooms.default_layout.clone(),
-                                            tier: tier.clone().unwrap_or_else(|| server.config().rooms.default_tier.clone()),
+                                            layout,
+                                            tier: tier_name,
                                         };
                                         member = Some((m, Wants { name, kind: "ws", video, audio, tier }));
                                         Some(msg)
