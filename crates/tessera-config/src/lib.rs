@@ -44,6 +44,30 @@ pub struct Config {
     pub layouts: BTreeMap<String, LayoutConfig>,
     pub auth: AuthConfig,
     pub bandwidth: BandwidthConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -373,6 +397,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             auth: AuthConfig::default(),
             bandwidth: BandwidthConfig::default(),
+            logging: LoggingConfig::default(),
             rooms: RoomsConfig::default(),
             video: VideoConfig::default(),
             labels: LabelsConfig::default(),

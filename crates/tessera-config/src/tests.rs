@@ -297,6 +297,18 @@ fn bad_server_network_auth_and_bandwidth_values_are_named() {
             "t.toml:2: bandwidth.up_headroom = 0.5: must be 1..=4",
         ),
         (
+            "[logging]\nlevel = \"loud\"\n",
+            "t.toml:2: logging.level = \"loud\": must be one of error, warn, info, debug, trace",
+        ),
+        (
+            "[rooms.declared.x]\nlayout = \"mosaic\"\n",
+            "t.toml:2: rooms.declared.x.layout = \"mosaic\": must be grid, speaker or a layout under [layouts]",
+        ),
+        (
+            "[rooms]\nmax_rooms = 0\n",
+            "t.toml:2: rooms.max_rooms = 0: must be 1..=10000",
+        ),
+        (
             "[bandwidth]\nenabled = \"yes\"\n",
             "t.toml:2: bandwidth.enabled: invalid type: string \"yes\", expected a boolean",
         ),

@@ -112,6 +112,15 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             "auth.admin_token: must be \"\" (admin API off) or at least 16 characters without spaces".into(),
         );
     }
+    if !["error", "warn", "info", "debug", "trace"].contains(&cfg.logging.level.as_str()) {
+        p.push(
+            "logging.level".into(),
+            format!(
+                "logging.level = {:?}: must be one of error, warn, info, debug, trace",
+                cfg.logging.level
+            ),
+        );
+    }
     let b = &cfg.bandwidth;
     p.range("bandwidth.down_loss_pct", b.down_loss_pct, 0.5, 50.0);
     p.range(

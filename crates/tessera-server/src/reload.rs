@@ -36,6 +36,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
     if old.server.web_dir != new.server.web_dir {
         keys.push("server.web_dir".to_string());
     }
+    if old.logging != new.logging {
+        keys.push("logging".to_string());
+    }
     let (o, n) = (&old.network, &new.network);
     if (o.udp_port_min, o.udp_port_max) != (n.udp_port_min, n.udp_port_max) {
         keys.push("network.udp_port_min/udp_port_max".to_string());

@@ -33,27 +33,32 @@ enum Command {
     },
 }
 
-/// `serve` logs what it does; the offline tools only warn.
-fn default_log_filter() -> &'static str {
-    match std::env::args().nth(1).as_deref() {
-        // webrtc-rs warns about harmless start-up races on every connection.
-        Some("serve") => {
-            "info,warp=warn,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error"
-        }
-        _ => "warn",
+/// Logs to stderr at `level` (RUST_LOG overrides it), as text or JSON lines.
+pub fn init_logging(level: &str, json: bool) {
+    // webrtc-rs warns about harmless start-up races on every connection.
+    let filter = format!(
+        "{level},warp=warn,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error"
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter())),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // `serve` sets up logging from its config; the offline tools only warn.
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging("warn", false);
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Render(args) => render::run(args),

@@ -25,6 +25,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         cfg.server.listen = l;
     }
+    crate::init_logging(
+        &cfg.logging.level,
+        cfg.logging.format == tessera_config::LogFormat::Json,
+    );
     let addr: std::net::SocketAddr = cfg.server.listen.parse().with_context(|| {
         format!(
             "--listen {:?}: must be an IP address and port",
