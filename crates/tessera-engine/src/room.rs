@@ -43,6 +43,9 @@ pub struct TierStats {
     pub encode_errors: u64,
     /// Ticks dropped because the room fell behind its clock.
     pub late_ticks: u64,
+    /// Time spent composing and encoding, if the owner gave the room a cost clock.
+    pub compose_ns: u64,
+    pub encode_ns: u64,
 }
 
 /// Room-wide counters.
@@ -68,6 +71,9 @@ pub struct Room {
     next_audio_tick: u64,
     active_speaker: Option<ParticipantId>,
     pinned: Option<ParticipantId>,
+    /// Measures compose/encode cost when the owner provides one (the engine never reads
+    /// the clock itself; offline runs and tests leave it unset).
+    cost_clock: Option<fn() -> Instant>,
     outputs: VecDeque<Output>,
     stats: RoomStats,
     contributions: Vec<(ParticipantId, Vec<i16>)>,
@@ -89,6 +95,7 @@ impl Room {
             next_audio_tick: 0,
             active_speaker: None,
             pinned: None,
+            cost_clock: None,
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
             contributions: Vec::new(),
@@ -190,6 +197,12 @@ impl Room {
             }
         }
         let _ = self.update_active_tiers(now);
+    }
+
+    /// Lets the room time its compose and encode work with `clock` (`TierStats::compose_ns`,
+    /// `encode_ns`), for metrics. Pass `Instant::now`.
+    pub fn set_cost_clock(&mut self, clock: fn() -> Instant) {
+        self.cost_clock = Some(clock);
     }
 
     pub fn settings(&self) -> &RoomSettings {
@@ -536,13 +549,21 @@ impl Room {
         let force = tier.take_keyframe(now, self.settings.keyframe_min_interval);
         let pts = tier.pts_90k(k);
         tier.stats.frames_composed += 1;
+        let clock = self.cost_clock;
+        let t0 = clock.map(|c| c());
         let canvas = tier
             .compositor
             .compose(&self.settings.layout, &tiles, speaker);
+        let t1 = clock.map(|c| c());
         let Some(encoder) = tier.encoder.as_mut() else {
             return;
         };
-        match encoder.encode(canvas, pts, force) {
+        let encoded = encoder.encode(canvas, pts, force);
+        if let (Some(c), Some(t0), Some(t1)) = (clock, t0, t1) {
+            tier.stats.compose_ns += t1.duration_since(t0).as_nanos() as u64;
+            tier.stats.encode_ns += c().duration_since(t1).as_nanos() as u64;
+        }
+        match encoded {
             Ok(Some(frame)) => {
                 tier.stats.frames_encoded += 1;
                 tier.stats.bytes += frame.data.len() as u64;

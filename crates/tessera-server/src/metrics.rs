@@ -170,6 +170,32 @@ impl Collector for Snapshot {
             "Keyframes encoded.",
             tier_counters(&|t| t.keyframes),
         )?;
+        let tier_secs =
+            |f: &dyn Fn(&crate::room::TierReport) -> f64| -> Vec<(Labels, ConstCounter<f64>)> {
+                self.rooms
+                    .iter()
+                    .flat_map(|r| {
+                        r.tiers.iter().map(move |t| {
+                            (
+                                vec![("room", r.room.clone()), ("tier", t.name.clone())],
+                                counter_f(f(t)),
+                            )
+                        })
+                    })
+                    .collect()
+            };
+        family(
+            e,
+            "tessera_tier_encode_seconds",
+            "Time spent encoding the composite.",
+            tier_secs(&|t| t.encode_secs),
+        )?;
+        family(
+            e,
+            "tessera_tier_compose_seconds",
+            "Time spent composing the canvas.",
+            tier_secs(&|t| t.compose_secs),
+        )?;
         family(
             e,
             "tessera_tier_late_ticks",

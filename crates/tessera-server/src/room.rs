@@ -245,6 +245,9 @@ pub struct TierReport {
     pub frames_encoded: u64,
     pub keyframes: u64,
     pub late_ticks: u64,
+    /// Time spent composing and encoding this tier since the room started.
+    pub compose_secs: f64,
+    pub encode_secs: f64,
     /// Each tile of the last composite, in canvas pixels.
     pub tiles: Vec<TileReport>,
 }
@@ -374,7 +377,10 @@ impl RoomThread {
         let now = Instant::now();
         let settings = self.settings.take().expect("settings are set at spawn");
         let room = match Room::new(settings, now) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                r.set_cost_clock(Instant::now);
+                r
+            }
             Err(e) => {
                 error!("cannot start room: {e}");
                 return;
@@ -885,6 +891,8 @@ impl RoomThread {
                     frames_encoded: s.frames_encoded,
                     keyframes: s.keyframes,
                     late_ticks: s.late_ticks,
+                    compose_secs: s.compose_ns as f64 / 1e9,
+                    encode_secs: s.encode_ns as f64 / 1e9,
                     tiles: room
                         .tile_rects(&t.name)
                         .into_iter()
