@@ -69,3 +69,49 @@ async fn start_server_with_rooms(extra: &str) -> String {
     ))
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_connects_media_is_removed_after_the_idle_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let base = crate::live::start_server_text(
+        "[rooms]\ndefault_tier = \"test\"\nidle_timeout_secs = 2\n\
+         [tiers.test]\nwidth = 640\nheight = 360\nfps = 15\nbitrate_kbps = 800\ncodec = \"vp8\"\n",
+    )
+    .await;
+    let url = format!("{}/ws", base.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text(
+        r#"{"type":"join","room":"idle-room","name":"Zed"}"#,
+    ))
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(Message::Text(t)))) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await
+    {
+        got.push(tessera_proto::parse_server(&t).unwrap());
+        if matches!(got.last(), Some(ServerMessage::Error { .. })) {
+            break;
+        }
+    }
+    assert!(
+        matches!(got.first(), Some(ServerMessage::Joined { .. })),
+        "{got:?}"
+    );
+    assert!(
+        matches!(
+            got.last(),
+            Some(ServerMessage::Error {
+                code: ErrorCode::Timeout,
+                fatal: true,
+                ..
+            })
+        ),
+        "{got:?}"
+    );
+    // Its place is given back: the room, empty, is gone.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, _) = http_get(&base, "/api/rooms/idle-room").await;
+    assert_eq!(status, 404);
+}

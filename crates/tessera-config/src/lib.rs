@@ -138,6 +138,7 @@ pub struct RoomsConfig {
     pub default_tier: String,
     pub max_participants: u32,
     pub max_rooms: u32,
+    pub idle_timeout_secs: u32,
     pub auto_create: bool,
     pub declared: BTreeMap<String, DeclaredRoom>,
 }
@@ -296,6 +297,7 @@ impl Default for RoomsConfig {
             default_tier: "default".into(),
             max_participants: 16,
             max_rooms: 100,
+            idle_timeout_secs: 30,
             auto_create: true,
             declared: BTreeMap::new(),
         }

@@ -305,6 +305,10 @@ fn bad_server_network_auth_and_bandwidth_values_are_named() {
             "t.toml:2: rooms.declared.x.layout = \"mosaic\": must be grid, speaker or a layout under [layouts]",
         ),
         (
+            "[rooms]\nidle_timeout_secs = 1\n",
+            "t.toml:2: rooms.idle_timeout_secs = 1: must be 2..=3600",
+        ),
+        (
             "[rooms]\nmax_rooms = 0\n",
             "t.toml:2: rooms.max_rooms = 0: must be 1..=10000",
         ),

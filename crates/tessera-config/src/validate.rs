@@ -134,6 +134,12 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
     p.range("bandwidth.up_headroom", b.up_headroom, 1.0, 4.0);
     p.range("rooms.max_participants", cfg.rooms.max_participants, 1, 100);
     p.range("rooms.max_rooms", cfg.rooms.max_rooms, 1, 10_000);
+    p.range(
+        "rooms.idle_timeout_secs",
+        cfg.rooms.idle_timeout_secs,
+        2,
+        3600,
+    );
     for (name, d) in &cfg.rooms.declared {
         let key = format!("rooms.declared.{name}");
         if let Some(l) = &d.layout {

@@ -155,6 +155,8 @@ pub enum ErrorCode {
     Internal,
     /// An administrator removed the participant or closed the room.
     Removed,
+    /// The media connection did not come up in time after joining.
+    Timeout,
 }
 
 /// Why a message from a client was refused, in words for the client.

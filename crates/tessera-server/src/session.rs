@@ -175,6 +175,18 @@ pub fn enter(server: &Arc<Server>, room: &str, name: &str) -> Result<Membership,
     })
 }
 
+fn idle_timeout(server: &Server) -> Duration {
+    Duration::from_secs(server.config().rooms.idle_timeout_secs as u64)
+}
+
+/// Sleeps until `at`, or forever if there is no deadline.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn send_json(msg: &ServerMessage) -> Message {
     Message::text(msg.to_json())
 }
@@ -186,6 +198,8 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let mut member: Option<(Membership, Wants)> = None;
     let mut offered = false;
+    // Set at join, cleared once media connects: a session stuck before that is removed.
+    let mut connect_by: Option<tokio::time::Instant> = None;
     let mut early_candidates: Vec<IceCandidate> = Vec::new();
     let span = info_span!("ws");
     async {
@@ -230,6 +244,7 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                                             tier: tier_name,
                                         };
                                         member = Some((m, Wants { name, kind: "ws", video, audio, tier }));
+                                        connect_by = Some(tokio::time::Instant::now() + idle_timeout(&server));
                                         Some(msg)
                                     }
                                 }
@@ -283,8 +298,20 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                     if fatal { break; }
                     None
                 }
+                _ = sleep_until(connect_by) => {
+                    let _ = tx.send(send_json(&ServerMessage::Error {
+                        code: ErrorCode::Timeout,
+                        reason: format!("no media connection within {} s of joining (rooms.idle_timeout_secs)", idle_timeout(&server).as_secs()),
+                        fatal: true,
+                    })).await;
+                    break;
+                }
                 pev = peer_rx.recv() => match pev {
                     Some(PeerEvent::Candidate(c)) => Some(ServerMessage::Candidate { candidate: c }),
+                    Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => {
+                        connect_by = None;
+                        None
+                    }
                     Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
                         let _ = tx.send(send_json(&ServerMessage::Error {
                             code: ErrorCode::Internal,
@@ -361,13 +388,25 @@ pub async fn start_resource(
         );
     let server = server.clone();
     tokio::spawn(async move {
-        while let Some(ev) = peer_rx.recv().await {
-            if let PeerEvent::State(
-                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
-            ) = ev
-            {
-                info!(participant = %id, "{kind} connection ended");
-                break;
+        let mut connect_by = Some(tokio::time::Instant::now() + idle_timeout(&server));
+        loop {
+            let ev = tokio::select! {
+                ev = peer_rx.recv() => ev,
+                _ = sleep_until(connect_by) => {
+                    info!(participant = %id, "{kind} never connected; removing it");
+                    break;
+                }
+            };
+            match ev {
+                None
+                | Some(PeerEvent::State(
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+                )) => {
+                    info!(participant = %id, "{kind} connection ended");
+                    break;
+                }
+                Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => connect_by = None,
+                _ => {}
             }
         }
         if let Some(r) = server.take_resource(id.0) {
