@@ -213,6 +213,51 @@ impl Collector for Snapshot {
                 })
                 .collect()
         };
+        if self.rooms.iter().any(|r| r.mix_latency.count > 0) {
+            let h = prometheus_client::metrics::histogram::Histogram::new([0.0f64; 0]);
+            let mut enc = e.encode_descriptor(
+                "tessera_mix_latency_seconds",
+                "Camera frame arrival at the room to the first composite that shows it.",
+                None,
+                h.metric_type(),
+            )?;
+            for r in self.rooms.iter().filter(|r| r.mix_latency.count > 0) {
+                let l = &r.mix_latency;
+                let buckets: Vec<(f64, u64)> = crate::room::LATENCY_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([f64::MAX])
+                    .zip(l.counts.iter().copied())
+                    .collect();
+                let labels = vec![("room", r.room.clone())];
+                enc.encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        l.sum_secs, l.count, &buckets, None,
+                    )?;
+            }
+        }
+        let report = |f: &dyn Fn(&crate::room::ParticipantReport) -> Option<f64>| -> Vec<(Labels, ConstGauge<f64>)> {
+            self.rooms
+                .iter()
+                .flat_map(|r| {
+                    r.participants.iter().filter_map(move |p| {
+                        f(p).map(|v| (vec![("room", r.room.clone()), ("participant", p.id.clone())], gauge(v)))
+                    })
+                })
+                .collect()
+        };
+        family(
+            e,
+            "tessera_participant_packet_loss_ratio",
+            "Fraction of the composite's packets the receiver reports lost (last receiver report).",
+            report(&|p| p.report_loss.map(f64::from)),
+        )?;
+        family(
+            e,
+            "tessera_participant_jitter_seconds",
+            "Interarrival jitter of the composite the receiver reports.",
+            report(&|p| p.report_jitter_ms.map(|j| j / 1000.0)),
+        )?;
         family(
             e,
             "tessera_participant_video_frames_in",
@@ -267,4 +312,56 @@ pub fn render(snapshot: Snapshot) -> String {
     // Encoding into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::LatencyHistogram;
+
+    #[test]
+    fn latency_histogram_is_exposed_cumulatively() {
+        let mut info = empty_room();
+        info.mix_latency = LatencyHistogram {
+            counts: vec![0, 2, 3, 0, 0, 0, 0, 0, 0, 1],
+            sum_secs: 0.1,
+            count: 6,
+        };
+        let text = render(Snapshot {
+            rooms: vec![info],
+            reload: ReloadStatus::default(),
+        });
+        assert!(
+            text.contains("tessera_mix_latency_seconds_bucket{le=\"0.01\",room=\"r\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tessera_mix_latency_seconds_bucket{le=\"0.02\",room=\"r\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tessera_mix_latency_seconds_bucket{le=\"+Inf\",room=\"r\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tessera_mix_latency_seconds_count{room=\"r\"} 6"),
+            "{text}"
+        );
+    }
+
+    fn empty_room() -> RoomInfo {
+        RoomInfo {
+            room: "r".into(),
+            layout: "grid".into(),
+            uptime_secs: 0,
+            participants: Vec::new(),
+            tiers: Vec::new(),
+            audio_ticks: 0,
+            audio_ticks_skipped: 0,
+            active_speaker: None,
+            commands_dropped: 0,
+            busy_secs: 0.0,
+            mix_latency: LatencyHistogram::default(),
+        }
+    }
 }

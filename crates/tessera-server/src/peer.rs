@@ -684,6 +684,7 @@ fn spawn_receiver_feedback(
             };
             let mut loss = None;
             let mut estimate = None;
+            let mut jitter_ms = None;
             for p in &packets {
                 let any = p.as_any();
                 if is_keyframe_request(p.as_ref()) {
@@ -691,13 +692,20 @@ fn spawn_receiver_feedback(
                 } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                     if let Some(r) = rr.reports.iter().find(|r| r.ssrc == ssrc) {
                         loss = Some(r.fraction_lost as f32 / 256.0);
+                        // Interarrival jitter is in RTP timestamp units (90 kHz for video).
+                        jitter_ms = Some(r.jitter as f64 / 90.0);
                     }
                 } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                     estimate = Some(remb.bitrate.max(0.0) as u64);
                 }
             }
             if loss.is_some() || estimate.is_some() {
-                room.send(Command::Feedback { id, loss, estimate });
+                room.send(Command::Feedback {
+                    id,
+                    loss,
+                    estimate,
+                    jitter_ms,
+                });
             }
         }
     });

@@ -50,6 +50,8 @@ pub enum Command {
         id: ParticipantId,
         loss: Option<f32>,
         estimate: Option<u64>,
+        /// Interarrival jitter the receiver reports, in ms.
+        jitter_ms: Option<f64>,
     },
     /// A receiver's connection came up: it needs a keyframe now.
     ReceiverConnected {
@@ -207,6 +209,8 @@ pub struct RoomInfo {
     pub commands_dropped: u64,
     /// Time the room thread spent working (not waiting), a proxy for its CPU time.
     pub busy_secs: f64,
+    /// Camera frame arrival to the first composite showing it.
+    pub mix_latency: LatencyHistogram,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,6 +235,9 @@ pub struct ParticipantReport {
     pub feedback_reports: u64,
     /// Tier changes made from that feedback.
     pub tier_switches: u64,
+    /// From the receiver's last report on the composite: fraction lost, jitter in ms.
+    pub report_loss: Option<f32>,
+    pub report_jitter_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -274,6 +281,40 @@ struct Member {
     bandwidth: Option<BandwidthController>,
     feedback_reports: u64,
     tier_switches: u64,
+    /// When this participant's newest camera frame reached the room, and whether a
+    /// composite has shown it yet (each frame is measured once).
+    last_video_at: Option<Instant>,
+    latency_pending: bool,
+    /// The receiver's last report: fraction lost (0..1) and interarrival jitter (ms).
+    report_loss: Option<f32>,
+    report_jitter_ms: Option<f64>,
+}
+
+/// Upper bounds (seconds) of the mix-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 9] = [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28];
+
+/// Time from a camera frame's arrival at the room to the first composite that shows it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LatencyHistogram {
+    /// Counts per bucket of `LATENCY_BUCKETS`, plus one for larger values (not cumulative).
+    pub counts: Vec<u64>,
+    pub sum_secs: f64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    fn record(&mut self, secs: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LATENCY_BUCKETS.len() + 1];
+        }
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum_secs += secs;
+        self.count += 1;
+    }
 }
 
 /// Counts over the last second, for fps/kbps in reports.
@@ -339,6 +380,7 @@ pub fn spawn(
                 dropped,
                 busy: Duration::ZERO,
                 admin_layout: None,
+                latency: LatencyHistogram::default(),
             };
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&rx)));
             alive.store(false, Ordering::Release);
@@ -370,6 +412,7 @@ struct RoomThread {
     busy: Duration,
     /// A layout an admin chose; config reloads keep it while it exists.
     admin_layout: Option<String>,
+    latency: LatencyHistogram,
 }
 
 impl RoomThread {
@@ -514,6 +557,10 @@ impl RoomThread {
                         bandwidth: controller,
                         feedback_reports: 0,
                         tier_switches: 0,
+                        last_video_at: None,
+                        latency_pending: false,
+                        report_loss: None,
+                        report_jitter_ms: None,
                     },
                 );
                 self.order.push(id);
@@ -533,6 +580,8 @@ impl RoomThread {
             Command::Video { id, codec, data } => {
                 if let Some(m) = self.members.get_mut(&id) {
                     m.codec_in = Some(codec);
+                    m.last_video_at = Some(Instant::now());
+                    m.latency_pending = true;
                 }
                 self.input(Input::Video { id, codec, data });
             }
@@ -563,12 +612,19 @@ impl RoomThread {
                     self.input(Input::RequestKeyframe { tier });
                 }
             }
-            Command::Feedback { id, loss, estimate } => {
+            Command::Feedback {
+                id,
+                loss,
+                estimate,
+                jitter_ms,
+            } => {
                 let now = Instant::now();
                 let Some(m) = self.members.get_mut(&id) else {
                     return true;
                 };
                 m.feedback_reports += 1;
+                m.report_loss = loss.or(m.report_loss);
+                m.report_jitter_ms = jitter_ms.or(m.report_jitter_ms);
                 let Some(rung) = m
                     .bandwidth
                     .as_mut()
@@ -749,6 +805,13 @@ impl RoomThread {
         while let Some(out) = self.room_mut().poll_output() {
             match out {
                 Output::Video { tier, frame } => {
+                    let now = Instant::now();
+                    for m in self.members.values_mut() {
+                        if let (true, Some(at)) = (m.latency_pending, m.last_video_at) {
+                            m.latency_pending = false;
+                            self.latency.record(now.duration_since(at).as_secs_f64());
+                        }
+                    }
                     let fps = self
                         .room()
                         .settings()
@@ -862,6 +925,8 @@ impl RoomThread {
                     net: m.net,
                     feedback_reports: m.feedback_reports,
                     tier_switches: m.tier_switches,
+                    report_loss: m.report_loss,
+                    report_jitter_ms: m.report_jitter_ms,
                 }
             })
             .collect();
@@ -919,6 +984,7 @@ impl RoomThread {
             active_speaker: room.active_speaker().map(|p| p.to_string()),
             commands_dropped: self.dropped.load(Ordering::Relaxed),
             busy_secs: self.busy.as_secs_f64(),
+            mix_latency: self.latency.clone(),
         }
     }
 }
@@ -1008,6 +1074,7 @@ mod tests {
             id: ParticipantId(1),
             loss: Some(loss),
             estimate: Some(estimate),
+            jitter_ms: None,
         };
         assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("default"));
         // The link drops to 300 kbit/s with loss: down one tier per report.
