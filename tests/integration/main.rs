@@ -2,6 +2,7 @@
 //! ffmpeg as an independent decoder. One test binary for the workspace (ripgrep-style).
 
 mod admin;
+mod bad_input;
 mod check_config;
 mod live;
 mod preview;
