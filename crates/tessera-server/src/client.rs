@@ -85,13 +85,8 @@ struct ClientHandler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for ClientHandler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.candidates.send(Some(IceCandidate {
-                candidate: init.candidate,
-                sdp_mid: init.sdp_mid,
-                sdp_m_line_index: init.sdp_mline_index,
-                username_fragment: None,
-            }));
+        if let Some(c) = peer::candidate_of(&event) {
+            let _ = self.candidates.send(Some(c));
         }
     }
 
@@ -110,14 +105,9 @@ impl PeerConnectionEventHandler for ClientHandler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+        let Some((ssrc, mime)) = peer::track_codec(&track).await else {
             return;
         };
-        let mime = track
-            .codec(ssrc)
-            .await
-            .map(|c| c.mime_type)
-            .unwrap_or_default();
         let received = self.received.clone();
         if mime.eq_ignore_ascii_case("audio/opus") {
             tokio::spawn(async move {
@@ -466,15 +456,8 @@ async fn negotiated_pt(
         .await?
         .mime_type;
     for s in pc.get_senders().await {
-        if let Ok(p) = s.get_parameters().await {
-            if let Some(c) = p
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&want))
-            {
-                return Some(c.payload_type);
-            }
+        if let Some(pt) = peer::negotiated_pt(&s, &want).await {
+            return Some(pt);
         }
     }
     None

@@ -41,6 +41,7 @@ use webrtc::peer_connection::{
     RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 use crate::reassembly::{self, Event, Reassembler};
 use crate::room::{Command, MediaOut, NetStats, RoomHandle};
@@ -262,17 +263,11 @@ struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let mut candidate = init.candidate;
+        if let Some(mut c) = candidate_of(&event) {
             if !self.public_ip.is_empty() {
-                candidate = sdp::rewrite_candidates(&candidate, &self.public_ip);
+                c.candidate = sdp::rewrite_candidates(&c.candidate, &self.public_ip);
             }
-            let _ = self.events.send(PeerEvent::Candidate(Some(IceCandidate {
-                candidate,
-                sdp_mid: init.sdp_mid,
-                sdp_m_line_index: init.sdp_mline_index,
-                username_fragment: None,
-            })));
+            let _ = self.events.send(PeerEvent::Candidate(Some(c)));
         }
     }
 
@@ -296,14 +291,9 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+        let Some((ssrc, mime)) = track_codec(&track).await else {
             return;
         };
-        let mime = track
-            .codec(ssrc)
-            .await
-            .map(|c| c.mime_type)
-            .unwrap_or_default();
         let id = self.id;
         let room = self.room.clone();
         let span = tracing::info_span!("track", participant = %id, %mime);
@@ -326,6 +316,39 @@ impl PeerConnectionEventHandler for Handler {
             tokio::spawn(read_video(track, ssrc, codec, id, room, net).instrument(span));
         }
     }
+}
+
+/// A remote track's first SSRC and its codec's MIME type (empty if unknown).
+pub(crate) async fn track_codec(track: &Arc<dyn TrackRemote>) -> Option<(u32, String)> {
+    let ssrc = track.ssrcs().await.first().copied()?;
+    let mime = track
+        .codec(ssrc)
+        .await
+        .map(|c| c.mime_type)
+        .unwrap_or_default();
+    Some((ssrc, mime))
+}
+
+/// A gathered candidate in the protocol's shape.
+pub(crate) fn candidate_of(event: &RTCPeerConnectionIceEvent) -> Option<IceCandidate> {
+    let init = event.candidate.to_json().ok()?;
+    Some(IceCandidate {
+        candidate: init.candidate,
+        sdp_mid: init.sdp_mid,
+        sdp_m_line_index: init.sdp_mline_index,
+        username_fragment: None,
+    })
+}
+
+/// The payload type `sender` negotiated for `mime`.
+pub(crate) async fn negotiated_pt(sender: &Arc<dyn RtpSender>, mime: &str) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .map(|c| c.payload_type)
 }
 
 async fn read_audio(track: Arc<dyn TrackRemote>, id: ParticipantId, room: RoomHandle) {
@@ -617,13 +640,8 @@ async fn negotiate(
 
     let mut video_out = None;
     if let Some((track, sender, mime)) = video {
-        let params = sender.get_parameters().await.map_err(werr)?;
-        let pt = params
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-            .map(|c| c.payload_type)
+        let pt = negotiated_pt(&sender, mime)
+            .await
             .ok_or_else(|| PeerError::BadSdp(format!("{mime} was not negotiated")))?;
         spawn_receiver_feedback(track.clone(), base_ssrc, id, room.clone());
         video_out = Some(Outgoing {
@@ -635,14 +653,7 @@ async fn negotiate(
     }
     let mut audio_out = None;
     if let Some((track, sender)) = audio {
-        let params = sender.get_parameters().await.map_err(werr)?;
-        let pt = params
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_OPUS))
-            .map(|c| c.payload_type)
-            .unwrap_or(111);
+        let pt = negotiated_pt(&sender, MIME_OPUS).await.unwrap_or(111);
         if plan.video_out.is_some() {
             // A compound RTCP packet reaches the track of its first report block, which may
             // be the audio: look for the video's reports there too.
