@@ -248,6 +248,7 @@ async function join({ room, name, video = true, audio = true } = {}) {
       audio: stream.getAudioTracks().length > 0,
     };
     if (params.get('tier')) msg.tier = params.get('tier');
+    if (params.get('token')) msg.token = params.get('token');
     ws.send(JSON.stringify(msg));
     s.pingTimer = setInterval(() => send({ type: 'ping' }), 25000);
   };

@@ -12,10 +12,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::fixtures;
 use crate::live::{load_media, start_server};
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn reply(ws: &mut Ws, send: Message) -> ServerMessage {
+pub async fn reply(ws: &mut Ws, send: Message) -> ServerMessage {
     ws.send(send).await.unwrap();
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -36,7 +36,7 @@ async fn reply(ws: &mut Ws, send: Message) -> ServerMessage {
     }
 }
 
-fn error_code(m: &ServerMessage) -> (ErrorCode, String) {
+pub fn error_code(m: &ServerMessage) -> (ErrorCode, String) {
     match m {
         ServerMessage::Error { code, reason, .. } => (*code, reason.clone()),
         other => panic!("expected an error, got {other:?}"),

@@ -132,6 +132,7 @@ pub fn load_media(fx: &Fixture, codec: VideoCodec) -> Media {
         video: Some((codec, frames)),
         video_fps: 30,
         audio,
+        token: None,
     }
 }
 

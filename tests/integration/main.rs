@@ -9,6 +9,7 @@ mod preview;
 mod reload;
 mod render;
 mod rooms;
+mod security;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

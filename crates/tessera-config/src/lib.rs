@@ -43,8 +43,34 @@ pub struct Config {
     pub tiers: BTreeMap<String, TierConfig>,
     pub layouts: BTreeMap<String, LayoutConfig>,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
     pub bandwidth: BandwidthConfig,
     pub logging: LoggingConfig,
+}
+
+/// Per-client and per-server limits against abuse; each refusal is counted in `/metrics`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_participants_total: u32,
+    pub ws_max_message_bytes: u32,
+    pub ws_messages_per_sec: u32,
+    pub ws_message_burst: u32,
+    pub sdp_max_bytes: u32,
+    pub joins_per_minute_per_ip: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_participants_total: 500,
+            ws_max_message_bytes: 65_536,
+            ws_messages_per_sec: 20,
+            ws_message_burst: 100,
+            sdp_max_bytes: 32_768,
+            joins_per_minute_per_ip: 60,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,10 +122,23 @@ impl Default for BandwidthConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub admin_token: String,
+    /// HMAC key for join tokens; "" means joins need no token.
+    pub token_secret: String,
+}
+
+/// Never prints the secrets, only whether they are set.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |s: &str| if s.is_empty() { "\"\"" } else { "<redacted>" };
+        f.debug_struct("AuthConfig")
+            .field("admin_token", &format_args!("{}", set(&self.admin_token)))
+            .field("token_secret", &format_args!("{}", set(&self.token_secret)))
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +146,9 @@ pub struct AuthConfig {
 pub struct ServerConfig {
     pub listen: String,
     pub web_dir: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub tls_self_signed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -272,6 +314,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
             web_dir: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_self_signed: false,
         }
     }
 }
@@ -398,6 +443,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             network: NetworkConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
             bandwidth: BandwidthConfig::default(),
             logging: LoggingConfig::default(),
             rooms: RoomsConfig::default(),

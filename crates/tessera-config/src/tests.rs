@@ -277,6 +277,30 @@ fn bad_server_network_auth_and_bandwidth_values_are_named() {
             "t.toml:2: auth.admin_token: must be \"\" (admin API off) or at least 16 characters without spaces",
         ),
         (
+            "[auth]\ntoken_secret = \"too-short\"\n",
+            "t.toml:2: auth.token_secret: must be \"\" (no tokens needed) or at least 32 characters",
+        ),
+        (
+            "[server]\ntls_cert = \"c.pem\"\n",
+            "t.toml:2: server.tls_cert and server.tls_key: set both (PEM files) or neither",
+        ),
+        (
+            "[server]\ntls_self_signed = true\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            "t.toml:2: server.tls_self_signed = true: conflicts with server.tls_cert; use one or the other",
+        ),
+        (
+            "[limits]\nws_messages_per_sec = 0\n",
+            "t.toml:2: limits.ws_messages_per_sec = 0: must be 1..=10000",
+        ),
+        (
+            "[limits]\nsdp_max_bytes = 100000\n",
+            "t.toml:2: limits.sdp_max_bytes = 100000: must be 1024..=65536",
+        ),
+        (
+            "[limits]\nmax_participants_total = 0\n",
+            "t.toml:2: limits.max_participants_total = 0: must be 1..=100000",
+        ),
+        (
             "[bandwidth]\ndown_loss_pct = 80\n",
             "t.toml:2: bandwidth.down_loss_pct = 80: must be 0.5..=50",
         ),

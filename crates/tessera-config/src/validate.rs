@@ -112,6 +112,59 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             "auth.admin_token: must be \"\" (admin API off) or at least 16 characters without spaces".into(),
         );
     }
+    let secret = &cfg.auth.token_secret;
+    if !secret.is_empty() && secret.len() < 32 {
+        p.push(
+            "auth.token_secret".into(),
+            "auth.token_secret: must be \"\" (no tokens needed) or at least 32 characters".into(),
+        );
+    }
+    let s = &cfg.server;
+    if s.tls_cert.is_empty() != s.tls_key.is_empty() {
+        p.push(
+            "server.tls_cert".into(),
+            "server.tls_cert and server.tls_key: set both (PEM files) or neither".into(),
+        );
+    }
+    if s.tls_self_signed && !s.tls_cert.is_empty() {
+        p.push(
+            "server.tls_self_signed".into(),
+            "server.tls_self_signed = true: conflicts with server.tls_cert; use one or the other"
+                .into(),
+        );
+    }
+    let l = &cfg.limits;
+    p.range(
+        "limits.max_participants_total",
+        l.max_participants_total,
+        1,
+        100_000,
+    );
+    p.range(
+        "limits.ws_max_message_bytes",
+        l.ws_max_message_bytes,
+        4096,
+        1 << 20,
+    );
+    p.range(
+        "limits.ws_messages_per_sec",
+        l.ws_messages_per_sec,
+        1,
+        10_000,
+    );
+    p.range("limits.ws_message_burst", l.ws_message_burst, 1, 100_000);
+    p.range(
+        "limits.sdp_max_bytes",
+        l.sdp_max_bytes,
+        1024,
+        l.ws_max_message_bytes.max(1024),
+    );
+    p.range(
+        "limits.joins_per_minute_per_ip",
+        l.joins_per_minute_per_ip,
+        1,
+        100_000,
+    );
     if !["error", "warn", "info", "debug", "trace"].contains(&cfg.logging.level.as_str()) {
         p.push(
             "logging.level".into(),

@@ -56,6 +56,7 @@ fn load(dir: &std::path::Path, n: usize) -> anyhow::Result<Media> {
         video: Some((VideoCodec::Vp8, frames)),
         video_fps: 30,
         audio,
+        token: None,
     })
 }
 

@@ -70,6 +70,9 @@ pub enum ClientMessage {
         /// Output tier to receive (a name under `[tiers]`); the room default if absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tier: Option<String>,
+        /// Join token (`tessera token`); required when the server sets `auth.token_secret`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// The client's SDP offer (after `joined`). Exactly one offer per session.
     Offer { sdp: String },
@@ -157,6 +160,14 @@ pub enum ErrorCode {
     Removed,
     /// The media connection did not come up in time after joining.
     Timeout,
+    /// No join token, or a bad, expired or mismatched one (`auth.token_secret` is set).
+    Unauthorized,
+    /// The token is valid but does not allow this (another room, no `subscribe`, ...).
+    Forbidden,
+    /// Too many messages or joins; slow down (`[limits]`).
+    RateLimited,
+    /// The server is shutting down; reconnect later.
+    Shutdown,
 }
 
 /// Why a message from a client was refused, in words for the client.
@@ -229,6 +240,7 @@ mod tests {
                 video: true,
                 audio: true,
                 tier: None,
+                token: None,
             }),
         );
         check(
@@ -239,6 +251,7 @@ mod tests {
                 video: false,
                 audio: true,
                 tier: Some("low".into()),
+                token: None,
             }),
         );
         check(

@@ -42,25 +42,53 @@ impl ApiError {
     }
 }
 
-fn check_token(server: &Server, auth: Option<&str>) -> Result<(), ApiError> {
+/// Which rooms a caller may administer.
+enum Scope {
+    All,
+    Room(String),
+}
+
+impl Scope {
+    fn allows(&self, room: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Room(r) => r == room,
+        }
+    }
+}
+
+/// `auth.admin_token` gives every room; a join token with `admin` gives its own room.
+fn check_token(server: &Server, auth: Option<&str>) -> Result<Scope, ApiError> {
     let cfg = server.config();
     let token = &cfg.auth.admin_token;
-    if token.is_empty() {
+    let secret = &cfg.auth.token_secret;
+    if token.is_empty() && secret.is_empty() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "the admin API is off: set auth.admin_token in the config".into(),
         ));
     }
-    let Some(given) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
+    let Some(given) = auth.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim) else {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "send the admin token as \"Authorization: Bearer TOKEN\"".into(),
         ));
     };
-    if !same_secret(given.trim().as_bytes(), token.as_bytes()) {
-        return Err(ApiError(StatusCode::FORBIDDEN, "wrong admin token".into()));
+    if !token.is_empty() && same_secret(given.as_bytes(), token.as_bytes()) {
+        return Ok(Scope::All);
     }
-    Ok(())
+    if !secret.is_empty() {
+        if let Ok(c) = crate::auth::verify(secret, given, crate::auth::now_unix()) {
+            if c.has(crate::auth::Perm::Admin) {
+                return Ok(if c.room == "*" {
+                    Scope::All
+                } else {
+                    Scope::Room(c.room)
+                });
+            }
+        }
+    }
+    Err(ApiError(StatusCode::FORBIDDEN, "wrong admin token".into()))
 }
 
 fn participant_id(s: &str) -> Option<ParticipantId> {
@@ -104,14 +132,18 @@ pub async fn handle(
     auth: Option<String>,
     bytes: bytes::Bytes,
 ) -> Resp {
-    if let Err(r) = check_token(&server, auth.as_deref()) {
-        return r.resp();
-    }
+    let scope = match check_token(&server, auth.as_deref()) {
+        Ok(s) => s,
+        Err(r) => return r.resp(),
+    };
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     match (method.clone(), parts.as_slice()) {
         (Method::GET, ["rooms"]) => {
             let mut rooms = Vec::new();
             for (name, _, _) in server.room_names() {
+                if !scope.allows(&name) {
+                    continue;
+                }
                 if let Some((h, _, _)) = server.room(&name) {
                     if let Some(info) = h.ask(|reply| Command::Info { reply }).await {
                         rooms.push(info);
@@ -134,6 +166,12 @@ pub async fn handle(
             )
         }
         (_, ["rooms", room, rest @ ..]) => {
+            if !scope.allows(room) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!("this token is not for room {room:?}"),
+                );
+            }
             let Some((h, _, _)) = server.room(room) else {
                 return error(StatusCode::NOT_FOUND, format!("no room {room:?}"));
             };
@@ -253,6 +291,7 @@ impl Server {
             .remove(room);
         if let Some(e) = entry {
             e.handle.send(Command::Close {
+                code: tessera_proto::ErrorCode::Removed,
                 reason: reason.to_string(),
             });
         }

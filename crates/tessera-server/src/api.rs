@@ -1,6 +1,7 @@
 //! HTTP routes: the web client, `/ws`, WHIP/WHEP, the JSON API, snapshots and health.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use tessera_proto::ErrorCode;
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use crate::listen::ClientAddr;
 use crate::room::Command;
 use crate::session::{self, Refusal};
 use crate::{web, Server};
@@ -24,6 +26,11 @@ fn with_server(
     server: Arc<Server>,
 ) -> impl Filter<Extract = (Arc<Server>,), Error = Infallible> + Clone {
     warp::any().map(move || server.clone())
+}
+
+/// The client's address, as the accept loop recorded it.
+fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<ClientAddr>().map(|a: Option<ClientAddr>| a.map(|a| a.0))
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Resp {
@@ -47,14 +54,31 @@ pub fn routes(
     server: Arc<Server>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let s = || with_server(server.clone());
-    let ws =
-        warp::path!("ws")
-            .and(warp::ws())
-            .and(s())
-            .map(|ws: warp::ws::Ws, server: Arc<Server>| {
-                ws.max_message_size(tessera_proto::MAX_MESSAGE_BYTES)
-                    .on_upgrade(move |socket| session::run_ws(server, socket))
-            });
+    let ws = warp::path!("ws")
+        .and(warp::ws())
+        .and(client_addr())
+        .and(s())
+        .map(
+            |ws: warp::ws::Ws, addr: Option<SocketAddr>, server: Arc<Server>| {
+                let max = server.config().limits.ws_max_message_bytes as usize;
+                ws.max_message_size(max)
+                    .max_frame_size(max)
+                    .on_upgrade(move |socket| session::run_ws(server, socket, addr))
+            },
+        );
+    let cert = warp::path!("cert.pem")
+        .and(warp::get())
+        .and(s())
+        .map(|server: Arc<Server>| match server.self_signed_pem() {
+            Some(pem) => Response::builder()
+                .header(header::CONTENT_TYPE, "application/x-pem-file")
+                .body(pem.into())
+                .unwrap_or_default(),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "not found: only a self-signed server (server.tls_self_signed) serves its certificate\n",
+            ),
+        });
     let status = warp::path!("api" / "status")
         .and(warp::get())
         .and(s())
@@ -75,6 +99,11 @@ pub fn routes(
                 let body = crate::metrics::render(crate::metrics::Snapshot {
                     rooms,
                     reload: server.reload_status(),
+                    refusals: server.limits.refusals(),
+                    sessions: server.sessions.load(std::sync::atomic::Ordering::SeqCst),
+                    tasks: tokio::runtime::Handle::current()
+                        .metrics()
+                        .num_alive_tasks(),
                 });
                 let resp: Resp = Response::builder()
                     .header(
@@ -173,6 +202,8 @@ pub fn routes(
         });
     let publish = warp::path!(String / String)
         .and(warp::post())
+        .and(client_addr())
+        .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::body::content_length_limit(
@@ -183,6 +214,8 @@ pub fn routes(
         .then(
             |kind: String,
              room: String,
+             addr: Option<SocketAddr>,
+             auth: Option<String>,
              ct: Option<String>,
              q: std::collections::HashMap<String, String>,
              body: Bytes,
@@ -211,7 +244,9 @@ pub fn routes(
                 };
                 let name = q.get("name").map(String::as_str).unwrap_or(default_name);
                 let tier = q.get("tier").cloned();
-                match session::start_resource(&server, kind, &room, name, tier, offer).await {
+                let token = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+                let who = (addr, token);
+                match session::start_resource(&server, kind, &room, name, tier, offer, who).await {
                     Ok((id, answer)) => Response::builder()
                         .status(StatusCode::CREATED)
                         .header(header::CONTENT_TYPE, "application/sdp")
@@ -220,11 +255,26 @@ pub fn routes(
                         .unwrap_or_default(),
                     Err(Refusal(code, reason)) => {
                         let status = match code {
-                            ErrorCode::Full => StatusCode::SERVICE_UNAVAILABLE,
+                            ErrorCode::Full | ErrorCode::Shutdown => {
+                                StatusCode::SERVICE_UNAVAILABLE
+                            }
                             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+                            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                            ErrorCode::BadSdp if reason.contains("limits.sdp_max_bytes") => {
+                                StatusCode::PAYLOAD_TOO_LARGE
+                            }
                             _ => StatusCode::BAD_REQUEST,
                         };
-                        text(status, format!("{reason}\n"))
+                        let mut resp = text(status, format!("{reason}\n"));
+                        if status == StatusCode::UNAUTHORIZED {
+                            resp.headers_mut().insert(
+                                header::WWW_AUTHENTICATE,
+                                header::HeaderValue::from_static("Bearer"),
+                            );
+                        }
+                        resp
                     }
                 }
             },
@@ -285,7 +335,8 @@ pub fn routes(
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
             }
         });
-    ws.or(admin)
+    ws.or(cert)
+        .or(admin)
         .or(healthz)
         .or(status)
         .or(metrics)

@@ -39,6 +39,8 @@ pub struct Media {
     pub video: Option<(VideoCodec, Vec<Vec<u8>>)>,
     pub video_fps: u32,
     pub audio: Vec<Vec<u8>>,
+    /// Join token to present (`tessera token`), for servers with `auth.token_secret`.
+    pub token: Option<String>,
 }
 
 /// What the client received and saw, for assertions.
@@ -191,6 +193,7 @@ impl Client {
                 video: media.video.is_some(),
                 audio: !media.audio.is_empty(),
                 tier: None,
+                token: media.token.clone(),
             }))
             .await
             .map_err(|e| ClientError::Signalling(e.to_string()))?;

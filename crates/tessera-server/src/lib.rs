@@ -17,7 +17,10 @@
 
 mod admin;
 mod api;
+pub mod auth;
 pub mod client;
+mod limits;
+mod listen;
 mod metrics;
 mod peer;
 mod reassembly;
@@ -29,15 +32,16 @@ mod web;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tessera_config::Config;
 use tessera_engine::{Assets, EngineError, RoomSettings, TierSettings};
 use tessera_types::{ParticipantId, VideoCodec};
 use tracing::info;
 
+pub use listen::TlsError;
 pub use reload::ReloadStatus;
 pub use room::RoomHandle;
 
@@ -54,6 +58,23 @@ pub struct Server {
     ports: Arc<peer::PortAllocator>,
     /// WHIP/WHEP sessions by resource id, for DELETE.
     resources: Mutex<HashMap<u64, session::Resource>>,
+    limits: limits::Limits,
+    /// HTTPS, set up once at start (`server.tls_*` need a restart).
+    tls: Option<listen::Tls>,
+    /// WebSocket sessions running, so shutdown can wait for them to say goodbye.
+    sessions: AtomicUsize,
+    shutting_down: AtomicBool,
+    /// Flips to true when shutdown begins; every WebSocket session watches it.
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 struct RoomEntry {
@@ -68,12 +89,19 @@ pub enum JoinError {
     BadRequest(String),
     Full(String),
     Internal(String),
+    Shutdown,
 }
 
 impl Server {
-    pub fn new(cfg: Config) -> Result<Arc<Server>, EngineError> {
+    pub fn new(cfg: Config) -> Result<Arc<Server>, StartError> {
         let assets = Assets::load(&cfg)?;
+        let tls = listen::tls_from_config(&cfg)?;
         Ok(Arc::new(Server {
+            tls,
+            limits: limits::Limits::default(),
+            sessions: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx: tokio::sync::watch::Sender::new(false),
             ports: Arc::new(peer::PortAllocator::new(&cfg.network)),
             live: RwLock::new((Arc::new(cfg), Arc::new(assets))),
             reload_status: Mutex::new(ReloadStatus::default()),
@@ -107,22 +135,68 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         if let Ok(addr) = listener.local_addr() {
-            info!(%addr, "listening");
+            info!(%addr, scheme = self.scheme(), "listening");
         }
-        let routes = api::routes(self.clone());
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(shutdown)
-            .run()
-            .await;
-        self.close_all();
+        if let Some(t) = &self.tls {
+            info!(fingerprint = %t.fingerprint, self_signed = t.self_signed_pem.is_some(), "HTTPS certificate (SHA-256)");
+        }
+        let routes = warp::service(api::routes(self.clone()));
+        listen::accept_loop(listener, routes, self.tls.clone(), shutdown).await;
+        self.shut_down().await;
     }
 
-    fn close_all(&self) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, e) in rooms.drain() {
-            e.handle.send(room::Command::Stop);
+    /// The certificate made at start (PEM), when `server.tls_self_signed` is on.
+    pub fn self_signed_pem(&self) -> Option<String> {
+        self.tls.as_ref().and_then(|t| t.self_signed_pem.clone())
+    }
+
+    /// `https` when TLS is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
+    }
+
+    /// Tells every participant the server is going away, closes every room and WHIP/WHEP
+    /// resource, and waits (at most 3 s) for the WebSocket sessions to finish.
+    async fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown_tx.send_replace(true);
+        let rooms: Vec<_> = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        info!(rooms = rooms.len(), "shutting down: closing every room");
+        for (_, e) in rooms {
+            e.handle.send(room::Command::Close {
+                code: tessera_proto::ErrorCode::Shutdown,
+                reason: "the server is shutting down".into(),
+            });
+        }
+        let ids: Vec<u64> = self
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for id in ids {
+            if let Some(r) = self.take_resource(id) {
+                r.member.leave().await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        info!(
+            sessions_left = self.sessions.load(Ordering::SeqCst),
+            "shut down"
+        );
     }
 
     fn new_id(&self) -> ParticipantId {
@@ -132,6 +206,9 @@ impl Server {
     /// Reserves a place in `room` (creating it), or says why not.
     fn enter(&self, room: &str) -> Result<RoomHandle, JoinError> {
         check_name("room", room)?;
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(JoinError::Shutdown);
+        }
         let cfg = self.config();
         let declared = cfg.rooms.declared.get(room);
         if declared.is_none() && !cfg.rooms.auto_create {
@@ -154,8 +231,16 @@ impl Server {
                 rooms.remove(room);
             }
         }
+        let total: usize = rooms.values().map(|e| e.participants).sum();
+        if total >= cfg.limits.max_participants_total as usize {
+            self.limits.refused(limits::Limit::ServerParticipants);
+            return Err(JoinError::Full(format!(
+                "the server is full ({total} participants, limits.max_participants_total)"
+            )));
+        }
         if let Some(e) = rooms.get_mut(room) {
             if e.participants >= max_participants {
+                self.limits.refused(limits::Limit::RoomParticipants);
                 return Err(JoinError::Full(format!(
                     "room {room:?} is full ({} participants)",
                     e.participants
@@ -165,6 +250,7 @@ impl Server {
             return Ok(e.handle.clone());
         }
         if rooms.len() >= cfg.rooms.max_rooms as usize {
+            self.limits.refused(limits::Limit::Rooms);
             return Err(JoinError::Full(format!(
                 "the server is full ({} rooms, rooms.max_rooms)",
                 rooms.len()

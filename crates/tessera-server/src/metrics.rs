@@ -15,6 +15,12 @@ use crate::room::RoomInfo;
 pub struct Snapshot {
     pub rooms: Vec<RoomInfo>,
     pub reload: ReloadStatus,
+    /// Refusals by `[limits]` (and token) name.
+    pub refusals: Vec<(&'static str, u64)>,
+    /// WebSocket sessions running.
+    pub sessions: usize,
+    /// Tokio tasks alive (network side: sessions, PeerConnection drivers).
+    pub tasks: usize,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -84,6 +90,28 @@ impl Collector for Snapshot {
             "tessera_config_rejected",
             "Config files refused (the running config was kept).",
             counter(self.reload.rejected),
+        )?;
+
+        family(
+            e,
+            "tessera_limit_refusals",
+            "Joins, messages and sessions refused or ended by a limit (see [limits]).",
+            self.refusals
+                .iter()
+                .map(|(l, n)| (vec![("limit", l.to_string())], counter(*n)))
+                .collect(),
+        )?;
+        single(
+            e,
+            "tessera_websocket_sessions",
+            "WebSocket signalling sessions open.",
+            gauge(self.sessions as f64),
+        )?;
+        single(
+            e,
+            "tessera_tokio_tasks",
+            "Tokio tasks alive in the server process.",
+            gauge(self.tasks as f64),
         )?;
 
         let room = |r: &RoomInfo| -> Labels { vec![("room", r.room.clone())] };
@@ -330,7 +358,14 @@ mod tests {
         let text = render(Snapshot {
             rooms: vec![info],
             reload: ReloadStatus::default(),
+            refusals: vec![("join_rate", 3)],
+            sessions: 1,
+            tasks: 7,
         });
+        assert!(
+            text.contains("tessera_limit_refusals_total{limit=\"join_rate\"} 3"),
+            "{text}"
+        );
         assert!(
             text.contains("tessera_mix_latency_seconds_bucket{le=\"0.01\",room=\"r\"} 2"),
             "{text}"

@@ -36,6 +36,12 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
     if old.server.web_dir != new.server.web_dir {
         keys.push("server.web_dir".to_string());
     }
+    let tls = |s: &tessera_config::ServerConfig| {
+        (s.tls_cert.clone(), s.tls_key.clone(), s.tls_self_signed)
+    };
+    if tls(&old.server) != tls(&new.server) {
+        keys.push("server.tls_cert/tls_key/tls_self_signed".to_string());
+    }
     if old.logging != new.logging {
         keys.push("logging".to_string());
     }

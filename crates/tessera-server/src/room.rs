@@ -102,8 +102,9 @@ pub enum Command {
         reason: String,
         reply: oneshot::Sender<bool>,
     },
-    /// Admin: tell everyone the room is closing, then stop.
+    /// Admin or shutdown: tell everyone the room is closing (fatal `code`), then stop.
     Close {
+        code: tessera_proto::ErrorCode,
         reason: String,
     },
     Stop,
@@ -731,11 +732,11 @@ impl RoomThread {
                 }
                 let _ = reply.send(found.is_some());
             }
-            Command::Close { reason } => {
-                info!(%reason, "closed by an administrator");
+            Command::Close { code, reason } => {
+                info!(%reason, "room closed");
                 for m in self.members.values() {
                     let _ = m.sink.events.send(ServerMessage::Error {
-                        code: ErrorCode::Removed,
+                        code,
                         reason: reason.clone(),
                         fatal: true,
                     });

@@ -2,6 +2,8 @@
 //! signalling, and leaving exactly once. WebSocket sessions and WHIP/WHEP resources share
 //! `start_media` and `Membership`.
 
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use warp::ws::{Message, WebSocket};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 
+use crate::auth::{self, Perm};
+use crate::limits::{Bucket, Limit};
 use crate::peer::{self, AnswerPlan, PeerContext, PeerEvent};
 use crate::room::{Command, JoinRequest, RoomHandle, Sink};
 use crate::{sdp, JoinError, Server};
@@ -50,6 +54,69 @@ pub struct Wants {
     pub video: bool,
     pub audio: bool,
     pub tier: Option<String>,
+    /// The token allows receiving the composite and the mix.
+    pub receive: bool,
+}
+
+/// What a join token allows; everything when `auth.token_secret` is "".
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Grants {
+    pub publish: bool,
+    pub subscribe: bool,
+}
+
+/// Checks a join's token against `auth.token_secret` (if set) for `room` and `name`.
+pub fn authorize(
+    server: &Server,
+    token: Option<&str>,
+    room: &str,
+    name: &str,
+) -> Result<Grants, Refusal> {
+    let cfg = server.config();
+    let secret = &cfg.auth.token_secret;
+    if secret.is_empty() {
+        return Ok(Grants {
+            publish: true,
+            subscribe: true,
+        });
+    }
+    let refuse = |code, reason: String| {
+        server.limits.refused(Limit::Token);
+        Err(Refusal(code, reason))
+    };
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return refuse(
+            ErrorCode::Unauthorized,
+            "this server needs a join token (auth.token_secret is set)".into(),
+        );
+    };
+    let claims = match auth::verify(secret, token, auth::now_unix()) {
+        Ok(c) => c,
+        Err(e) => return refuse(ErrorCode::Unauthorized, e.to_string()),
+    };
+    if !claims.allows_room(room) {
+        return refuse(
+            ErrorCode::Forbidden,
+            format!("the token is for room {:?}, not {room:?}", claims.room),
+        );
+    }
+    if let Some(n) = claims.name.as_deref().filter(|n| *n != name) {
+        return refuse(
+            ErrorCode::Forbidden,
+            format!("the token is for participant {n:?}, not {name:?}"),
+        );
+    }
+    let grants = Grants {
+        publish: claims.has(Perm::Publish),
+        subscribe: claims.has(Perm::Subscribe),
+    };
+    if !grants.publish && !grants.subscribe {
+        return refuse(
+            ErrorCode::Forbidden,
+            "the token allows neither publish nor subscribe".into(),
+        );
+    }
+    Ok(grants)
 }
 
 pub struct Refusal(pub ErrorCode, pub String);
@@ -60,6 +127,9 @@ impl From<JoinError> for Refusal {
             JoinError::BadRequest(r) => Refusal(ErrorCode::BadRequest, r),
             JoinError::Full(r) => Refusal(ErrorCode::Full, r),
             JoinError::Internal(r) => Refusal(ErrorCode::Internal, r),
+            JoinError::Shutdown => {
+                Refusal(ErrorCode::Shutdown, "the server is shutting down".into())
+            }
         }
     }
 }
@@ -72,6 +142,7 @@ pub async fn start_media(
     events: mpsc::UnboundedSender<ServerMessage>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<(String, Option<String>), Refusal> {
+    check_sdp_size(&m.server, offer)?;
     let sections = sdp::sections(offer).map_err(|e| Refusal(ErrorCode::BadSdp, e.0))?;
     let video = sdp::find(&sections, "video");
     let audio = sdp::find(&sections, "audio");
@@ -80,9 +151,9 @@ pub async fn start_media(
     let mut plan = AnswerPlan {
         video_out: None,
         video_fps: 25,
-        audio_out: has_opus && audio.is_some_and(|a| a.direction.receives()),
+        audio_out: wants.receive && has_opus && audio.is_some_and(|a| a.direction.receives()),
     };
-    if let Some(v) = video.filter(|v| v.direction.receives()) {
+    if let Some(v) = video.filter(|v| wants.receive && v.direction.receives()) {
         let (tier, codec, fps) = m
             .server
             .pick_tier(&m.room.name, wants.tier.as_deref(), &v.codecs)
@@ -146,6 +217,22 @@ pub async fn start_media(
     Ok((p.answer, receive_tier))
 }
 
+/// Refuses an offer over `limits.sdp_max_bytes`.
+pub fn check_sdp_size(server: &Server, offer: &str) -> Result<(), Refusal> {
+    let max = server.config().limits.sdp_max_bytes as usize;
+    if offer.len() > max {
+        server.limits.refused(Limit::SdpSize);
+        return Err(Refusal(
+            ErrorCode::BadSdp,
+            format!(
+                "the SDP offer has {} bytes, over limits.sdp_max_bytes = {max}",
+                offer.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn bandwidth_config(
     b: &tessera_config::BandwidthConfig,
 ) -> Option<(tessera_engine::BandwidthConfig, bool)> {
@@ -191,8 +278,92 @@ fn send_json(msg: &ServerMessage) -> Message {
     Message::text(msg.to_json())
 }
 
+/// Counts a running WebSocket session while it lives.
+struct SessionCount(Arc<Server>);
+
+impl SessionCount {
+    fn new(server: &Arc<Server>) -> SessionCount {
+        server.sessions.fetch_add(1, Ordering::SeqCst);
+        SessionCount(server.clone())
+    }
+}
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The fields of a `join` message.
+struct JoinFields {
+    room: String,
+    name: String,
+    video: bool,
+    audio: bool,
+    tier: Option<String>,
+    token: Option<String>,
+}
+
+/// Admits a WebSocket `join`: rate, token, tier and a place in the room.
+async fn join_ws(
+    server: &Arc<Server>,
+    addr: Option<SocketAddr>,
+    j: JoinFields,
+) -> Result<(Membership, Wants, ServerMessage), Refusal> {
+    let limit = server.config().limits.joins_per_minute_per_ip;
+    if !server
+        .limits
+        .allow_join(addr.map(|a| a.ip()), limit, std::time::Instant::now())
+    {
+        return Err(Refusal(
+            ErrorCode::RateLimited,
+            format!("too many joins from this address (limits.joins_per_minute_per_ip = {limit})"),
+        ));
+    }
+    let grants = authorize(server, j.token.as_deref(), &j.room, &j.name)?;
+    if let Some(t) = j.tier.as_ref() {
+        let cfg = server.config();
+        if !cfg.tiers.contains_key(t) {
+            let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
+            return Err(Refusal(
+                ErrorCode::BadRequest,
+                format!("unknown tier {t:?}: must be one of {}", known.join(", ")),
+            ));
+        }
+    }
+    let m = enter(server, &j.room, &j.name)?;
+    let (others, layout) = m
+        .room
+        .ask(|reply| Command::List { reply })
+        .await
+        .unwrap_or_default();
+    info!(participant = %m.id, room = %j.room, name = %j.name, "join");
+    let tier_name = j
+        .tier
+        .clone()
+        .unwrap_or_else(|| server.default_tier(&server.config(), &j.room).to_string());
+    let msg = ServerMessage::Joined {
+        room: j.room,
+        id: m.id.to_string(),
+        participants: others,
+        ice_servers: server.ice_servers(),
+        layout,
+        tier: tier_name,
+    };
+    let wants = Wants {
+        name: j.name,
+        kind: "ws",
+        video: j.video && grants.publish,
+        audio: j.audio && grants.publish,
+        tier: j.tier,
+        receive: grants.subscribe,
+    };
+    Ok((m, wants, msg))
+}
+
 /// One WebSocket client from `join` to leave or disconnect.
-pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
+pub async fn run_ws(server: Arc<Server>, ws: WebSocket, addr: Option<SocketAddr>) {
+    let _count = SessionCount::new(&server);
     let (mut tx, mut rx) = ws.split();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<ServerMessage>();
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
@@ -201,14 +372,44 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
     // Set at join, cleared once media connects: a session stuck before that is removed.
     let mut connect_by: Option<tokio::time::Instant> = None;
     let mut early_candidates: Vec<IceCandidate> = Vec::new();
+    let limits = server.config().limits.clone();
+    let mut bucket = Bucket::new(
+        limits.ws_messages_per_sec,
+        limits.ws_message_burst,
+        std::time::Instant::now(),
+    );
+    let mut over_rate = 0u32;
+    let mut shutdown = server.shutdown_tx.subscribe();
     let span = info_span!("ws");
     async {
         loop {
             let reply: Option<ServerMessage> = tokio::select! {
                 msg = rx.next() => {
-                    let Some(Ok(msg)) = msg else { break };
+                    let msg = match msg {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) => {
+                            if e.to_string().contains("too long") {
+                                server.limits.refused(Limit::WsMessageSize);
+                            }
+                            debug!("websocket: {e}");
+                            break;
+                        }
+                        None => break,
+                    };
                     if msg.is_close() { break; }
                     if msg.is_ping() || msg.is_pong() { continue; }
+                    if !bucket.take(std::time::Instant::now()) {
+                        server.limits.refused(Limit::WsMessageRate);
+                        over_rate += 1;
+                        let fatal = over_rate > 2 * limits.ws_message_burst;
+                        let _ = tx.send(send_json(&ServerMessage::Error {
+                            code: ErrorCode::RateLimited,
+                            reason: format!("over limits.ws_messages_per_sec = {}; message dropped", limits.ws_messages_per_sec),
+                            fatal,
+                        })).await;
+                        if fatal { break; }
+                        continue;
+                    }
                     let Ok(text) = msg.to_str() else {
                         let _ = tx.send(send_json(&ServerMessage::error(ErrorCode::BadMessage, "binary messages are not part of the protocol"))).await;
                         continue;
@@ -218,32 +419,15 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                         Err(e) => Some(ServerMessage::error(ErrorCode::BadMessage, e.0)),
                         Ok(ClientMessage::Ping) => Some(ServerMessage::Pong),
                         Ok(ClientMessage::Leave) => break,
-                        Ok(ClientMessage::Join { room, name, video, audio, tier }) => {
+                        Ok(ClientMessage::Join { room, name, video, audio, tier, token }) => {
                             if member.is_some() {
                                 Some(ServerMessage::error(ErrorCode::BadState, "already joined"))
                             } else {
-                                let known_tier = tier.as_ref().is_none_or(|t| server.config().tiers.contains_key(t));
-                                match enter(&server, &room, &name).and_then(|m| if known_tier { Ok(m) } else {
-                                    let t = tier.clone().unwrap_or_default();
-                                    let cfg = server.config(); let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
-                                    // Give the place back before refusing.
-                                    server.exit(&m.room);
-                                    Err(Refusal(ErrorCode::BadRequest, format!("unknown tier {t:?}: must be one of {}", known.join(", "))))
-                                }) {
+                                let j = JoinFields { room, name, video, audio, tier, token };
+                                match join_ws(&server, addr, j).await {
                                     Err(Refusal(code, reason)) => Some(ServerMessage::error(code, reason)),
-                                    Ok(m) => {
-                                        let (others, layout) = m.room.ask(|reply| Command::List { reply }).await.unwrap_or_default();
-                                        info!(participant = %m.id, %room, %name, "join");
-                                        let tier_name = tier.clone().unwrap_or_else(|| server.default_tier(&server.config(), &room).to_string());
-                                        let msg = ServerMessage::Joined {
-                                            room,
-                                            id: m.id.to_string(),
-                                            participants: others,
-                                            ice_servers: server.ice_servers(),
-                                            layout,
-                                            tier: tier_name,
-                                        };
-                                        member = Some((m, Wants { name, kind: "ws", video, audio, tier }));
+                                    Ok((m, wants, msg)) => {
+                                        member = Some((m, wants));
                                         connect_by = Some(tokio::time::Instant::now() + idle_timeout(&server));
                                         Some(msg)
                                     }
@@ -298,7 +482,16 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                     if fatal { break; }
                     None
                 }
+                Ok(()) = shutdown.changed() => {
+                    let _ = tx.send(send_json(&ServerMessage::Error {
+                        code: ErrorCode::Shutdown,
+                        reason: "the server is shutting down".into(),
+                        fatal: true,
+                    })).await;
+                    break;
+                }
                 _ = sleep_until(connect_by) => {
+                    server.limits.refused(Limit::IdleTimeout);
                     let _ = tx.send(send_json(&ServerMessage::Error {
                         code: ErrorCode::Timeout,
                         reason: format!("no media connection within {} s of joining (rooms.idle_timeout_secs)", idle_timeout(&server).as_secs()),
@@ -313,9 +506,10 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket) {
                         None
                     }
                     Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
+                        server.limits.refused(Limit::IceTimeout);
                         let _ = tx.send(send_json(&ServerMessage::Error {
-                            code: ErrorCode::Internal,
-                            reason: "the media connection failed (ICE timeout)".into(),
+                            code: ErrorCode::Timeout,
+                            reason: "the media connection was lost (network.ice_failed_timeout_ms)".into(),
                             fatal: true,
                         })).await;
                         break;
@@ -353,7 +547,38 @@ pub async fn start_resource(
     name: &str,
     tier: Option<String>,
     offer: &str,
+    who: (Option<SocketAddr>, Option<&str>),
 ) -> Result<(ParticipantId, String), Refusal> {
+    let (addr, token) = who;
+    let limit = server.config().limits.joins_per_minute_per_ip;
+    if !server
+        .limits
+        .allow_join(addr.map(|a| a.ip()), limit, std::time::Instant::now())
+    {
+        return Err(Refusal(
+            ErrorCode::RateLimited,
+            format!("too many joins from this address (limits.joins_per_minute_per_ip = {limit})"),
+        ));
+    }
+    let grants = authorize(server, token, room, name)?;
+    let allowed = if kind == "whip" {
+        grants.publish
+    } else {
+        grants.subscribe
+    };
+    if !allowed {
+        server.limits.refused(Limit::Token);
+        let perm = if kind == "whip" {
+            "publish"
+        } else {
+            "subscribe"
+        };
+        return Err(Refusal(
+            ErrorCode::Forbidden,
+            format!("the token does not allow {perm}"),
+        ));
+    }
+    check_sdp_size(server, offer)?;
     sdp::sections(offer).map_err(|e| Refusal(ErrorCode::BadSdp, e.0))?;
     let mut m = enter(server, room, name)?;
     let wants = Wants {
@@ -362,6 +587,7 @@ pub async fn start_resource(
         video: kind == "whip",
         audio: kind == "whip",
         tier,
+        receive: kind == "whep",
     };
     // Nobody reads a WHIP/WHEP client's signalling events.
     let (ev_tx, _) = mpsc::unbounded_channel();

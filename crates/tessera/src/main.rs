@@ -4,6 +4,7 @@
 mod preview;
 mod render;
 mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Render(render::RenderArgs),
     /// Draw a layout with numbered tiles to a PNG, to see it before a room uses it.
     PreviewLayout(preview::PreviewArgs),
+    /// Mint a join token signed with the config's `auth.token_secret`.
+    Token(token::TokenArgs),
     /// Validate a config file without starting anything.
     CheckConfig {
         /// The TOML file to check.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Render(args) => render::run(args),
         Command::PreviewLayout(args) => preview::run(args),
+        Command::Token(args) => token::run(args),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|_| println!("{}: ok", file.display()))
             .map_err(anyhow::Error::from),

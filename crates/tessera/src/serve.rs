@@ -51,7 +51,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             server.watch_config(path);
         }
         // Scripts and tests read this line to find the port.
-        println!("listening on http://{local}");
+        println!("listening on {}://{local}", server.scheme());
         server.serve(listener, shutdown_signal()).await;
         anyhow::Ok(())
     })?;
