@@ -4,6 +4,7 @@
 mod admin;
 mod bad_input;
 mod check_config;
+mod churn;
 mod live;
 mod preview;
 mod reload;

@@ -502,19 +502,22 @@ async fn https_and_wss_with_a_given_or_a_self_signed_certificate() {
     assert!(tls_connect(&addr, ck.cert.der().clone()).await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_tells_clients_and_exits_and_secrets_never_reach_the_log() {
-    let dir = scratch("sigterm");
-    let cfg = dir.join("t.toml");
-    std::fs::write(
-        &cfg,
-        format!("[auth]\ntoken_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN}\"\n[logging]\nlevel = \"debug\"\n"),
-    )
-    .unwrap();
+/// `tessera serve` on a free port with `cfg`: the child, its base URL and its stderr (read
+/// to the end once the child exits).
+pub async fn spawn_serve(
+    cfg: &std::path::Path,
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::task::JoinHandle<String>,
+) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .env_remove("RUST_LOG")
+        // One malloc arena: RSS then shows what the server holds, not how glibc spread
+        // it over per-thread arenas (which steps up by megabytes at random).
+        .env("MALLOC_ARENA_MAX", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -529,6 +532,19 @@ async fn sigterm_tells_clients_and_exits_and_secrets_never_reach_the_log() {
         let _ = stderr.read_to_string(&mut s).await;
         s
     });
+    (child, base, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_clients_and_exits_and_secrets_never_reach_the_log() {
+    let dir = scratch("sigterm");
+    let cfg = dir.join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!("[auth]\ntoken_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN}\"\n[logging]\nlevel = \"debug\"\n"),
+    )
+    .unwrap();
+    let (mut child, base, log) = spawn_serve(&cfg).await;
 
     let good = token("team", Some("Ann"), &[Perm::Publish, Perm::Subscribe], 60);
     let mut a = ws(&base).await;
