@@ -60,6 +60,75 @@ fn load(dir: &std::path::Path, n: usize) -> anyhow::Result<Media> {
     })
 }
 
+/// How often the tool looks at what each participant received.
+const SAMPLE: Duration = Duration::from_millis(50);
+/// A gap between composite frames this long counts as a freeze (about 6 frames at 25 fps).
+const FREEZE: Duration = Duration::from_millis(250);
+
+/// One participant's received composite: frames, and gaps of `FREEZE` or more.
+struct Watch {
+    frames: usize,
+    last_frame: Instant,
+    freezes: usize,
+    frozen_secs: f64,
+    in_freeze: bool,
+}
+
+impl Watch {
+    fn new(now: Instant) -> Watch {
+        Watch {
+            frames: 0,
+            last_frame: now,
+            freezes: 0,
+            frozen_secs: 0.0,
+            in_freeze: false,
+        }
+    }
+
+    fn sample(&mut self, new_frames: usize, now: Instant) {
+        if new_frames > 0 {
+            if self.in_freeze {
+                self.frozen_secs += now.duration_since(self.last_frame).as_secs_f64();
+                self.in_freeze = false;
+            }
+            self.frames += new_frames;
+            self.last_frame = now;
+        } else if !self.in_freeze && now.duration_since(self.last_frame) >= FREEZE {
+            self.in_freeze = true;
+            self.freezes += 1;
+        }
+    }
+}
+
+/// Frames encoded and ticks skipped (late) over every tier of rooms `load-0..rooms`, from
+/// the server's `/api/rooms/{room}`.
+async fn tier_counts(base: &str, rooms: usize) -> (u64, u64) {
+    let mut out = (0, 0);
+    for r in 0..rooms {
+        let Some(v) = get_json(base, &format!("/api/rooms/load-{r}")).await else {
+            continue;
+        };
+        for t in v["tiers"].as_array().into_iter().flatten() {
+            out.0 += t["frames_encoded"].as_u64().unwrap_or(0);
+            out.1 += t["late_ticks"].as_u64().unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// GET a JSON document over plain HTTP/1.1.
+async fn get_json(base: &str, path: &str) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.strip_prefix("http://")?;
+    let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    serde_json::from_slice(&buf[end + 4..]).ok()
+}
+
 /// (CPU seconds user+system, RSS MiB) of a process, from /proc.
 fn proc_usage(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -108,22 +177,48 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let start = Instant::now();
     let cpu0 = args.pid.and_then(proc_usage);
-    let frames0: Vec<usize> = clients
-        .iter()
-        .map(|c| c.received.lock().map(|r| r.video.len()).unwrap_or(0))
-        .collect();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let tiers0 = tier_counts(&args.url, args.rooms).await;
+    let mut watch: Vec<Watch> = clients.iter().map(|_| Watch::new(start)).collect();
+    let mut tick = tokio::time::interval(SAMPLE);
+    let mut next_report = start + Duration::from_secs(60);
+    while start.elapsed() < Duration::from_secs(args.seconds) {
+        tick.tick().await;
+        let now = Instant::now();
+        for (c, w) in clients.iter().zip(watch.iter_mut()) {
+            // Count and drop what arrived, so a long soak holds no frames.
+            let n = c
+                .received
+                .lock()
+                .map(|mut r| {
+                    r.audio.clear();
+                    std::mem::take(&mut r.video).len()
+                })
+                .unwrap_or(0);
+            w.sample(n, now);
+        }
+        if now >= next_report {
+            next_report += Duration::from_secs(60);
+            let frames: usize = watch.iter().map(|w| w.frames).sum();
+            let freezes: usize = watch.iter().map(|w| w.freezes).sum();
+            let rss = args.pid.and_then(proc_usage).map(|u| u.1).unwrap_or(0.0);
+            println!(
+                "{:>4.0} s: {:.1} fps per participant, {freezes} freezes, server RSS {rss:.0} MiB",
+                start.elapsed().as_secs_f64(),
+                frames as f64 / start.elapsed().as_secs_f64() / clients.len() as f64
+            );
+        }
+    }
     let secs = start.elapsed().as_secs_f64();
     let cpu1 = args.pid.and_then(proc_usage);
+    let tiers1 = tier_counts(&args.url, args.rooms).await;
     let mut firsts = Vec::new();
-    let mut fps = Vec::new();
-    for (c, f0) in clients.iter().zip(frames0) {
+    for c in &clients {
         let r = c.received.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         if let Some(t) = r.first_frame_at {
             firsts.push((t - c.joined_at).as_secs_f64() * 1000.0);
         }
-        fps.push((r.video.len() - f0) as f64 / secs);
     }
+    let mut fps: Vec<f64> = watch.iter().map(|w| w.frames as f64 / secs).collect();
     firsts.sort_by(f64::total_cmp);
     fps.sort_by(f64::total_cmp);
     let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
@@ -139,6 +234,20 @@ async fn main() -> anyhow::Result<()> {
         fps.first().copied().unwrap_or(0.0),
         median(&fps),
         secs
+    );
+    let freezes: usize = watch.iter().map(|w| w.freezes).sum();
+    let frozen: f64 = watch.iter().map(|w| w.frozen_secs).sum();
+    println!(
+        "freezes (no composite frame for {} ms or more): {freezes}, {:.1} s frozen in all",
+        FREEZE.as_millis(),
+        frozen
+    );
+    let encoded = tiers1.0.saturating_sub(tiers0.0);
+    let late = tiers1.1.saturating_sub(tiers0.1);
+    println!(
+        "late composite frames (ticks the server skipped): {late} of {} = {:.2}%",
+        encoded + late,
+        late as f64 * 100.0 / (encoded + late).max(1) as f64
     );
     if let (Some((c0, _)), Some((c1, rss))) = (cpu0, cpu1) {
         println!(
