@@ -367,7 +367,8 @@ def find_participants(room_json):
 # ----------------------------------------------------------------------------- the test
 
 
-async def publish(checks, api, pcs):
+async def publish(checks, api, pcs, name=None):
+    name = name or PUB_NAME
     pc = new_pc()
     pcs.append(pc)
     video = pc.addTransceiver(ColourTrack(COLOUR, PUB_W, PUB_H), direction="sendonly")
@@ -380,7 +381,7 @@ async def publish(checks, api, pcs):
     (OUT / "whip-offer.sdp").write_text(offer)
 
     status, headers, body = await api.request(
-        "POST", f"/whip/{ROOM}?name={PUB_NAME}", offer, {"Content-Type": "application/sdp"}
+        "POST", f"/whip/{ROOM}?name={name}", offer, {"Content-Type": "application/sdp"}
     )
     text = body.decode("utf-8", "replace")
     (OUT / "whip-answer.sdp").write_text(text)
@@ -644,6 +645,67 @@ async def delete_and_check_gone(checks, api, whip_loc, whep_loc):
         checks.ok(status == 404, "second DELETE of the WHIP resource -> 404", f"got {status}")
 
 
+VANISH_NAME = "Vanisher"
+
+
+async def names_in_room(api):
+    status, _, body = await api.request("GET", f"/api/rooms/{ROOM}")
+    if status != 200:
+        return []
+    try:
+        return [p.get("name") for p in find_participants(json.loads(body))]
+    except ValueError:
+        return []
+
+
+async def refusals(api, limit):
+    _, _, body = await api.request("GET", "/metrics")
+    m = re.search(rf'^tessera_limit_refusals_total{{limit="{limit}"}} (\d+)', body.decode(), re.M)
+    return int(m.group(1)) if m else None
+
+
+async def vanishing_publisher(checks, api, port):
+    """A WHIP publisher in another process is SIGKILLed: no DELETE, no DTLS close, its
+    network simply disappears. The server must remove it after its ICE timeouts."""
+    before = await refusals(api, "ice_timeout")
+    child = subprocess.Popen([sys.executable, __file__, "--vanish", str(port)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        def wait_line():
+            lines = []
+            for line in child.stdout:  # the child's own check lines come first
+                lines.append(line.strip())
+                if line.strip() == "connected":
+                    break
+            return lines
+        lines = await asyncio.wait_for(asyncio.to_thread(wait_line), 30)
+        if not checks.ok(lines[-1:] == ["connected"], "vanishing publisher connected", repr(lines[-3:])):
+            return
+        checks.ok(VANISH_NAME in await names_in_room(api), "vanishing publisher listed in the room")
+    finally:
+        child.kill()
+        child.wait()
+    killed = time.monotonic()
+    # ice_disconnected_timeout_ms + ice_failed_timeout_ms in test.toml, plus slack.
+    deadline = killed + 3 + 15
+    while time.monotonic() < deadline and VANISH_NAME in await names_in_room(api):
+        await asyncio.sleep(0.2)
+    gone = VANISH_NAME not in await names_in_room(api)
+    checks.ok(gone, "killed publisher removed after the ICE timeout",
+              f"after {time.monotonic() - killed:.1f} s")
+    after = await refusals(api, "ice_timeout")
+    checks.ok(before is not None and after == before + 1, "ice_timeout counted in /metrics", f"{before} -> {after}")
+
+
+async def vanish_child(port):
+    """Child mode: publish, say so, then wait to be killed."""
+    checks = Checks()
+    api = Http(port)
+    await publish(checks, api, [], name=VANISH_NAME)
+    print("connected", flush=True)
+    await asyncio.sleep(3600)
+
+
 async def negatives(checks, api, valid_offer):
     sdp = {"Content-Type": "application/sdp"}
     status, h, body = await api.request("POST", f"/whip/{ROOM}?name=Bad", "this is not an SDP offer\r\n", sdp)
@@ -692,6 +754,8 @@ async def run(checks, server):
         print("DELETE", flush=True)
         await delete_and_check_gone(checks, api, whip_loc, whep_loc)
         whip_loc = whep_loc = None
+        print("vanishing publisher", flush=True)
+        await vanishing_publisher(checks, api, server.port)
     finally:
         for pc in pcs:
             try:
@@ -712,6 +776,7 @@ async def run(checks, server):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true", help="aiortc/aioice debug logs")
+    ap.add_argument("--vanish", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -722,6 +787,11 @@ def main():
 
     # aioice never offers 127.0.0.1; this test talks to a server on loopback only.
     aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
+
+    if args.vanish:
+        sys.stdout = open(sys.stdout.fileno(), "w", buffering=1, closefd=False)
+        asyncio.run(vanish_child(args.vanish))
+        return 0
 
     OUT.mkdir(parents=True, exist_ok=True)
     binary = Path(os.environ.get("TESSERA_BIN", ROOT / "target" / "debug" / "tessera"))

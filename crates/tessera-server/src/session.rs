@@ -619,15 +619,18 @@ pub async fn start_resource(
             let ev = tokio::select! {
                 ev = peer_rx.recv() => ev,
                 _ = sleep_until(connect_by) => {
+                    server.limits.refused(Limit::IdleTimeout);
                     info!(participant = %id, "{kind} never connected; removing it");
                     break;
                 }
             };
             match ev {
-                None
-                | Some(PeerEvent::State(
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
-                )) => {
+                Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
+                    server.limits.refused(Limit::IceTimeout);
+                    info!(participant = %id, "{kind} connection lost (ICE timeout); removing it");
+                    break;
+                }
+                None | Some(PeerEvent::State(RTCPeerConnectionState::Closed)) => {
                     info!(participant = %id, "{kind} connection ended");
                     break;
                 }
