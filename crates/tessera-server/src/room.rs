@@ -1044,6 +1044,63 @@ mod tests {
             .clone()
     }
 
+    fn receiver(id: u64, media: tmpsc::Sender<MediaOut>) -> Command {
+        let (events, _) = tmpsc::unbounded_channel();
+        Command::Join(Box::new(JoinRequest {
+            id: ParticipantId(id),
+            name: format!("R{id}"),
+            kind: "test",
+            options: JoinOptions {
+                sends_video: false,
+                sends_audio: true,
+                receive_tier: Some("low".into()),
+                receives_audio: true,
+            },
+            codec_out: Some(VideoCodec::Vp8),
+            bandwidth: None,
+            sink: Sink { media, events },
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_receiver_loses_frames_but_never_slows_the_others() {
+        let room = spawn("stall", "grid".into(), settings()).unwrap();
+        // R1 never reads its queue; R2 reads everything.
+        let (stalled_tx, _stalled_rx) = tmpsc::channel(4);
+        let (tx, mut rx) = tmpsc::channel(160);
+        assert!(room.send(receiver(1, stalled_tx)));
+        assert!(room.send(receiver(2, tx)));
+        let reader = tokio::spawn(async move {
+            let (mut frames, mut keyframes) = (0u32, 0u32);
+            let until = tokio::time::Instant::now() + Duration::from_secs(3);
+            while let Ok(Some(m)) = tokio::time::timeout_at(until, rx.recv()).await {
+                if let MediaOut::Video(v, _) = m {
+                    frames += 1;
+                    keyframes += v.keyframe as u32;
+                }
+            }
+            (frames, keyframes)
+        });
+        let (frames, keyframes) = reader.await.unwrap();
+        let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
+        let dropped = |id: &str| {
+            info.participants
+                .iter()
+                .find(|p| p.id == id)
+                .unwrap()
+                .media_dropped
+        };
+        assert!(
+            dropped("p1") > 10,
+            "the stalled receiver's overflow is counted"
+        );
+        assert_eq!(dropped("p2"), 0);
+        // The low tier runs at 15 fps: the reader got (nearly) all of 3 s of it.
+        assert!(frames >= 35, "{frames} frames in 3 s");
+        assert!(keyframes >= 1);
+        room.send(Command::Stop);
+    }
+
     #[tokio::test]
     async fn receiver_feedback_moves_a_participant_down_to_audio_only_and_back_up() {
         let room = spawn("bw", "grid".into(), settings()).unwrap();
