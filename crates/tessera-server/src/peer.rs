@@ -553,13 +553,16 @@ pub(crate) fn new_track(
     mime: &str,
     ssrc: u32,
 ) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
-    let (track_id, label) = match kind {
-        RtpCodecKind::Audio => ("tessera-audio", "mix"),
-        _ => ("tessera-video", "composite"),
+    let (kind_name, label) = match kind {
+        RtpCodecKind::Audio => ("audio", "mix"),
+        _ => ("video", "composite"),
     };
+    // Unique per SSRC: webrtc-rs routes inbound RTCP (PLI, receiver reports) by track id,
+    // to a remote track before a local one, so a peer whose camera had the same id as our
+    // composite would hand its feedback about the composite to the camera's reader.
     let track = MediaStreamTrack::new(
         "tessera".into(),
-        track_id.into(),
+        format!("tessera-{kind_name}-{ssrc:08x}"),
         label.into(),
         kind,
         vec![RTCRtpEncodingParameters {
