@@ -124,21 +124,36 @@ fn codec(mime: &str) -> RTCRtpCodec {
     }
 }
 
+const PT_VP8: u8 = 96;
+const PT_H264: u8 = 102;
+const PT_OPUS: u8 = 111;
+
+fn parameters(mime: &str, payload_type: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: codec(mime),
+        payload_type,
+    }
+}
+
 pub(crate) fn media_engine() -> Result<MediaEngine, PeerError> {
     let mut me = MediaEngine::default();
-    let reg = |me: &mut MediaEngine, mime: &str, pt: u8, kind| {
-        me.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec(mime),
-                payload_type: pt,
-            },
-            kind,
-        )
-    };
-    reg(&mut me, MIME_VP8, 96, RtpCodecKind::Video).map_err(werr)?;
-    reg(&mut me, MIME_H264, 102, RtpCodecKind::Video).map_err(werr)?;
-    reg(&mut me, MIME_OPUS, 111, RtpCodecKind::Audio).map_err(werr)?;
+    me.register_codec(parameters(MIME_VP8, PT_VP8), RtpCodecKind::Video)
+        .map_err(werr)?;
+    me.register_codec(parameters(MIME_H264, PT_H264), RtpCodecKind::Video)
+        .map_err(werr)?;
+    me.register_codec(parameters(MIME_OPUS, PT_OPUS), RtpCodecKind::Audio)
+        .map_err(werr)?;
     Ok(me)
+}
+
+/// Both video codecs as `media_engine` registers them, `first` first.
+pub(crate) fn video_codecs(first: VideoCodec) -> Vec<RTCRtpCodecParameters> {
+    let vp8 = parameters(MIME_VP8, PT_VP8);
+    let h264 = parameters(MIME_H264, PT_H264);
+    match first {
+        VideoCodec::Vp8 => vec![vp8, h264],
+        VideoCodec::H264 => vec![h264, vp8],
+    }
 }
 
 /// Marks inbound PLI/FIR for the application, so `TrackLocal::poll` sees receivers'
