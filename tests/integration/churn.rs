@@ -92,7 +92,7 @@ async fn two_hundred_joins_and_leaves_leave_nothing_behind() {
     // Warm up with both codecs, so first-use allocations (codec tables, a tier in the
     // other codec) are in the baseline.
     let codec = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             VideoCodec::Vp8
         } else {
             VideoCodec::H264

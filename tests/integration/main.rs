@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod bad_rtp;
 mod check_config;
 mod churn;
 mod live;

@@ -2,18 +2,24 @@
 //! pre-encoded media (so the client itself costs almost nothing), and records the
 //! composite and audio the server sends back. Answers a PLI by restarting its video at
 //! the file's first (key) frame.
+//!
+//! A raw client (`join_raw`) sends nothing by itself: a test puts each RTP packet on the
+//! wire with `send_rtp`, header fields and payload as it likes, for testing bad input.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rtc::interceptor::Slot;
+use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::codec::vp8::{Vp8Packet, Vp8Payloader};
+use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio;
 use tessera_proto::{parse_server, ClientMessage, IceCandidate, ServerMessage};
 use tessera_types::VideoCodec;
 use tokio::sync::mpsc;
@@ -30,7 +36,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::peer::{self, KeyframeRequestForwarder};
-use crate::reassembly::{self, Event, Reassembler};
+use crate::reassembly::{self, Event, Reassembler, SafeH264};
 
 /// Encoded media to send: whole frames (IVF VP8 frames or Annex-B access units), first
 /// one a keyframe, and Opus packets of 20 ms.
@@ -41,6 +47,107 @@ pub struct Media {
     pub audio: Vec<Vec<u8>>,
     /// Join token to present (`tessera token`), for servers with `auth.token_secret`.
     pub token: Option<String>,
+}
+
+/// Tracks a raw client offers; it sends on them only what `Client::send_rtp` is given.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawTracks {
+    /// A camera track offering every video codec, this one first.
+    pub video: Option<VideoCodec>,
+    /// A microphone track (Opus).
+    pub audio: bool,
+    /// A second camera track, with its own m-line and SSRC.
+    pub second_video: bool,
+}
+
+/// Which of a raw client's tracks a packet goes out on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawTrack {
+    Video,
+    Audio,
+    SecondVideo,
+}
+
+/// One RTP packet as a test wants it on the wire.
+#[derive(Clone, Debug, Default)]
+pub struct RtpPacket {
+    /// `None`: the track's own SSRC; anything else goes out as given, unannounced.
+    pub ssrc: Option<u32>,
+    /// `None`: the payload type negotiated for the track's codec; anything else goes out as
+    /// given, negotiated or not.
+    pub payload_type: Option<u8>,
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Vec<u8>,
+}
+
+/// An encoded frame (a VP8 frame or an Annex-B access unit) cut into RTP payloads the size
+/// `TrackLocalStaticSample` makes, for `Client::send_rtp`.
+pub fn packetize(codec: VideoCodec, frame: &[u8]) -> Vec<Vec<u8>> {
+    // 1200-byte packets less the 12-byte RTP header, as webrtc-rs sends.
+    const MTU: usize = 1188;
+    let frame = Bytes::copy_from_slice(frame);
+    let payloads = match codec {
+        VideoCodec::Vp8 => Vp8Payloader::default().payload(MTU, &frame),
+        VideoCodec::H264 => H264Payloader::default().payload(MTU, &frame),
+    };
+    payloads
+        .map(|v| v.into_iter().map(|p| p.to_vec()).collect())
+        .unwrap_or_default()
+}
+
+/// Packets to re-address on their way out, by (SSRC, sequence number) as sent: the SSRC and
+/// payload type they carry on the wire.
+type Rewrites = Arc<Mutex<HashMap<(u32, u16), (u32, u8)>>>;
+
+/// Re-addresses the packets `send_rtp` marked. It sits wire-side of every other interceptor,
+/// past webrtc-rs's sender, which only lets a track send its own SSRC and negotiated payload
+/// types; retransmissions pass it too, so they go out as the original did.
+struct Rewriter {
+    rewrites: Rewrites,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Rewriter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &mut msg.message.packet {
+            let key = (p.header.ssrc, p.header.sequence_number);
+            if let Some((ssrc, pt)) = self.rewrites.lock().ok().and_then(|r| r.get(&key).copied()) {
+                p.header.ssrc = ssrc;
+                p.header.payload_type = pt;
+            }
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for Rewriter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// What the client received and saw, for assertions.
@@ -63,6 +170,9 @@ pub struct Client {
     pc: Arc<dyn PeerConnection>,
     ws_out: mpsc::UnboundedSender<ClientMessage>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The tracks `send_rtp` writes to, with their SSRCs.
+    raw: Vec<(RawTrack, Arc<TrackLocalStaticSample>, u32)>,
+    rewrites: Rewrites,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +247,7 @@ impl PeerConnectionEventHandler for ClientHandler {
         }
         tokio::spawn(async move {
             let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
-            let mut h264 =
-                Reassembler::new(H264Packet::default(), reassembly::h264_is_keyframe, 64);
+            let mut h264 = Reassembler::new(SafeH264::default(), reassembly::h264_is_keyframe, 64);
             while let Some(ev) = track.poll().await {
                 let p = match ev {
                     TrackRemoteEvent::OnRtpPacket(p) => p,
@@ -179,6 +288,33 @@ impl Client {
         name: &str,
         media: Media,
     ) -> Result<Client, ClientError> {
+        Self::start(base, room, name, media, RawTracks::default()).await
+    }
+
+    /// Joins with `tracks` and sends nothing: the caller writes every packet with
+    /// `send_rtp`. PLIs on the camera track are counted in `Received::plis_received`.
+    pub async fn join_raw(
+        base: &str,
+        room: &str,
+        name: &str,
+        tracks: RawTracks,
+    ) -> Result<Client, ClientError> {
+        let media = Media {
+            video: tracks.video.map(|c| (c, Vec::new())),
+            video_fps: 30,
+            audio: Vec::new(),
+            token: None,
+        };
+        Self::start(base, room, name, media, tracks).await
+    }
+
+    async fn start(
+        base: &str,
+        room: &str,
+        name: &str,
+        media: Media,
+        raw: RawTracks,
+    ) -> Result<Client, ClientError> {
         let joined_at = Instant::now();
         let url = format!("{}/ws", base.replacen("http", "ws", 1));
         let (ws, _) = tokio_tungstenite::connect_async(&url)
@@ -191,7 +327,7 @@ impl Client {
                 room: room.into(),
                 name: name.into(),
                 video: media.video.is_some(),
-                audio: !media.audio.is_empty(),
+                audio: !media.audio.is_empty() || raw.audio,
                 tier: None,
                 token: media.token.clone(),
             }))
@@ -214,8 +350,17 @@ impl Client {
         let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
         let mut me = peer::media_engine().map_err(werr)?;
         let registry = configure_nack(Registry::new(), &mut me);
+        let rewrites = Rewrites::default();
         let registry = configure_rtcp_reports(registry)
-            .with(Slot::from(14_000), KeyframeRequestForwarder::default());
+            .with(Slot::from(14_000), KeyframeRequestForwarder::default())
+            .with(
+                Slot::from(100),
+                Rewriter {
+                    rewrites: rewrites.clone(),
+                    read: VecDeque::new(),
+                    write: VecDeque::new(),
+                },
+            );
         let se = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_network_types(vec![rtc::ice::network_type::NetworkType::Udp4])
@@ -242,6 +387,7 @@ impl Client {
         let ssrc =
             0x5e55_0000 | (id.len() as u32) << 8 | (joined_at.elapsed().subsec_nanos() & 0xff);
         let mut video_track = None;
+        let mut raw_tracks = Vec::new();
         match &media.video {
             Some((codec, _)) => {
                 let mime = match codec {
@@ -252,6 +398,30 @@ impl Client {
                 pc.add_track(t.clone() as Arc<dyn TrackLocal>)
                     .await
                     .map_err(werr)?;
+                if raw.video.is_some() {
+                    // Offer every video codec on this m-line, so a test can switch between
+                    // them mid-stream (webrtc-rs offers only the track's codec otherwise).
+                    let track_id = t.track_id().await;
+                    for tr in pc.get_transceivers().await {
+                        let Ok(Some(sender)) = tr.sender().await else {
+                            continue;
+                        };
+                        if sender.track().track_id().await == track_id {
+                            tr.set_codec_preferences(peer::video_codecs(*codec))
+                                .await
+                                .map_err(werr)?;
+                        }
+                    }
+                    raw_tracks.push((RawTrack::Video, t.clone(), ssrc));
+                }
+                if raw.second_video {
+                    let s2 = ssrc + 2;
+                    let t2 = peer::new_track(RtpCodecKind::Video, mime, s2).map_err(werr)?;
+                    pc.add_track(t2.clone() as Arc<dyn TrackLocal>)
+                        .await
+                        .map_err(werr)?;
+                    raw_tracks.push((RawTrack::SecondVideo, t2, s2));
+                }
                 video_track = Some(t);
             }
             None => {
@@ -267,7 +437,7 @@ impl Client {
             }
         }
         let mut audio_track = None;
-        if media.audio.is_empty() {
+        if media.audio.is_empty() && !raw.audio {
             pc.add_transceiver_from_kind(
                 RtpCodecKind::Audio,
                 Some(RTCRtpTransceiverInit {
@@ -283,6 +453,9 @@ impl Client {
             pc.add_track(t.clone() as Arc<dyn TrackLocal>)
                 .await
                 .map_err(werr)?;
+            if raw.audio {
+                raw_tracks.push((RawTrack::Audio, t.clone(), ssrc + 1));
+            }
             audio_track = Some(t);
         }
 
@@ -389,11 +562,64 @@ impl Client {
             pc,
             ws_out: out_tx,
             tasks,
+            raw: raw_tracks,
+            rewrites,
         })
     }
 
     pub fn send(&self, msg: ClientMessage) {
         let _ = self.ws_out.send(msg);
+    }
+
+    /// Puts one packet on the wire on a raw client's `track` (once connected).
+    pub async fn send_rtp(&self, track: RawTrack, packet: RtpPacket) -> Result<(), ClientError> {
+        let (t, ssrc) = self
+            .raw
+            .iter()
+            .find(|(k, _, _)| *k == track)
+            .map(|(_, t, ssrc)| (t.clone(), *ssrc))
+            .ok_or_else(|| werr(format!("this client has no raw {track:?} track")))?;
+        let pt = negotiated_pt(&self.pc, &t)
+            .await
+            .ok_or_else(|| werr(format!("no payload type negotiated for {track:?}")))?;
+        let seq = packet.sequence_number;
+        let wire = (
+            packet.ssrc.unwrap_or(ssrc),
+            packet.payload_type.unwrap_or(pt),
+        );
+        if let Ok(mut r) = self.rewrites.lock() {
+            if wire == (ssrc, pt) {
+                r.remove(&(ssrc, seq));
+            } else {
+                r.insert((ssrc, seq), wire);
+            }
+        }
+        let p = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                marker: packet.marker,
+                payload_type: pt,
+                sequence_number: seq,
+                timestamp: packet.timestamp,
+                ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from(packet.payload),
+        };
+        t.write_rtp(p).await.map_err(werr)
+    }
+
+    /// The payload type the server's answer gives `codec` for video.
+    pub async fn video_payload_type(&self, codec: VideoCodec) -> Option<u8> {
+        let answer = self.pc.remote_description().await?.sdp;
+        let sections = crate::sdp::sections(&answer).ok()?;
+        let video = crate::sdp::find(&sections, "video")?;
+        let name = codec.as_str().to_ascii_uppercase();
+        video
+            .payload_types
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(pt, _)| *pt)
     }
 
     /// Leaves the room and closes everything.

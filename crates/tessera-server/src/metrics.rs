@@ -24,6 +24,12 @@ pub struct Snapshot {
 }
 
 type Labels = Vec<(&'static str, String)>;
+/// A per-participant network counter: name after `tessera_participant_`, help, value.
+type NetCounter = (
+    &'static str,
+    &'static str,
+    fn(&crate::room::NetStats) -> u64,
+);
 
 fn family<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
@@ -322,6 +328,65 @@ impl Collector for Snapshot {
             "Camera RTP packets that arrived too late.",
             parts(&|p| p.net.rtp_late),
         )?;
+        family(
+            e,
+            "tessera_participant_audio_decode_errors",
+            "Opus packets that failed to decode.",
+            parts(&|p| p.audio_decode_errors),
+        )?;
+        let net: [NetCounter; 9] = [
+            (
+                "rtp_bad_payload_type",
+                "RTP packets with a payload type not accepted for their media: dropped.",
+                |n| n.rtp_bad_payload_type,
+            ),
+            (
+                "rtp_oversized",
+                "RTP packets with a payload too large for a 1500-byte MTU: dropped.",
+                |n| n.rtp_oversized,
+            ),
+            (
+                "rtp_empty",
+                "RTP packets with no payload (padding): skipped.",
+                |n| n.rtp_empty,
+            ),
+            (
+                "rtp_malformed",
+                "Camera RTP payloads the depacketizer refused.",
+                |n| n.rtp_malformed,
+            ),
+            (
+                "video_frames_too_large",
+                "Camera frames over 2 MiB: dropped.",
+                |n| n.video_frames_too_large,
+            ),
+            (
+                "rtp_resyncs",
+                "Jumps in the camera's RTP sequence numbers that restarted its stream.",
+                |n| n.rtp_resyncs,
+            ),
+            ("codec_switches", "Camera codec changes mid-stream.", |n| {
+                n.codec_switches
+            }),
+            (
+                "rtp_unknown_ssrc",
+                "RTP packets of an SSRC no track was bound to: dropped by webrtc-rs.",
+                |n| n.rtp_unknown_ssrc,
+            ),
+            (
+                "extra_tracks",
+                "Audio or video tracks beyond the first of each kind: ignored.",
+                |n| n.extra_tracks,
+            ),
+        ];
+        for (name, help, get) in net {
+            family(
+                e,
+                &format!("tessera_participant_{name}"),
+                help,
+                parts(&|p| get(&p.net)),
+            )?;
+        }
         family(
             e,
             "tessera_participant_media_dropped",

@@ -6,10 +6,10 @@
 //! a receiver's PLI/FIR goes to the room (its tier emits a keyframe), the room's
 //! `KeyframeNeeded` becomes a PLI to this participant's camera.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,7 +20,6 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -43,7 +42,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::reassembly::{self, Event, Reassembler};
+use crate::reassembly::{self, Event, Reassembler, SafeH264};
 use crate::room::{Command, MediaOut, NetStats, RoomHandle};
 use crate::sdp;
 
@@ -125,21 +124,36 @@ fn codec(mime: &str) -> RTCRtpCodec {
     }
 }
 
+const PT_VP8: u8 = 96;
+const PT_H264: u8 = 102;
+const PT_OPUS: u8 = 111;
+
+fn parameters(mime: &str, payload_type: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: codec(mime),
+        payload_type,
+    }
+}
+
 pub(crate) fn media_engine() -> Result<MediaEngine, PeerError> {
     let mut me = MediaEngine::default();
-    let reg = |me: &mut MediaEngine, mime: &str, pt: u8, kind| {
-        me.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec(mime),
-                payload_type: pt,
-            },
-            kind,
-        )
-    };
-    reg(&mut me, MIME_VP8, 96, RtpCodecKind::Video).map_err(werr)?;
-    reg(&mut me, MIME_H264, 102, RtpCodecKind::Video).map_err(werr)?;
-    reg(&mut me, MIME_OPUS, 111, RtpCodecKind::Audio).map_err(werr)?;
+    me.register_codec(parameters(MIME_VP8, PT_VP8), RtpCodecKind::Video)
+        .map_err(werr)?;
+    me.register_codec(parameters(MIME_H264, PT_H264), RtpCodecKind::Video)
+        .map_err(werr)?;
+    me.register_codec(parameters(MIME_OPUS, PT_OPUS), RtpCodecKind::Audio)
+        .map_err(werr)?;
     Ok(me)
+}
+
+/// Both video codecs as `media_engine` registers them, `first` first.
+pub(crate) fn video_codecs(first: VideoCodec) -> Vec<RTCRtpCodecParameters> {
+    let vp8 = parameters(MIME_VP8, PT_VP8);
+    let h264 = parameters(MIME_H264, PT_H264);
+    match first {
+        VideoCodec::Vp8 => vec![vp8, h264],
+        VideoCodec::H264 => vec![h264, vp8],
+    }
 }
 
 /// Marks inbound PLI/FIR for the application, so `TrackLocal::poll` sees receivers'
@@ -202,6 +216,75 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// Counts inbound RTP of an SSRC that no receiver is bound to. webrtc-rs drops such packets
+/// before any track sees them (a second stream on an m-line, a stray SSRC), so this is the
+/// only place they can be counted.
+pub(crate) struct UnknownSsrcCounter {
+    bound: HashSet<u32>,
+    net: Arc<Mutex<NetStats>>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl UnknownSsrcCounter {
+    fn new(net: Arc<Mutex<NetStats>>) -> Self {
+        UnknownSsrcCounter {
+            bound: HashSet::new(),
+            net,
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+}
+
+impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for UnknownSsrcCounter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &msg.message.packet {
+            if !self.bound.contains(&p.header.ssrc) {
+                if let Ok(mut n) = self.net.lock() {
+                    n.rtp_unknown_ssrc += 1;
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for UnknownSsrcCounter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.bound.extend(
+            [Some(info.ssrc), info.ssrc_rtx, info.ssrc_fec]
+                .into_iter()
+                .flatten(),
+        );
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.bound.remove(&info.ssrc);
+    }
+}
+
 /// UDP ports for media when `network.udp_port_min..=max` is set (webrtc 0.21 has no port
 /// range of its own): round-robin, skipping ports something else holds.
 pub struct PortAllocator {
@@ -258,6 +341,38 @@ struct Handler {
     public_ip: String,
     camera: Camera,
     net: Arc<Mutex<NetStats>>,
+    /// Set once the answer is made, before any media can arrive.
+    receive: Arc<OnceLock<ReceiveCodecs>>,
+    /// Whether a camera / microphone track is already being read: one of each per
+    /// participant, so a second can never feed the same tile or voice.
+    video_taken: AtomicBool,
+    audio_taken: AtomicBool,
+}
+
+/// The payload types the answer accepted for incoming media, by kind.
+#[derive(Clone, Debug, Default)]
+struct ReceiveCodecs {
+    video: Vec<(u8, VideoCodec)>,
+    audio: Vec<u8>,
+}
+
+impl ReceiveCodecs {
+    /// From our answer: the sections we receive on, and the payload types they accept.
+    fn of_answer(answer: &str) -> ReceiveCodecs {
+        let mut out = ReceiveCodecs::default();
+        let sections = sdp::sections(answer).unwrap_or_default();
+        for s in sections.iter().filter(|s| s.direction.receives()) {
+            for (pt, name) in &s.payload_types {
+                match (s.kind.as_str(), name.as_str()) {
+                    ("video", "VP8") => out.video.push((*pt, VideoCodec::Vp8)),
+                    ("video", "H264") => out.video.push((*pt, VideoCodec::H264)),
+                    ("audio", "OPUS") => out.audio.push(*pt),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
 }
 
 #[async_trait::async_trait]
@@ -295,25 +410,38 @@ impl PeerConnectionEventHandler for Handler {
             return;
         };
         let id = self.id;
-        let room = self.room.clone();
+        let audio = track.kind().await == RtpCodecKind::Audio;
+        let taken = if audio {
+            &self.audio_taken
+        } else {
+            &self.video_taken
+        };
+        if taken.swap(true, Ordering::AcqRel) {
+            let kind = if audio { "audio" } else { "video" };
+            warn!(participant = %id, %mime, ssrc, kind, "a second track of one kind; ignoring it");
+            if let Ok(mut n) = self.net.lock() {
+                n.extra_tracks += 1;
+            }
+            // Read and discard: unread, webrtc-rs logs an error for every packet it drops.
+            tokio::spawn(async move { while track.poll().await.is_some() {} });
+            return;
+        }
+        let codecs = self.receive.get().cloned().unwrap_or_default();
+        let reader = Reader {
+            id,
+            room: self.room.clone(),
+            net: self.net.clone(),
+            last_report: Instant::now(),
+        };
         let span = tracing::info_span!("track", participant = %id, %mime);
         info!(participant = %id, %mime, ssrc, "receiving");
-        if mime.eq_ignore_ascii_case(MIME_OPUS) {
-            tokio::spawn(read_audio(track, id, room).instrument(span));
+        if audio {
+            tokio::spawn(read_audio(track, codecs.audio, reader).instrument(span));
         } else {
-            let codec = if mime.eq_ignore_ascii_case(MIME_H264) {
-                VideoCodec::H264
-            } else if mime.eq_ignore_ascii_case(MIME_VP8) {
-                VideoCodec::Vp8
-            } else {
-                warn!(participant = %id, %mime, "unsupported video codec; ignoring the track");
-                return;
-            };
             if let Ok(mut c) = self.camera.lock() {
                 *c = Some((track.clone(), ssrc));
             }
-            let net = self.net.clone();
-            tokio::spawn(read_video(track, ssrc, codec, id, room, net).instrument(span));
+            tokio::spawn(read_video(track, ssrc, codecs.video, reader).instrument(span));
         }
     }
 }
@@ -351,14 +479,68 @@ pub(crate) async fn negotiated_pt(sender: &Arc<dyn RtpSender>, mime: &str) -> Op
         .map(|c| c.payload_type)
 }
 
-async fn read_audio(track: Arc<dyn TrackRemote>, id: ParticipantId, room: RoomHandle) {
+/// Larger RTP payloads cannot have crossed a 1500-byte MTU (IP, UDP, RTP and SRTP headers
+/// come on top), and no WebRTC stack sends them.
+const MAX_RTP_PAYLOAD_BYTES: usize = 1500;
+
+/// What a track's reader reports to, and how often.
+struct Reader {
+    id: ParticipantId,
+    room: RoomHandle,
+    net: Arc<Mutex<NetStats>>,
+    last_report: Instant,
+}
+
+impl Reader {
+    /// Counts one packet refused before reassembly or decoding.
+    fn count(&self, field: fn(&mut NetStats) -> &mut u64) {
+        if let Ok(mut n) = self.net.lock() {
+            *field(&mut n) += 1;
+        }
+    }
+
+    /// Whether a payload is media to use; counts it if not.
+    fn usable(&self, p: &rtc::rtp::Packet, payload_type_ok: bool) -> bool {
+        if !payload_type_ok {
+            self.count(|n| &mut n.rtp_bad_payload_type);
+        } else if p.payload.is_empty() {
+            self.count(|n| &mut n.rtp_empty);
+        } else if p.payload.len() > MAX_RTP_PAYLOAD_BYTES {
+            self.count(|n| &mut n.rtp_oversized);
+        } else {
+            return true;
+        }
+        false
+    }
+
+    /// Sends the counters to the room, at most once a second.
+    fn report(&mut self, update: impl FnOnce(&mut NetStats)) {
+        let now = Instant::now();
+        if now.duration_since(self.last_report) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_report = now;
+        let Ok(mut n) = self.net.lock() else { return };
+        update(&mut n);
+        let stats = *n;
+        drop(n);
+        self.room.send(Command::NetStats { id: self.id, stats });
+    }
+}
+
+async fn read_audio(track: Arc<dyn TrackRemote>, payload_types: Vec<u8>, mut reader: Reader) {
     while let Some(ev) = track.poll().await {
         match ev {
-            TrackRemoteEvent::OnRtpPacket(p) if !p.payload.is_empty() => {
-                room.send(Command::Audio {
-                    id,
-                    packet: p.payload.to_vec(),
-                });
+            TrackRemoteEvent::OnRtpPacket(p) => {
+                let pt_ok =
+                    payload_types.is_empty() || payload_types.contains(&p.header.payload_type);
+                if reader.usable(&p, pt_ok) {
+                    reader.room.send(Command::Audio {
+                        id: reader.id,
+                        packet: p.payload.to_vec(),
+                    });
+                }
+                reader.report(|_| {});
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}
@@ -369,19 +551,32 @@ async fn read_audio(track: Arc<dyn TrackRemote>, id: ParticipantId, room: RoomHa
 /// Least time between two PLIs this side sends on its own (after a loss).
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Reads the camera: packets of a payload type the answer accepted go to that codec's
+/// reassembler (a change of codec mid-stream is followed: the room makes a new decoder),
+/// anything else only uses up its sequence number.
 async fn read_video(
     track: Arc<dyn TrackRemote>,
     ssrc: u32,
-    codec: VideoCodec,
-    id: ParticipantId,
-    room: RoomHandle,
-    net: Arc<Mutex<NetStats>>,
+    payload_types: Vec<(u8, VideoCodec)>,
+    mut reader: Reader,
 ) {
+    let id = reader.id;
+    let first = track.codec(ssrc).await.map(|c| c.mime_type);
+    let codec_of = |pt: u8| match payload_types.iter().find(|(p, _)| *p == pt) {
+        Some((_, c)) => Some(*c),
+        // No answer to go by: the first packet's codec, which webrtc-rs resolved.
+        None if payload_types.is_empty() => match first.as_deref() {
+            Some(m) if m.eq_ignore_ascii_case(MIME_H264) => Some(VideoCodec::H264),
+            Some(m) if m.eq_ignore_ascii_case(MIME_VP8) => Some(VideoCodec::Vp8),
+            _ => None,
+        },
+        None => None,
+    };
     let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
-    let mut h264 = Reassembler::new(H264Packet::default(), reassembly::h264_is_keyframe, 64);
+    let mut h264 = Reassembler::new(SafeH264::default(), reassembly::h264_is_keyframe, 64);
+    let mut codec: Option<VideoCodec> = None;
     let mut last_pli: Option<Instant> = None;
     let mut lost = 0u64;
-    let mut last_report = Instant::now();
     let mut waiting_since = Some(Instant::now());
     while let Some(ev) = track.poll().await {
         let p = match ev {
@@ -389,21 +584,48 @@ async fn read_video(
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
+        let pt_codec = codec_of(p.header.payload_type);
+        if let Some(c) = pt_codec.filter(|c| Some(*c) != codec) {
+            if codec.is_some() {
+                info!(participant = %id, from = ?codec, to = ?c, "the camera changed codec");
+                reader.count(|n| &mut n.codec_switches);
+            }
+            codec = Some(c);
+            match c {
+                VideoCodec::Vp8 => vp8.restart(),
+                VideoCodec::H264 => h264.restart(),
+            }
+            waiting_since = Some(Instant::now());
+        }
+        let Some(current) = codec else {
+            reader.usable(&p, false);
+            continue;
+        };
         let (seq, ts, marker) = (
             p.header.sequence_number,
             p.header.timestamp,
             p.header.marker,
         );
-        let events = match codec {
-            VideoCodec::Vp8 => vp8.push(seq, ts, marker, p.payload),
-            VideoCodec::H264 => h264.push(seq, ts, marker, p.payload),
+        // A refused packet still takes up its sequence number, so it is no hole to wait on.
+        let payload = if reader.usable(&p, pt_codec.is_some()) {
+            p.payload
+        } else {
+            Bytes::new()
+        };
+        let events = match current {
+            VideoCodec::Vp8 => vp8.push(seq, ts, marker, payload),
+            VideoCodec::H264 => h264.push(seq, ts, marker, payload),
         };
         let mut want_pli = false;
         for e in events {
             match e {
                 Event::Frame(data) => {
                     waiting_since = None;
-                    room.send(Command::Video { id, codec, data });
+                    reader.room.send(Command::Video {
+                        id,
+                        codec: current,
+                        data,
+                    });
                 }
                 Event::Lost => {
                     lost += 1;
@@ -412,7 +634,7 @@ async fn read_video(
                 }
             }
         }
-        // Still waiting for a first keyframe: ask again now and then.
+        // Still waiting for a keyframe: ask again now and then.
         let now = Instant::now();
         if waiting_since.is_some() {
             want_pli = true;
@@ -421,23 +643,14 @@ async fn read_video(
             last_pli = Some(now);
             send_pli_to(&track, ssrc).await;
         }
-        if now.duration_since(last_report) >= Duration::from_secs(1) {
-            last_report = now;
-            let (late, dup) = match codec {
-                VideoCodec::Vp8 => (vp8.late, vp8.duplicates),
-                VideoCodec::H264 => (h264.late, h264.duplicates),
-            };
-            let stats = NetStats {
-                video_frames_lost: lost,
-                rtp_late: late,
-                rtp_duplicates: dup,
-                commands_dropped: 0,
-            };
-            if let Ok(mut n) = net.lock() {
-                *n = stats;
-            }
-            room.send(Command::NetStats { id, stats });
-        }
+        reader.report(|n| {
+            n.video_frames_lost = lost;
+            n.rtp_late = vp8.late + h264.late;
+            n.rtp_duplicates = vp8.duplicates + h264.duplicates;
+            n.rtp_malformed = vp8.malformed + h264.malformed;
+            n.video_frames_too_large = vp8.too_large + h264.too_large;
+            n.rtp_resyncs = vp8.resyncs + h264.resyncs;
+        });
     }
 }
 
@@ -471,7 +684,10 @@ pub async fn answer(
     let registry = configure_nack(Registry::new(), &mut me);
     let registry = configure_rtcp_reports(registry);
     let registry = configure_twcc(registry, &mut me).map_err(werr)?;
-    let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+    let net = Arc::new(Mutex::new(NetStats::default()));
+    let registry = registry
+        .with(Slot::from(14_000), KeyframeRequestForwarder::default())
+        .with(Slot::from(14_100), UnknownSsrcCounter::new(net.clone()));
     let se = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_network_types(vec![rtc::ice::network_type::NetworkType::Udp4])
@@ -496,6 +712,7 @@ pub async fn answer(
         .collect();
     let camera = Arc::new(Mutex::new(None));
     let connected = Arc::new(AtomicBool::new(false));
+    let receive = Arc::new(OnceLock::new());
     let handler = Handler {
         id,
         connected: connected.clone(),
@@ -503,7 +720,10 @@ pub async fn answer(
         events,
         public_ip: network.public_ip.clone(),
         camera: camera.clone(),
-        net: Arc::new(Mutex::new(NetStats::default())),
+        net,
+        receive: receive.clone(),
+        video_taken: AtomicBool::new(false),
+        audio_taken: AtomicBool::new(false),
     };
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
@@ -527,7 +747,13 @@ pub async fn answer(
         connected,
     };
     match negotiate(&pc, id, offer, plan, link, room, &network.public_ip).await {
-        Ok(answer) => Ok(Peer { pc, answer }),
+        Ok(answer) => {
+            // The client has no answer yet, so no packet can have arrived.
+            let codecs = ReceiveCodecs::of_answer(&answer);
+            debug!(participant = %id, ?codecs, "payload types accepted");
+            let _ = receive.set(codecs);
+            Ok(Peer { pc, answer })
+        }
         Err(e) => {
             let _ = pc.close().await;
             Err(e)
@@ -554,13 +780,16 @@ pub(crate) fn new_track(
     mime: &str,
     ssrc: u32,
 ) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
-    let (track_id, label) = match kind {
-        RtpCodecKind::Audio => ("tessera-audio", "mix"),
-        _ => ("tessera-video", "composite"),
+    let (kind_name, label) = match kind {
+        RtpCodecKind::Audio => ("audio", "mix"),
+        _ => ("video", "composite"),
     };
+    // Unique per SSRC: webrtc-rs routes inbound RTCP (PLI, receiver reports) by track id,
+    // to a remote track before a local one, so a peer whose camera had the same id as our
+    // composite would hand its feedback about the composite to the camera's reader.
     let track = MediaStreamTrack::new(
         "tessera".into(),
-        track_id.into(),
+        format!("tessera-{kind_name}-{ssrc:08x}"),
         label.into(),
         kind,
         vec![RTCRtpEncodingParameters {

@@ -3,13 +3,30 @@
 //! A small jitter buffer instead of `rtc`'s `SampleBuilder` (which preallocates ~12 MB per
 //! stream): packets are kept by 64-bit sequence number until a frame is complete (its
 //! packets contiguous from a partition head to the marker), then depacketized in order. A
-//! frame with a hole that the NACK responder did not fill within `max_wait_packets` is
-//! dropped, and frames are then refused until the next keyframe (the caller sends PLI).
+//! hole that the NACK responder did not fill within `max_wait_packets` drops its frame, and
+//! frames are then refused until the next keyframe (the caller sends PLI).
+//!
+//! Bad input is counted, never fatal: an empty payload (padding, or a packet the caller
+//! refused) only uses up its sequence number; a payload the depacketizer refuses is
+//! `malformed`; a frame over [`MAX_FRAME_BYTES`] is `too_large`; a sequence number far from
+//! the stream's (a sender that restarted its numbering, or a stray packet) starts the
+//! stream afresh (`resyncs`).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
+
+/// Larger than any frame a camera or screen share sends (a 4K keyframe is about 1 MB).
+pub const MAX_FRAME_BYTES: usize = 2 << 20;
+/// Packets held at most; a frame of more is dropped.
+const MAX_BUFFERED: usize = 2048;
+/// A packet this far from the stream's sequence numbers is not late or early but from a
+/// restarted (or bogus) numbering. Above `MAX_BUFFERED`, which a frame may legitimately span.
+/// (Under SRTP only a jump forward gets here: replay protection drops packets more than 64
+/// behind the highest seen.)
+const RESYNC_DISTANCE: u64 = 4096;
 
 /// Extends 16-bit RTP sequence numbers to 64 bits, taking the nearest value to the last.
 #[derive(Default, Debug)]
@@ -42,6 +59,7 @@ impl SeqExtender {
 struct Buffered {
     timestamp: u32,
     marker: bool,
+    /// Empty: a packet with nothing for the decoder (padding, or one the caller refused).
     payload: Bytes,
 }
 
@@ -53,7 +71,9 @@ pub enum Event {
     Lost,
 }
 
-pub struct Reassembler<D: Depacketizer> {
+pub struct Reassembler<D: Depacketizer + Clone> {
+    /// Cloned fresh for every frame: H.264's keeps FU-A fragments between calls, which
+    /// must not leak from a broken frame into the next.
     depacketizer: D,
     is_keyframe: fn(&[u8]) -> bool,
     seq: SeqExtender,
@@ -64,11 +84,15 @@ pub struct Reassembler<D: Depacketizer> {
     waiting_for_keyframe: bool,
     pub duplicates: u64,
     pub late: u64,
+    /// Payloads the depacketizer refused.
+    pub malformed: u64,
+    /// Frames over `MAX_FRAME_BYTES`, dropped.
+    pub too_large: u64,
+    /// Times the stream started afresh after a jump in sequence numbers.
+    pub resyncs: u64,
 }
 
-const MAX_BUFFERED: usize = 2048;
-
-impl<D: Depacketizer> Reassembler<D> {
+impl<D: Depacketizer + Clone> Reassembler<D> {
     pub fn new(depacketizer: D, is_keyframe: fn(&[u8]) -> bool, max_wait_packets: u64) -> Self {
         Reassembler {
             depacketizer,
@@ -80,20 +104,44 @@ impl<D: Depacketizer> Reassembler<D> {
             waiting_for_keyframe: true,
             duplicates: 0,
             late: 0,
+            malformed: 0,
+            too_large: 0,
+            resyncs: 0,
         }
     }
 
-    /// Adds one packet; returns whatever frames it completes, in order.
+    /// Forgets the stream (keeping the counters): the next packet starts a new one, and
+    /// frames are refused until a keyframe.
+    pub fn restart(&mut self) {
+        self.seq = SeqExtender::default();
+        self.packets.clear();
+        self.next = None;
+        self.waiting_for_keyframe = true;
+    }
+
+    /// Adds one packet; returns whatever frames it completes, in order. An empty `payload`
+    /// takes up its sequence number and nothing else.
     pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: Bytes) -> Vec<Event> {
-        let ext = self.seq.extend(seq);
+        let mut out = Vec::new();
+        let mut ext = self.seq.extend(seq);
+        if let Some(next) = self.next {
+            if ext.abs_diff(next) > RESYNC_DISTANCE {
+                self.resyncs += 1;
+                if !self.waiting_for_keyframe {
+                    out.push(Event::Lost);
+                }
+                self.restart();
+                ext = self.seq.extend(seq);
+            }
+        }
         let next = *self.next.get_or_insert(ext);
         if ext < next {
             self.late += 1;
-            return Vec::new();
+            return out;
         }
         if self.packets.contains_key(&ext) {
             self.duplicates += 1;
-            return Vec::new();
+            return out;
         }
         self.packets.insert(
             ext,
@@ -103,7 +151,6 @@ impl<D: Depacketizer> Reassembler<D> {
                 payload,
             },
         );
-        let mut out = Vec::new();
         self.drain(&mut out);
         out
     }
@@ -111,20 +158,44 @@ impl<D: Depacketizer> Reassembler<D> {
     fn drain(&mut self, out: &mut Vec<Event>) {
         loop {
             let Some(next) = self.next else { return };
+            if self
+                .packets
+                .get(&next)
+                .is_some_and(|p| p.payload.is_empty())
+            {
+                self.packets.remove(&next);
+                self.next = Some(next + 1);
+                continue;
+            }
             match self.complete_frame(next) {
                 Some(end) => self.emit(next, end, out),
-                None => {
-                    let newest = self.packets.keys().next_back().copied().unwrap_or(next);
-                    let stale = newest.saturating_sub(next) > self.max_wait_packets
-                        || self.packets.len() > MAX_BUFFERED;
-                    if !stale {
-                        return;
-                    }
-                    // A hole the NACKs did not fill, or a frame whose end never came.
+                None if self.stale(next) => {
+                    // A hole the NACKs did not fill, or a frame too long to hold.
                     self.skip_broken(out);
                 }
+                None => return,
             }
         }
+    }
+
+    /// Whether the frame at `next` will never complete: a hole older than
+    /// `max_wait_packets`, or more packets than can be held. A frame still arriving in
+    /// order is not stale, however many packets it has.
+    fn stale(&self, next: u64) -> bool {
+        if self.packets.len() > MAX_BUFFERED {
+            return true;
+        }
+        let Some(newest) = self.packets.keys().next_back().copied() else {
+            return false;
+        };
+        let mut hole = next;
+        for s in self.packets.range(next..).map(|(s, _)| *s) {
+            if s != hole {
+                break;
+            }
+            hole += 1;
+        }
+        hole < newest && newest - hole > self.max_wait_packets
     }
 
     /// The last sequence number of a complete frame starting at `start`, if all are here.
@@ -137,8 +208,9 @@ impl<D: Depacketizer> Reassembler<D> {
                 return Some(s);
             }
             let n = self.packets.get(&(s + 1))?;
-            if n.timestamp != first.timestamp {
-                // The marker was lost but the next frame began: the frame ends here.
+            if n.timestamp != first.timestamp || n.payload.is_empty() {
+                // The marker was lost but the next frame (or a packet with nothing for the
+                // decoder) came: the frame ends here.
                 return Some(s);
             }
             s += 1;
@@ -185,15 +257,22 @@ impl<D: Depacketizer> Reassembler<D> {
             self.mark_lost(out);
             return;
         }
+        let mut depacketizer = self.depacketizer.clone();
         let mut frame = Vec::new();
         for p in rest.into_values() {
-            match self.depacketizer.depacketize(&p.payload) {
+            match depacketizer.depacketize(&p.payload) {
                 Ok(b) => frame.extend_from_slice(&b),
                 Err(_) => {
+                    self.malformed += 1;
                     self.mark_lost(out);
                     return;
                 }
             }
+        }
+        if frame.len() > MAX_FRAME_BYTES {
+            self.too_large += 1;
+            self.mark_lost(out);
+            return;
         }
         if frame.is_empty() {
             return;
@@ -206,6 +285,43 @@ impl<D: Depacketizer> Reassembler<D> {
         }
         out.push(Event::Frame(frame));
     }
+}
+
+/// H.264 depacketization that refuses a malformed STAP-A instead of panicking on it
+/// (`rtc` 0.21.1 indexes past the end of one whose last NAL unit lacks its length).
+#[derive(Clone, Debug, Default)]
+pub struct SafeH264(H264Packet);
+
+impl Depacketizer for SafeH264 {
+    fn depacketize(&mut self, b: &Bytes) -> rtc::shared::error::Result<Bytes> {
+        if !stap_a_well_formed(b) {
+            return Err(rtc::shared::error::Error::ErrShortPacket);
+        }
+        self.0.depacketize(b)
+    }
+
+    fn is_partition_head(&self, payload: &Bytes) -> bool {
+        self.0.is_partition_head(payload)
+    }
+
+    fn is_partition_tail(&self, marker: bool, payload: &Bytes) -> bool {
+        self.0.is_partition_tail(marker, payload)
+    }
+}
+
+/// True unless `payload` is a STAP-A (NAL type 24) whose length fields overrun it.
+fn stap_a_well_formed(payload: &[u8]) -> bool {
+    if payload.first().is_none_or(|b| b & 0x1f != 24) {
+        return true;
+    }
+    let mut at = 1;
+    while at < payload.len() {
+        let Some(len) = payload.get(at..at + 2) else {
+            return false;
+        };
+        at += 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
+    }
+    at == payload.len()
 }
 
 /// VP8: bit 0 of the first byte of the frame is 0 on a keyframe.
@@ -326,6 +442,118 @@ mod tests {
             frames(r.push(101, 3000, true, vp8(true, &[0x10, 0, 0]))).len(),
             1
         );
+    }
+
+    /// One single-packet frame per call: (seq, timestamp, keyframe).
+    fn feed(r: &mut Reassembler<Vp8Packet>, packets: &[(u16, u32, bool)]) -> Vec<Event> {
+        packets
+            .iter()
+            .flat_map(|&(seq, ts, key)| {
+                r.push(
+                    seq,
+                    ts,
+                    true,
+                    vp8(true, &[if key { 0x10 } else { 0x11 }, 0, 0]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_keyframe_of_many_packets_is_not_a_stale_hole() {
+        let mut r = new();
+        let mut got = Vec::new();
+        for i in 0..200u16 {
+            let body = if i == 0 { [0x10, 1, 1] } else { [1, 1, 1] };
+            got.extend(r.push(1000 + i, 0, i == 199, vp8(i == 0, &body)));
+        }
+        assert_eq!(frames(got).first().map(Vec::len), Some(600));
+    }
+
+    #[test]
+    fn empty_payloads_only_use_up_their_sequence_number() {
+        let mut r = new();
+        let mut events = feed(&mut r, &[(1, 0, true)]);
+        events.extend(r.push(2, 0, false, Bytes::new()));
+        events.extend(r.push(3, 0, false, Bytes::new()));
+        events.extend(feed(&mut r, &[(4, 3000, false)]));
+        assert_eq!(frames(events).len(), 2, "no loss, no refused delta frame");
+    }
+
+    #[test]
+    fn malformed_and_oversized_frames_are_counted_and_dropped() {
+        let mut r = new();
+        let mut events = feed(&mut r, &[(1, 0, true)]);
+        // Too short for a VP8 payload descriptor.
+        events.extend(r.push(2, 3000, true, Bytes::from_static(&[0x10, 0])));
+        assert_eq!(r.malformed, 1);
+        assert!(events.contains(&Event::Lost));
+        // Real-sized packets, in order: too large, not a hole.
+        let big = MAX_FRAME_BYTES / 1400 + 1;
+        for i in 0..big {
+            events.extend(r.push(3 + i as u16, 6000, i + 1 == big, vp8(i == 0, &[0x10; 1400])));
+        }
+        assert_eq!(r.too_large, 1);
+        events.extend(feed(&mut r, &[(3 + big as u16, 9000, true)]));
+        assert_eq!(frames(events).len(), 2, "the first and the last keyframe");
+    }
+
+    #[test]
+    fn sequence_jumps_restart_the_stream_at_the_next_keyframe() {
+        // (first seq after the jump, resyncs expected)
+        let check = |jump_to: u16, resyncs: u64| {
+            let mut r = new();
+            let mut events = feed(&mut r, &[(1000, 0, true), (1001, 3000, false)]);
+            let before = frames(std::mem::take(&mut events)).len();
+            assert_eq!(before, 2);
+            // Delta frames after the jump are refused; a keyframe resumes the picture.
+            let mut seq = jump_to;
+            for i in 0..40u32 {
+                events.extend(feed(&mut r, &[(seq, 6000 + i * 3000, i == 39)]));
+                seq = seq.wrapping_add(1);
+            }
+            events.extend(feed(&mut r, &[(seq, 200_000, false)]));
+            assert_eq!(r.resyncs, resyncs, "jump to {jump_to}");
+            assert_eq!(
+                events.iter().filter(|e| **e == Event::Lost).count(),
+                1,
+                "jump to {jump_to}: one keyframe request"
+            );
+            assert_eq!(
+                frames(events).len(),
+                2,
+                "jump to {jump_to}: keyframe, delta"
+            );
+        };
+        check(30_000, 1); // far ahead
+        check(1002 + 3000, 0); // ahead, within reach: a hole, skipped
+        check(60_000, 1); // far behind (across the wrap)
+    }
+
+    #[test]
+    fn timestamp_jumps_do_not_matter() {
+        let mut r = new();
+        let events = feed(
+            &mut r,
+            &[
+                (1, 0, true),
+                (2, 3000, false),
+                (3, 3_000_000_000, false),
+                (4, 17, false),
+            ],
+        );
+        assert_eq!(frames(events).len(), 4);
+    }
+
+    #[test]
+    fn a_malformed_stap_a_is_refused_not_a_panic() {
+        let mut r = Reassembler::new(SafeH264::default(), h264_is_keyframe, 20);
+        // STAP-A: one NAL unit (SPS), then a length field cut short.
+        let events = r.push(1, 0, true, Bytes::from_static(&[24, 0, 2, 0x67, 1, 0]));
+        assert!(frames(events).is_empty());
+        assert_eq!(r.malformed, 1);
+        assert!(stap_a_well_formed(&[24, 0, 2, 0x67, 1, 0, 1, 0x68]));
+        assert!(!stap_a_well_formed(&[24, 0, 9, 0x67]));
     }
 
     #[test]

@@ -142,12 +142,32 @@ pub struct Sink {
     pub events: tmpsc::UnboundedSender<ServerMessage>,
 }
 
+/// Counters the network side keeps for a participant's incoming RTP. Bad input from the
+/// peer lands here: counted and dropped (or followed), never an error.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct NetStats {
     pub video_frames_lost: u64,
     pub rtp_late: u64,
     pub rtp_duplicates: u64,
     pub commands_dropped: u64,
+    /// Packets whose payload type the answer did not accept as this kind's media: dropped.
+    pub rtp_bad_payload_type: u64,
+    /// Packets whose payload is larger than fits a 1500-byte MTU: dropped.
+    pub rtp_oversized: u64,
+    /// Packets with no payload (padding): skipped.
+    pub rtp_empty: u64,
+    /// Camera payloads the depacketizer refused (garbage, truncated headers).
+    pub rtp_malformed: u64,
+    /// Camera frames larger than any real one (2 MiB): dropped.
+    pub video_frames_too_large: u64,
+    /// Jumps in the camera's sequence numbers after which its stream started afresh.
+    pub rtp_resyncs: u64,
+    /// Times the camera changed codec mid-stream (followed with a fresh decoder).
+    pub codec_switches: u64,
+    /// Audio or video tracks beyond the first of each kind: ignored.
+    pub extra_tracks: u64,
+    /// Packets of an SSRC no track was bound to (webrtc-rs drops them).
+    pub rtp_unknown_ssrc: u64,
 }
 
 /// How many commands may wait for a room thread before senders start dropping media.
@@ -229,6 +249,7 @@ pub struct ParticipantReport {
     pub video_frames_in: u64,
     pub video_decode_errors: u64,
     pub audio_packets_in: u64,
+    pub audio_decode_errors: u64,
     pub keyframe_requests: u64,
     pub media_dropped: u64,
     pub net: NetStats,
@@ -579,6 +600,11 @@ impl RoomThread {
                 }
             }
             Command::Video { id, codec, data } => {
+                // Media from one who may not publish (a subscribe-only token, or a join
+                // without `video`) never reaches the engine.
+                if self.members.get(&id).is_some_and(|m| !m.options.sends_video) {
+                    return true;
+                }
                 if let Some(m) = self.members.get_mut(&id) {
                     m.codec_in = Some(codec);
                     m.last_video_at = Some(Instant::now());
@@ -586,7 +612,11 @@ impl RoomThread {
                 }
                 self.input(Input::Video { id, codec, data });
             }
-            Command::Audio { id, packet } => self.input(Input::Audio { id, packet }),
+            Command::Audio { id, packet } => {
+                if self.members.get(&id).is_some_and(|m| m.options.sends_audio) {
+                    self.input(Input::Audio { id, packet });
+                }
+            }
             Command::Mute { id, audio, video } => {
                 if let Some(muted) = audio {
                     self.input(Input::SetMuted { id, muted });
@@ -921,6 +951,7 @@ impl RoomThread {
                     video_frames_in: s.video_frames,
                     video_decode_errors: s.video_decode_errors,
                     audio_packets_in: s.audio_packets,
+                    audio_decode_errors: s.audio_decode_errors,
                     keyframe_requests: s.keyframe_requests,
                     media_dropped: m.media_dropped,
                     net: m.net,

@@ -27,6 +27,8 @@ pub struct Section {
     pub direction: Direction,
     /// Codec names in offer order, upper-case (`VP8`, `H264`, `OPUS`).
     pub codecs: Vec<String>,
+    /// Every payload type with its codec name (upper-case), in order.
+    pub payload_types: Vec<(u8, String)>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -59,6 +61,7 @@ pub fn sections(sdp: &str) -> Result<Vec<Section>, SdpError> {
                 kind,
                 direction: session_dir,
                 codecs: Vec::new(),
+                payload_types: Vec::new(),
             });
             continue;
         }
@@ -77,8 +80,13 @@ pub fn sections(sdp: &str) -> Result<Vec<Section>, SdpError> {
             }
         }
         if let (Some(rest), Some(last)) = (line.strip_prefix("a=rtpmap:"), out.last_mut()) {
-            if let Some(name) = rest.split(' ').nth(1).and_then(|c| c.split('/').next()) {
+            let mut fields = rest.split(' ');
+            let pt = fields.next().and_then(|p| p.parse::<u8>().ok());
+            if let Some(name) = fields.next().and_then(|c| c.split('/').next()) {
                 let name = name.to_ascii_uppercase();
+                if let Some(pt) = pt {
+                    last.payload_types.push((pt, name.clone()));
+                }
                 if !last.codecs.contains(&name) {
                     last.codecs.push(name);
                 }
@@ -143,6 +151,9 @@ mod tests {
         assert_eq!(s[0].codecs, vec!["OPUS", "RED"]);
         assert_eq!(s[1].direction, Direction::RecvOnly);
         assert_eq!(s[1].codecs, vec!["VP8", "RTX", "H264"]);
+        let pts: Vec<u8> = s[1].payload_types.iter().map(|(pt, _)| *pt).collect();
+        assert_eq!(pts, vec![96, 97, 102]);
+        assert_eq!(s[0].payload_types[0], (111, "OPUS".to_string()));
         assert!(find(&s, "video").is_some_and(|v| v.direction.receives() && !v.direction.sends()));
     }
 
