@@ -602,7 +602,11 @@ impl RoomThread {
             Command::Video { id, codec, data } => {
                 // Media from one who may not publish (a subscribe-only token, or a join
                 // without `video`) never reaches the engine.
-                if self.members.get(&id).is_some_and(|m| !m.options.sends_video) {
+                if self
+                    .members
+                    .get(&id)
+                    .is_some_and(|m| !m.options.sends_video)
+                {
                     return true;
                 }
                 if let Some(m) = self.members.get_mut(&id) {

@@ -217,6 +217,19 @@ pub async fn start_media(
     Ok((p.answer, receive_tier))
 }
 
+/// Counts a join from `addr`, refusing it past `limits.joins_per_minute_per_ip`.
+fn check_join_rate(server: &Server, addr: Option<SocketAddr>) -> Result<(), Refusal> {
+    let limit = server.config().limits.joins_per_minute_per_ip;
+    let now = std::time::Instant::now();
+    if server.limits.allow_join(addr.map(|a| a.ip()), limit, now) {
+        return Ok(());
+    }
+    Err(Refusal(
+        ErrorCode::RateLimited,
+        format!("too many joins from this address (limits.joins_per_minute_per_ip = {limit})"),
+    ))
+}
+
 /// Refuses an offer over `limits.sdp_max_bytes`.
 pub fn check_sdp_size(server: &Server, offer: &str) -> Result<(), Refusal> {
     let max = server.config().limits.sdp_max_bytes as usize;
@@ -310,16 +323,7 @@ async fn join_ws(
     addr: Option<SocketAddr>,
     j: JoinFields,
 ) -> Result<(Membership, Wants, ServerMessage), Refusal> {
-    let limit = server.config().limits.joins_per_minute_per_ip;
-    if !server
-        .limits
-        .allow_join(addr.map(|a| a.ip()), limit, std::time::Instant::now())
-    {
-        return Err(Refusal(
-            ErrorCode::RateLimited,
-            format!("too many joins from this address (limits.joins_per_minute_per_ip = {limit})"),
-        ));
-    }
+    check_join_rate(server, addr)?;
     let grants = authorize(server, j.token.as_deref(), &j.room, &j.name)?;
     if let Some(t) = j.tier.as_ref() {
         let cfg = server.config();
@@ -550,16 +554,7 @@ pub async fn start_resource(
     who: (Option<SocketAddr>, Option<&str>),
 ) -> Result<(ParticipantId, String), Refusal> {
     let (addr, token) = who;
-    let limit = server.config().limits.joins_per_minute_per_ip;
-    if !server
-        .limits
-        .allow_join(addr.map(|a| a.ip()), limit, std::time::Instant::now())
-    {
-        return Err(Refusal(
-            ErrorCode::RateLimited,
-            format!("too many joins from this address (limits.joins_per_minute_per_ip = {limit})"),
-        ));
-    }
+    check_join_rate(server, addr)?;
     let grants = authorize(server, token, room, name)?;
     let allowed = if kind == "whip" {
         grants.publish
