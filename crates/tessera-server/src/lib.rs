@@ -18,6 +18,8 @@
 mod admin;
 mod api;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod peer;
 mod reassembly;

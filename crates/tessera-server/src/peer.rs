@@ -377,8 +377,13 @@ async fn read_video(
     room: RoomHandle,
     net: Arc<Mutex<NetStats>>,
 ) {
-    let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
-    let mut h264 = Reassembler::new(H264Packet::default(), reassembly::h264_is_keyframe, 64);
+    let max_wait = reassembly::MAX_WAIT_PACKETS;
+    let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, max_wait);
+    let mut h264 = Reassembler::new(
+        H264Packet::default(),
+        reassembly::h264_is_keyframe,
+        max_wait,
+    );
     let mut last_pli: Option<Instant> = None;
     let mut lost = 0u64;
     let mut last_report = Instant::now();

@@ -68,6 +68,10 @@ pub struct Reassembler<D: Depacketizer> {
 
 const MAX_BUFFERED: usize = 2048;
 
+/// Packets the live server lets arrive past a hole before it gives the hole up: time for
+/// a NACK to fill it.
+pub const MAX_WAIT_PACKETS: u64 = 64;
+
 impl<D: Depacketizer> Reassembler<D> {
     pub fn new(depacketizer: D, is_keyframe: fn(&[u8]) -> bool, max_wait_packets: u64) -> Self {
         Reassembler {
