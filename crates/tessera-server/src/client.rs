@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::Slot;
 use rtc::media::Sample;
-use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -30,7 +29,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::peer::{self, KeyframeRequestForwarder};
-use crate::reassembly::{self, Event, Reassembler};
+use crate::reassembly::{self, Event, H264Depacketizer, Reassembler};
 
 /// Encoded media to send: whole frames (IVF VP8 frames or Annex-B access units), first
 /// one a keyframe, and Opus packets of 20 ms.
@@ -135,8 +134,11 @@ impl PeerConnectionEventHandler for ClientHandler {
         }
         tokio::spawn(async move {
             let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
-            let mut h264 =
-                Reassembler::new(H264Packet::default(), reassembly::h264_is_keyframe, 64);
+            let mut h264 = Reassembler::new(
+                H264Depacketizer::default(),
+                reassembly::h264_is_keyframe,
+                64,
+            );
             while let Some(ev) = track.poll().await {
                 let p = match ev {
                     TrackRemoteEvent::OnRtpPacket(p) => p,

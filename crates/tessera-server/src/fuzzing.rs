@@ -6,7 +6,6 @@
 //! RTP inputs are a run of packets, each a 2-byte big-endian length and then that many
 //! bytes of RTP (header and payload, as after SRTP); [`join_packets`] builds one.
 
-use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packet::Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -17,7 +16,7 @@ use tessera_proto::ClientMessage;
 use tessera_types::VideoCodec;
 use webrtc::peer_connection::RTCSessionDescription;
 
-use crate::reassembly::{self, Event, Reassembler};
+use crate::reassembly::{self, Event, H264Depacketizer, Reassembler};
 use crate::sdp;
 
 /// Packets looked at per input, so that one input stays a few milliseconds of work.
@@ -118,7 +117,7 @@ pub fn rtp_video(codec: VideoCodec, data: &[u8]) -> Reach {
         ),
         VideoCodec::H264 => video(
             Reassembler::new(
-                H264Packet::default(),
+                H264Depacketizer::default(),
                 reassembly::h264_is_keyframe,
                 reassembly::MAX_WAIT_PACKETS,
             ),
@@ -529,6 +528,28 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 5);
+    }
+
+    /// Inputs that once crashed a fuzz target, in `fuzz/regressions/TARGET/`.
+    #[test]
+    fn past_crashes_do_not_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions");
+        let mut seen = 0;
+        for target in std::fs::read_dir(dir).unwrap().flatten() {
+            for input in std::fs::read_dir(target.path()).unwrap().flatten() {
+                let data = std::fs::read(input.path()).unwrap();
+                match target.file_name().to_str() {
+                    Some("signalling") => drop(signalling(&data)),
+                    Some("sdp") => drop(sdp(&data)),
+                    Some("rtp_vp8") => drop(rtp_video(VideoCodec::Vp8, &data)),
+                    Some("rtp_h264") => drop(rtp_video(VideoCodec::H264, &data)),
+                    Some("rtp_opus") => drop(rtp_audio(&data)),
+                    other => panic!("{}: unknown target {other:?}", input.path().display()),
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "nothing in {dir}");
     }
 
     #[test]

@@ -20,7 +20,6 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -43,7 +42,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::reassembly::{self, Event, Reassembler};
+use crate::reassembly::{self, Event, H264Depacketizer, Reassembler};
 use crate::room::{Command, MediaOut, NetStats, RoomHandle};
 use crate::sdp;
 
@@ -380,7 +379,7 @@ async fn read_video(
     let max_wait = reassembly::MAX_WAIT_PACKETS;
     let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, max_wait);
     let mut h264 = Reassembler::new(
-        H264Packet::default(),
+        H264Depacketizer::default(),
         reassembly::h264_is_keyframe,
         max_wait,
     );

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use rtc::rtp::codec::h264::{H264Packet, STAPA_NALU_TYPE};
 use rtc::rtp::packetizer::Depacketizer;
+use rtc::shared::error::{Error, Result};
 
 /// Extends 16-bit RTP sequence numbers to 64 bits, taking the nearest value to the last.
 #[derive(Default, Debug)]
@@ -212,6 +214,45 @@ impl<D: Depacketizer> Reassembler<D> {
     }
 }
 
+/// webrtc-rs 0.21's H.264 depacketizer, minus its panic: it indexes past the end of a
+/// STAP-A whose last NAL unit length is cut to one byte (found by `make fuzz`), so such a
+/// payload is refused here first.
+#[derive(Default)]
+pub struct H264Depacketizer(H264Packet);
+
+impl Depacketizer for H264Depacketizer {
+    fn depacketize(&mut self, b: &Bytes) -> Result<Bytes> {
+        if stap_a_length_cut_short(b) {
+            return Err(Error::ErrShortPacket);
+        }
+        self.0.depacketize(b)
+    }
+
+    fn is_partition_head(&self, payload: &Bytes) -> bool {
+        self.0.is_partition_head(payload)
+    }
+
+    fn is_partition_tail(&self, marker: bool, payload: &Bytes) -> bool {
+        self.0.is_partition_tail(marker, payload)
+    }
+}
+
+/// A STAP-A (payloads of 3 bytes or more; shorter ones webrtc-rs refuses itself) whose
+/// walk of 2-byte lengths ends one byte before the end.
+fn stap_a_length_cut_short(p: &[u8]) -> bool {
+    if p.len() < 3 || p[0] & 0x1f != STAPA_NALU_TYPE {
+        return false;
+    }
+    let mut at = 1;
+    while at < p.len() {
+        let Some(&[hi, lo]) = p.get(at..at + 2) else {
+            return true;
+        };
+        at += 2 + u16::from_be_bytes([hi, lo]) as usize;
+    }
+    false
+}
+
 /// VP8: bit 0 of the first byte of the frame is 0 on a keyframe.
 pub fn vp8_is_keyframe(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 1 == 0)
@@ -330,6 +371,27 @@ mod tests {
             frames(r.push(101, 3000, true, vp8(true, &[0x10, 0, 0]))).len(),
             1
         );
+    }
+
+    #[test]
+    fn stap_a_cut_short_is_refused_not_a_panic() {
+        let mut d = H264Depacketizer::default();
+        // One NAL unit of 1 byte, then a lone byte where the next length should be.
+        let cut = Bytes::from_static(&[0x78, 0x00, 0x01, 0x09, 0x00]);
+        assert!(stap_a_length_cut_short(&cut));
+        assert!(d.depacketize(&cut).is_err());
+        let whole = Bytes::from_static(&[0x78, 0x00, 0x01, 0x09, 0x00, 0x01, 0x09]);
+        assert!(!stap_a_length_cut_short(&whole));
+        assert_eq!(
+            d.depacketize(&whole).ok().as_deref(),
+            Some(&[0, 0, 0, 1, 0x09, 0, 0, 0, 1, 0x09][..])
+        );
+        // A length past the end is webrtc-rs's own error.
+        let long = Bytes::from_static(&[0x78, 0x00, 0x09, 0x09]);
+        assert!(!stap_a_length_cut_short(&long));
+        assert!(d.depacketize(&long).is_err());
+        let mut r = Reassembler::new(H264Depacketizer::default(), h264_is_keyframe, 64);
+        assert!(r.push(1, 0, true, cut).is_empty(), "dropped, not a panic");
     }
 
     #[test]
