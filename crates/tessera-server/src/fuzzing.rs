@@ -6,6 +6,7 @@
 //! RTP inputs are a run of packets, each a 2-byte big-endian length and then that many
 //! bytes of RTP (header and payload, as after SRTP); [`join_packets`] builds one.
 
+use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packet::Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -27,9 +28,9 @@ const MAX_FRAMES: usize = 64;
 /// How far one input got, so that tests can check a seed reaches the decoder.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reach {
-    /// Inputs that parsed as RTP.
+    /// Packets that parsed as RTP.
     pub packets: usize,
-    /// Inputs refused by the RTP parser.
+    /// Packets refused by the RTP parser.
     pub bad_packets: usize,
     /// Whole frames out of the reassembler (video) or non-empty payloads (audio).
     pub frames: usize,
@@ -56,12 +57,9 @@ pub fn signalling(data: &[u8]) -> bool {
     let again: Result<ClientMessage, _> = serde_json::from_str(&msg.to_json());
     assert_eq!(again.ok().as_ref(), Some(&msg), "client message round trip");
     match &msg {
-        ClientMessage::Join {
-            room, name, tier, ..
-        } => {
+        ClientMessage::Join { room, name, .. } => {
             let _ = crate::check_name("room", room);
             let _ = crate::check_name("participant", name);
-            let _ = tier.as_deref().map(|t| crate::check_name("tier", t));
         }
         ClientMessage::Offer { sdp } => {
             self::sdp(sdp.as_bytes());
@@ -81,8 +79,8 @@ pub fn signalling(data: &[u8]) -> bool {
     true
 }
 
-/// An SDP offer as `session::start_media` reads it, then as webrtc-rs parses it; and
-/// `rewrite_candidates` (which runs on our own answers and candidates) on the same text.
+/// An SDP offer as `session::start_media` reads it, then as webrtc-rs parses and answers
+/// it; and `rewrite_candidates` (which runs on our own answers and candidates) on the text.
 /// Returns how many media sections the offer has, if the server accepts it as SDP.
 pub fn sdp(data: &[u8]) -> Option<usize> {
     let text = std::str::from_utf8(data).ok()?;
@@ -98,8 +96,26 @@ pub fn sdp(data: &[u8]) -> Option<usize> {
             let _ = (s.direction.sends(), s.direction.receives());
         }
     }
-    let _ = RTCSessionDescription::offer(text.to_string());
+    if let Ok(offer) = RTCSessionDescription::offer(text.to_string()) {
+        negotiate(offer);
+    }
     Some(sections.len())
+}
+
+/// What `peer::answer` asks of webrtc-rs before any packet flows, sans IO: set the offer
+/// as remote description on a PeerConnection with the server's codecs, create an answer.
+fn negotiate(offer: RTCSessionDescription) -> bool {
+    let Ok(media_engine) = crate::peer::media_engine() else {
+        return false;
+    };
+    let now = std::time::Instant::now();
+    let Ok(mut pc) = RTCPeerConnectionBuilder::new()
+        .with_media_engine(media_engine)
+        .build(now)
+    else {
+        return false;
+    };
+    pc.set_remote_description(now, offer).is_ok() && pc.create_answer(None).is_ok()
 }
 
 /// A camera track's RTP as `peer::read_video` handles it (reassembled into frames), then
@@ -602,9 +618,10 @@ mod tests {
         for (_, name, offer) in all.iter().filter(|s| s.0 == "sdp") {
             assert!(sdp(offer).is_some_and(|n| n >= 1), "{name}");
             let text = std::str::from_utf8(offer).unwrap_or_default();
+            let offer = RTCSessionDescription::offer(text.to_string());
             assert!(
-                RTCSessionDescription::offer(text.to_string()).is_ok(),
-                "{name}: webrtc-rs parses it too"
+                offer.is_ok_and(negotiate),
+                "{name}: webrtc-rs parses it and answers"
             );
         }
     }
