@@ -5,7 +5,7 @@ CARGO ?= cargo
 FIXTURES := target/fixtures
 export TESSERA_FIXTURES := $(abspath $(FIXTURES))
 
-.PHONY: setup setup-test fixtures build run demo test test-rust test-browser test-whip lint bench clean-fixtures
+.PHONY: setup setup-test fixtures build run demo test test-rust test-browser test-whip lint bench fuzz clean-fixtures
 
 setup:
 	@./scripts/setup.sh
@@ -59,6 +59,24 @@ lint: setup
 bench: fixtures
 	$(CARGO) bench -p tessera --bench media
 	./benches/render-vs-ffmpeg.sh 20
+
+# Fuzzing with cargo-fuzz on nightly (not part of `make test`): each target runs for
+# FUZZ_SECONDS; the first crash stops it, its input saved in fuzz/artifacts/TARGET/.
+# New inputs collect in fuzz/corpus/TARGET (ignored by git); fuzz/seeds is committed.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= signalling sdp rtp_vp8 rtp_h264 rtp_opus
+# An input taking over 10 s, or a process over 2 GiB, counts as a crash too.
+FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=2048
+
+fuzz: setup
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) || exit 1; \
+	done
 
 clean-fixtures:
 	rm -rf $(FIXTURES)

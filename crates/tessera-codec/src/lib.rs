@@ -33,6 +33,9 @@ pub const SAMPLE_RATE_HZ: u32 = 48_000;
 pub const FRAME_SAMPLES: usize = 960;
 /// RTP clock rate of video timestamps.
 pub const VIDEO_CLOCK_HZ: u64 = 90_000;
+/// Largest picture a decoder accepts, in 16x16 macroblocks: H.264 level 5.1's limit, which
+/// openh264 enforces itself (4096x2304 fits; 3840x2160 too).
+pub const MAX_DECODE_MACROBLOCKS: u32 = 36_864;
 
 /// Everything a codec can report. Corrupt input is a value, never a panic.
 #[derive(Debug, thiserror::Error)]

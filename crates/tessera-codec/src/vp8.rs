@@ -8,7 +8,7 @@ use vpx_sys as vpx;
 
 use crate::{
     CodecError, EncodedVideo, VideoCodec, VideoDecoder, VideoEncoder, VideoEncoderConfig,
-    VideoFrame,
+    VideoFrame, MAX_DECODE_MACROBLOCKS,
 };
 
 const CODEC: &str = "VP8";
@@ -43,6 +43,18 @@ fn corrupt(reason: String) -> CodecError {
     CodecError::CorruptBitstream {
         codec: CODEC,
         reason,
+    }
+}
+
+/// Width and height of a VP8 keyframe (RFC 6386 9.1: 3-byte frame tag with bit 0 clear,
+/// start code 9d 01 2a, then 14-bit width and height); `None` for anything else.
+fn keyframe_size(data: &[u8]) -> Option<(u32, u32)> {
+    match data {
+        [tag, _, _, 0x9d, 0x01, 0x2a, w0, w1, h0, h1, ..] if tag & 1 == 0 => Some((
+            u16::from_le_bytes([*w0, *w1]) as u32 & 0x3fff,
+            u16::from_le_bytes([*h0, *h1]) as u32 & 0x3fff,
+        )),
+        _ => None,
     }
 }
 
@@ -93,6 +105,15 @@ impl VideoDecoder for Vp8Decoder {
     fn decode(&mut self, data: &[u8]) -> Result<Option<VideoFrame>, CodecError> {
         if data.is_empty() {
             return Err(corrupt("empty frame".into()));
+        }
+        // libvpx allocates for whatever size a keyframe claims before it finds the frame
+        // corrupt: 16383x16383 in an 80-byte packet costs ~870 MB and 0.7 s.
+        if let Some((w, h)) = keyframe_size(data) {
+            if w.div_ceil(16) * h.div_ceil(16) > MAX_DECODE_MACROBLOCKS {
+                return Err(corrupt(format!(
+                    "keyframe of {w}x{h} is over the limit of {MAX_DECODE_MACROBLOCKS} macroblocks"
+                )));
+            }
         }
         // SAFETY: data outlives the call; libvpx copies what it keeps.
         let err = unsafe {

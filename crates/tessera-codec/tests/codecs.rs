@@ -233,6 +233,34 @@ fn corrupt_bitstreams_neither_panic_nor_wedge_the_decoder() {
     }
 }
 
+/// A VP8 keyframe header claiming `w`x`h`, then junk (libvpx allocates before it looks).
+fn vp8_keyframe_header(w: u16, h: u16) -> Vec<u8> {
+    let tag: u32 = (10 << 5) | (1 << 4); // keyframe, version 0, shown, partition of 10
+    let mut f = tag.to_le_bytes()[..3].to_vec();
+    f.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+    f.extend_from_slice(&w.to_le_bytes());
+    f.extend_from_slice(&h.to_le_bytes());
+    f.extend_from_slice(&[0; 64]);
+    f
+}
+
+#[test]
+fn oversized_vp8_keyframes_are_refused_before_libvpx() {
+    let mut dec = new_video_decoder(VideoCodec::Vp8).unwrap();
+    for (w, h) in [(16383, 16383), (4096, 4096), (16383, 2400)] {
+        let err = dec.decode(&vp8_keyframe_header(w, h)).unwrap_err();
+        assert!(err.to_string().contains("macroblocks"), "{w}x{h}: {err}");
+    }
+    // Within the limit, the junk reaches libvpx and is its error.
+    for (w, h) in [(3840, 2160), (4096, 2304), (640, 360)] {
+        let err = dec.decode(&vp8_keyframe_header(w, h)).unwrap_err();
+        assert!(!err.to_string().contains("macroblocks"), "{w}x{h}: {err}");
+    }
+    // The decoder still decodes a real stream afterwards.
+    let stream = encoded_stream(VideoCodec::Vp8, 3);
+    assert!(stream.iter().any(|f| matches!(dec.decode(f), Ok(Some(_)))));
+}
+
 fn tone(freq: f32, samples: usize) -> Vec<i16> {
     (0..samples)
         .map(|i| ((i as f32 * freq / 48_000.0 * std::f32::consts::TAU).sin() * 10_000.0) as i16)

@@ -19,6 +19,8 @@ mod admin;
 mod api;
 pub mod auth;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod listen;
 mod metrics;
