@@ -178,6 +178,13 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let cpu0 = args.pid.and_then(proc_usage);
     let tiers0 = tier_counts(&args.url, args.rooms).await;
+    // Frames from before the window are not counted.
+    for c in &clients {
+        if let Ok(mut r) = c.received.lock() {
+            r.video.clear();
+            r.audio.clear();
+        }
+    }
     let mut watch: Vec<Watch> = clients.iter().map(|_| Watch::new(start)).collect();
     let mut tick = tokio::time::interval(SAMPLE);
     let mut next_report = start + Duration::from_secs(60);
