@@ -323,6 +323,16 @@ impl Watch {
     }
 
     /// Whether `id`'s camera has given the room `n` more pictures than `since`.
+    /// The participant's own camera keeps being decoded and its tile shows RED: whatever
+    /// else `what` sent never reached it.
+    async fn assert_only_the_camera_shows(&mut self, id: &str, since: u64, what: &str) {
+        assert!(
+            self.decoded(id, since, 10).await,
+            "the camera's own frames kept coming"
+        );
+        assert!(self.shows(id, RED).await, "{what} never reached the tile");
+    }
+
     async fn decoded(&self, id: &str, since: u64, n: u64) -> bool {
         self.counter(id, "video_frames_in").await >= since + n
     }
@@ -603,14 +613,8 @@ async fn foreign_ssrc_payload_type_and_a_second_track_are_counted() {
     })
     .await;
     assert_flowing("foreign SSRCs", frames, w.frames());
-    assert!(
-        w.decoded(&id, fin, 10).await,
-        "the camera's own frames kept coming"
-    );
-    assert!(
-        w.shows(&id, RED).await,
-        "the foreign stream never reaches the tile"
-    );
+    w.assert_only_the_camera_shows(&id, fin, "the foreign stream")
+        .await;
     flow_until(&mut s, &mut w, "foreign SSRCs counted", 10, async |w| {
         w.counter(&id, "net.rtp_unknown_ssrc").await >= sent
     })
@@ -650,14 +654,8 @@ async fn foreign_ssrc_payload_type_and_a_second_track_are_counted() {
     })
     .await;
     assert_flowing("foreign payload types", frames, w.frames());
-    assert!(
-        w.decoded(&id, fin, 10).await,
-        "the camera's own frames kept coming"
-    );
-    assert!(
-        w.shows(&id, RED).await,
-        "foreign payload types never reach the tile"
-    );
+    w.assert_only_the_camera_shows(&id, fin, "foreign payload types")
+        .await;
     flow_until(
         &mut s,
         &mut w,
@@ -698,14 +696,8 @@ async fn foreign_ssrc_payload_type_and_a_second_track_are_counted() {
     })
     .await;
     assert_flowing("a second track", frames, w.frames());
-    assert!(
-        w.decoded(&id, fin, 10).await,
-        "the camera's own frames kept coming"
-    );
-    assert!(
-        w.shows(&id, RED).await,
-        "the second track never reaches the tile"
-    );
+    w.assert_only_the_camera_shows(&id, fin, "the second track")
+        .await;
     flow_until(&mut s, &mut w, "the second track counted", 10, async |w| {
         w.counter(&id, "net.extra_tracks").await == 1
     })

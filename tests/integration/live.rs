@@ -54,15 +54,27 @@ pub async fn http(
     token: Option<&str>,
     json: Option<&str>,
 ) -> (u16, Vec<u8>) {
+    let body = json.map(|b| ("application/json", b));
+    http_with(base, method, path, token, body).await
+}
+
+/// `http` with a body of any content type: `(content_type, body)`.
+pub async fn http_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> (u16, Vec<u8>) {
     let host = base.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    match json {
-        Some(b) => req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+    match body {
+        Some((ct, b)) => req.push_str(&format!(
+            "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{b}",
             b.len()
         )),
         None => req.push_str("\r\n"),

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bad_input::{error_code, reply, Ws};
-use crate::live::{http, http_get, load_media, start_server};
+use crate::live::{http, http_get, http_with, load_media, start_server};
 use crate::{fixtures, scratch, tessera};
 
 const SECRET: &str = "tessera-test-secret-0123456789abcdef";
@@ -43,28 +43,11 @@ fn join(room: &str, name: &str, token: Option<&str>) -> Message {
     Message::text(v.to_string())
 }
 
-/// One HTTP/1.1 request with an SDP body: (status, body).
+/// POST an SDP offer (WHIP/WHEP): (status, body).
 async fn post_sdp(base: &str, path: &str, bearer: Option<&str>, sdp: &str) -> (u16, String) {
-    let host = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    let (status, body) =
+        http_with(base, "POST", path, bearer, Some(("application/sdp", sdp))).await;
+    (status, String::from_utf8_lossy(&body).to_string())
 }
 
 /// The value of `tessera_limit_refusals_total{limit="..."}` on `/metrics`.

@@ -6,20 +6,19 @@
 //! A raw client (`join_raw`) sends nothing by itself: a test puts each RTP packet on the
 //! wire with `send_rtp`, header fields and payload as it likes, for testing bad input.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Packet, Slot, TaggedPacket};
 use rtc::media::Sample;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::codec::vp8::{Vp8Packet, Vp8Payloader};
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio;
 use tessera_proto::{parse_server, ClientMessage, IceCandidate, ServerMessage};
 use tessera_types::VideoCodec;
 use tokio::sync::mpsc;
@@ -35,7 +34,7 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
-use crate::peer::{self, KeyframeRequestForwarder};
+use crate::peer::{self, KeyframeRequestForwarder, Tap, Tapped};
 use crate::reassembly::{self, Event, Reassembler, SafeH264};
 
 /// Encoded media to send: whole frames (IVF VP8 frames or Annex-B access units), first
@@ -106,27 +105,10 @@ type Rewrites = Arc<Mutex<HashMap<(u32, u16), (u32, u8)>>>;
 /// types; retransmissions pass it too, so they go out as the original did.
 struct Rewriter {
     rewrites: Rewrites,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
 }
 
-impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Rewriter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = webrtc::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+impl Tap for Rewriter {
+    fn on_write(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtp(p) = &mut msg.message.packet {
             let key = (p.header.ssrc, p.header.sequence_number);
             if let Some((ssrc, pt)) = self.rewrites.lock().ok().and_then(|r| r.get(&key).copied()) {
@@ -134,20 +116,7 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Rewriter {
                 p.header.payload_type = pt;
             }
         }
-        self.write.push_back(msg);
-        Ok(())
     }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for Rewriter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// What the client received and saw, for assertions.
@@ -352,14 +321,12 @@ impl Client {
         let registry = configure_nack(Registry::new(), &mut me);
         let rewrites = Rewrites::default();
         let registry = configure_rtcp_reports(registry)
-            .with(Slot::from(14_000), KeyframeRequestForwarder::default())
+            .with(Slot::from(14_000), Tapped::new(KeyframeRequestForwarder))
             .with(
                 Slot::from(100),
-                Rewriter {
+                Tapped::new(Rewriter {
                     rewrites: rewrites.clone(),
-                    read: VecDeque::new(),
-                    write: VecDeque::new(),
-                },
+                }),
             );
         let se = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)

@@ -34,7 +34,7 @@ mod web;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,8 +65,8 @@ pub struct Server {
     tls: Option<listen::Tls>,
     /// WebSocket sessions running, so shutdown can wait for them to say goodbye.
     sessions: AtomicUsize,
-    shutting_down: AtomicBool,
-    /// Flips to true when shutdown begins; every WebSocket session watches it.
+    /// Flips to true when shutdown begins; every WebSocket session watches it, and joins
+    /// are refused from then on.
     shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
@@ -102,7 +102,6 @@ impl Server {
             tls,
             limits: limits::Limits::default(),
             sessions: AtomicUsize::new(0),
-            shutting_down: AtomicBool::new(false),
             shutdown_tx: tokio::sync::watch::Sender::new(false),
             ports: Arc::new(peer::PortAllocator::new(&cfg.network)),
             live: RwLock::new((Arc::new(cfg), Arc::new(assets))),
@@ -164,7 +163,6 @@ impl Server {
     /// Tells every participant the server is going away, closes every room and WHIP/WHEP
     /// resource, and waits (at most 3 s) for the WebSocket sessions to finish.
     async fn shut_down(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
         self.shutdown_tx.send_replace(true);
         let rooms: Vec<_> = self
             .rooms
@@ -208,7 +206,7 @@ impl Server {
     /// Reserves a place in `room` (creating it), or says why not.
     fn enter(&self, room: &str) -> Result<RoomHandle, JoinError> {
         check_name("room", room)?;
-        if self.shutting_down.load(Ordering::SeqCst) {
+        if *self.shutdown_tx.borrow() {
             return Err(JoinError::Shutdown);
         }
         let cfg = self.config();

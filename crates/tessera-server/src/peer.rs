@@ -156,13 +156,75 @@ pub(crate) fn video_codecs(first: VideoCodec) -> Vec<RTCRtpCodecParameters> {
     }
 }
 
-/// Marks inbound PLI/FIR for the application, so `TrackLocal::poll` sees receivers'
-/// keyframe requests (webrtc 0.21 stops inbound RTCP at the end of the chain otherwise).
-#[derive(Default)]
-pub(crate) struct KeyframeRequestForwarder {
+/// What one of our interceptors does to the packets passing it; by default nothing. Wrapped
+/// in `Tapped`, which holds the queues every webrtc-rs interceptor needs.
+pub(crate) trait Tap: Send + Sync + 'static {
+    fn on_read(&mut self, _msg: &mut TaggedPacket) {}
+    fn on_write(&mut self, _msg: &mut TaggedPacket) {}
+    fn bind_remote(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote(&mut self, _info: &StreamInfo) {}
+}
+
+/// A pass-through interceptor that shows every packet to its `Tap` on the way.
+pub(crate) struct Tapped<T> {
+    tap: T,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
+
+impl<T: Tap> Tapped<T> {
+    pub(crate) fn new(tap: T) -> Self {
+        Tapped {
+            tap,
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Tap> sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Tapped<T> {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.tap.on_read(&mut msg);
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.tap.on_write(&mut msg);
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl<T: Tap> Interceptor for Tapped<T> {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.tap.bind_remote(info);
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.tap.unbind_remote(info);
+    }
+}
+
+/// Marks inbound PLI/FIR for the application, so `TrackLocal::poll` sees receivers'
+/// keyframe requests (webrtc 0.21 stops inbound RTCP at the end of the chain otherwise).
+#[derive(Default)]
+pub(crate) struct KeyframeRequestForwarder;
 
 pub(crate) fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
     let any = p.as_any();
@@ -178,42 +240,14 @@ fn for_application(p: &dyn rtc::rtcp::Packet) -> bool {
         || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
-impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = webrtc::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+impl Tap for KeyframeRequestForwarder {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             if packets.iter().any(|p| for_application(p.as_ref())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
-        self.read.push_back(msg);
-        Ok(())
     }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequestForwarder {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Counts inbound RTP of an SSRC that no receiver is bound to. webrtc-rs drops such packets
@@ -222,8 +256,6 @@ impl Interceptor for KeyframeRequestForwarder {
 pub(crate) struct UnknownSsrcCounter {
     bound: HashSet<u32>,
     net: Arc<Mutex<NetStats>>,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
 }
 
 impl UnknownSsrcCounter {
@@ -231,20 +263,12 @@ impl UnknownSsrcCounter {
         UnknownSsrcCounter {
             bound: HashSet::new(),
             net,
-            read: VecDeque::new(),
-            write: VecDeque::new(),
         }
     }
 }
 
-impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for UnknownSsrcCounter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = webrtc::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl Tap for UnknownSsrcCounter {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
             if !self.bound.contains(&p.header.ssrc) {
                 if let Ok(mut n) = self.net.lock() {
@@ -252,35 +276,15 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for UnknownSsrcCounter {
                 }
             }
         }
-        self.read.push_back(msg);
-        Ok(())
     }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for UnknownSsrcCounter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+    fn bind_remote(&mut self, info: &StreamInfo) {
         self.bound.extend(
             [Some(info.ssrc), info.ssrc_rtx, info.ssrc_fec]
                 .into_iter()
                 .flatten(),
         );
     }
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+    fn unbind_remote(&mut self, info: &StreamInfo) {
         self.bound.remove(&info.ssrc);
     }
 }
@@ -686,8 +690,11 @@ pub async fn answer(
     let registry = configure_twcc(registry, &mut me).map_err(werr)?;
     let net = Arc::new(Mutex::new(NetStats::default()));
     let registry = registry
-        .with(Slot::from(14_000), KeyframeRequestForwarder::default())
-        .with(Slot::from(14_100), UnknownSsrcCounter::new(net.clone()));
+        .with(Slot::from(14_000), Tapped::new(KeyframeRequestForwarder))
+        .with(
+            Slot::from(14_100),
+            Tapped::new(UnknownSsrcCounter::new(net.clone())),
+        );
     let se = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_network_types(vec![rtc::ice::network_type::NetworkType::Udp4])
