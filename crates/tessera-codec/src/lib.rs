@@ -124,6 +124,11 @@ pub trait AudioDecoder: Send {
 pub trait AudioEncoder: Send {
     fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>, CodecError>;
     fn set_bitrate(&mut self, bitrate_bps: u32) -> Result<(), CodecError>;
+    /// The packet loss the listeners see, in percent (0..=100): the encoder spends more of
+    /// its bitrate on in-band FEC as it rises.
+    fn set_packet_loss_pct(&mut self, _loss_pct: u8) -> Result<(), CodecError> {
+        Ok(())
+    }
 }
 
 /// A decoder for `codec`.

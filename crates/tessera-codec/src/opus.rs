@@ -84,6 +84,9 @@ impl OpusEncoder {
         inner
             .set_bitrate(Bitrate::Bits(bitrate_bps as i32))
             .map_err(init)?;
+        // In-band FEC: a lost packet is rebuilt from the next one. It costs bitrate only
+        // once the loss the listener reports (set_packet_loss_pct) is above zero.
+        inner.set_inband_fec(true).map_err(init)?;
         Ok(OpusEncoder {
             inner,
             buf: vec![0; 4000],
@@ -115,6 +118,15 @@ impl AudioEncoder for OpusEncoder {
     fn set_bitrate(&mut self, bitrate_bps: u32) -> Result<(), CodecError> {
         self.inner
             .set_bitrate(Bitrate::Bits(bitrate_bps as i32))
+            .map_err(|e| CodecError::Encode {
+                codec: CODEC,
+                reason: e.to_string(),
+            })
+    }
+
+    fn set_packet_loss_pct(&mut self, loss_pct: u8) -> Result<(), CodecError> {
+        self.inner
+            .set_packet_loss_perc(loss_pct.min(100) as i32)
             .map_err(|e| CodecError::Encode {
                 codec: CODEC,
                 reason: e.to_string(),

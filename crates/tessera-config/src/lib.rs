@@ -106,6 +106,10 @@ pub struct BandwidthConfig {
     pub down_after_ms: u32,
     pub up_after_ms: u32,
     pub up_headroom: f32,
+    pub start_kbps: u32,
+    pub probe_interval_ms: u32,
+    pub sender_hints: bool,
+    pub hint_bits_per_pixel: f32,
 }
 
 impl Default for BandwidthConfig {
@@ -115,9 +119,13 @@ impl Default for BandwidthConfig {
             audio_only: true,
             down_loss_pct: 10.0,
             up_loss_pct: 2.0,
-            down_after_ms: 2000,
-            up_after_ms: 8000,
-            up_headroom: 1.3,
+            down_after_ms: 1000,
+            up_after_ms: 2000,
+            up_headroom: 1.15,
+            start_kbps: 600,
+            probe_interval_ms: 4000,
+            sender_hints: true,
+            hint_bits_per_pixel: 0.1,
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct RoomsConfig {
     pub max_rooms: u32,
     pub idle_timeout_secs: u32,
     pub auto_create: bool,
+    /// The richest tier a receiver of any room may get ("" = no cap).
+    pub max_tier: String,
     pub declared: BTreeMap<String, DeclaredRoom>,
 }
 
@@ -195,6 +205,8 @@ pub struct DeclaredRoom {
     pub tier: Option<String>,
     #[serde(default)]
     pub max_participants: Option<u32>,
+    #[serde(default)]
+    pub max_tier: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +273,7 @@ pub struct EncoderConfig {
     pub threads: u32,
     pub keyframe_min_interval_ms: u32,
     pub keyframe_request_interval_ms: u32,
+    pub receiver_keyframe_interval_ms: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +357,7 @@ impl Default for RoomsConfig {
             max_rooms: 100,
             idle_timeout_secs: 30,
             auto_create: true,
+            max_tier: String::new(),
             declared: BTreeMap::new(),
         }
     }
@@ -418,6 +432,7 @@ impl Default for EncoderConfig {
             threads: 1,
             keyframe_min_interval_ms: 500,
             keyframe_request_interval_ms: 1000,
+            receiver_keyframe_interval_ms: 10000,
         }
     }
 }
@@ -455,6 +470,7 @@ impl Default for Config {
             tiers: BTreeMap::from([
                 ("default".to_string(), tier(1280, 720, 25, 1500)),
                 ("low".to_string(), tier(640, 360, 15, 400)),
+                ("tiny".to_string(), tier(320, 180, 15, 120)),
             ]),
             layouts: BTreeMap::from([
                 (

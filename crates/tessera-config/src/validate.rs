@@ -185,6 +185,24 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
     p.range("bandwidth.down_after_ms", b.down_after_ms, 100, 60_000);
     p.range("bandwidth.up_after_ms", b.up_after_ms, 500, 600_000);
     p.range("bandwidth.up_headroom", b.up_headroom, 1.0, 4.0);
+    p.range("bandwidth.start_kbps", b.start_kbps, 30, 100_000);
+    p.range("bandwidth.probe_interval_ms", b.probe_interval_ms, 1000, 600_000);
+    p.range("bandwidth.hint_bits_per_pixel", b.hint_bits_per_pixel, 0.01, 1.0);
+    p.range(
+        "encoder.receiver_keyframe_interval_ms",
+        cfg.encoder.receiver_keyframe_interval_ms,
+        0,
+        120_000,
+    );
+    if !cfg.rooms.max_tier.is_empty() && !cfg.tiers.contains_key(&cfg.rooms.max_tier) {
+        p.push(
+            "rooms.max_tier".into(),
+            format!(
+                "rooms.max_tier = {:?}: must be \"\" or a tier under [tiers]",
+                cfg.rooms.max_tier
+            ),
+        );
+    }
     p.range("rooms.max_participants", cfg.rooms.max_participants, 1, 100);
     p.range("rooms.max_rooms", cfg.rooms.max_rooms, 1, 10_000);
     p.range(
@@ -215,6 +233,14 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
         }
         if let Some(m) = d.max_participants {
             p.range(&format!("{key}.max_participants"), m, 1, 100);
+        }
+        if let Some(t) = &d.max_tier {
+            if !cfg.tiers.contains_key(t) {
+                p.push(
+                    format!("{key}.max_tier"),
+                    format!("{key}.max_tier = {t:?}: must be a tier under [tiers]"),
+                );
+            }
         }
     }
 

@@ -1,7 +1,21 @@
-//! Picks a receiver's output tier from its feedback (REMB estimates and receiver-report
-//! loss), moving one rung at a time down a ladder of tiers ordered by bitrate, with
-//! hysteresis: down quickly when the link cannot carry the tier, up slowly when it has
-//! clearly had room for the next one for a while. The lowest rung can be "audio only".
+//! Picks a receiver's output tier from an estimate of its downlink.
+//!
+//! The estimate comes from the best signal the receiver gives: the send-side GCC estimate
+//! computed from its transport-wide congestion control feedback (the server's estimator),
+//! else its REMB, else a loss-based estimate from its receiver reports. A rung "fits" when
+//! the estimate covers the tier's bitrate, 10% for packet headers, and the audio: video
+//! gives way first, audio keeps its share.
+//!
+//! - **Down** as soon as the estimate has stayed below the current rung's need for
+//!   `down_after`, straight to the highest rung that fits (several at once if need be).
+//!   The timer restarts only when the estimate covers the rung again, never on one clean
+//!   report among lossy ones: the estimate is smoothed where it is made.
+//! - **Up** only on evidence. An estimate cannot rise far above what is being sent (the
+//!   estimators cap it at 1.5 times what was delivered), so the controller asks for a
+//!   *probe*: the receiver's video padded up to the next rung's need times `up_headroom`
+//!   for `up_after`. If the estimate reaches that rate, the receiver climbs one rung; if
+//!   not, the next probe waits `probe_interval`, doubled after each failure (up to 8x).
+//!
 //! Pure: time is passed in.
 
 use std::time::{Duration, Instant};
@@ -9,16 +23,37 @@ use std::time::{Duration, Instant};
 /// Thresholds, from `[bandwidth]` in the config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BandwidthConfig {
-    /// Loss above this fraction (0..1) counts as congestion.
+    /// The estimate a new receiver is assumed to have.
+    pub start_bps: u64,
+    /// Receiver-report loss above this fraction (0..1) shrinks the loss-based estimate.
     pub down_loss: f32,
-    /// Loss below this fraction counts as a clean link.
+    /// Receiver-report loss below this fraction lets the loss-based estimate grow.
     pub up_loss: f32,
-    /// Congestion must last this long before moving down.
+    /// The estimate must stay below the current rung's need this long before moving down.
     pub down_after: Duration,
-    /// A clean link with room for the next rung must last this long before moving up.
+    /// How long a probe lasts.
     pub up_after: Duration,
-    /// An estimate must exceed the next rung's bitrate by this factor to move up.
+    /// A probe aims at the next rung's need times this.
     pub up_headroom: f32,
+    /// Least time between probes (doubled after each failed probe, up to 8 times).
+    pub probe_interval: Duration,
+    /// What the receiver's audio takes on the wire, in bits per second.
+    pub audio_bps: u32,
+}
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        BandwidthConfig {
+            start_bps: 600_000,
+            down_loss: 0.10,
+            up_loss: 0.02,
+            down_after: Duration::from_millis(1000),
+            up_after: Duration::from_millis(2000),
+            up_headroom: 1.15,
+            probe_interval: Duration::from_millis(4000),
+            audio_bps: 52_000,
+        }
+    }
 }
 
 /// One rung: a tier name and its bitrate, or audio only (`tier: None`, 0 bps).
@@ -28,75 +63,277 @@ pub struct Rung {
     pub bitrate_bps: u32,
 }
 
+/// What a receiver's feedback said since the last call. Each field is `None` when that
+/// signal did not change.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Feedback {
+    /// The send-side estimate from transport-wide CC feedback (GCC), in bits per second.
+    pub twcc_bps: Option<u64>,
+    /// The receiver's REMB, in bits per second.
+    pub remb_bps: Option<u64>,
+    /// Fraction lost (0..1) from a receiver report on the composite.
+    pub loss: Option<f32>,
+    /// What the server sent this receiver over the last second, padding included.
+    pub sent_bps: Option<u64>,
+}
+
+/// Where the estimate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EstimateSource {
+    Twcc,
+    Remb,
+    Loss,
+}
+
+impl EstimateSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EstimateSource::Twcc => "twcc",
+            EstimateSource::Remb => "remb",
+            EstimateSource::Loss => "loss",
+        }
+    }
+}
+
+/// A request to pad a receiver's stream up to `bps` in total until `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub bps: u64,
+    pub until: Instant,
+}
+
+/// A signal older than this no longer decides the source.
+const SOURCE_STALE: Duration = Duration::from_secs(5);
+/// Loss reports are folded into the loss-based estimate at most this often.
+const LOSS_INTERVAL: Duration = Duration::from_millis(300);
+/// How far the loss-based estimate may rise above the most that was recently sent.
+const SENT_HEADROOM: f64 = 1.5;
+const SENT_WINDOW: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: u32 = 8;
+
 pub struct BandwidthController {
     cfg: BandwidthConfig,
     /// Lowest first.
     ladder: Vec<Rung>,
     current: usize,
-    bad_since: Option<Instant>,
-    good_since: Option<Instant>,
+    twcc: Option<(Instant, u64)>,
+    remb: Option<(Instant, u64)>,
+    loss: LossEstimate,
+    /// Recent (time, sent bps) samples, oldest first.
+    sent: Vec<(Instant, u64)>,
+    below_since: Option<Instant>,
+    probe: Option<Probe>,
+    next_probe_at: Instant,
+    backoff: u32,
+    probes_started: u64,
+    probes_succeeded: u64,
+}
+
+/// The fallback for receivers that send neither transport-cc feedback nor REMB: grows
+/// while reports are clean (never past 1.5 times what was sent), shrinks with heavy loss.
+struct LossEstimate {
+    bps: f64,
+    pending: Vec<f32>,
+    last_update: Option<Instant>,
+    seen: Option<Instant>,
 }
 
 impl BandwidthController {
-    /// `ladder` is sorted here (lowest bitrate first); starts on the rung of `start`.
-    pub fn new(cfg: BandwidthConfig, mut ladder: Vec<Rung>, start: Option<&str>) -> Self {
+    /// `ladder` is sorted here (lowest bitrate first) and should hold only the rungs this
+    /// receiver may get (its caps applied). Starts on the highest rung that fits
+    /// `cfg.start_bps`.
+    pub fn new(cfg: BandwidthConfig, mut ladder: Vec<Rung>, now: Instant) -> Self {
         ladder.sort_by_key(|r| r.bitrate_bps);
-        let current = ladder
-            .iter()
-            .position(|r| r.tier.as_deref() == start)
-            .unwrap_or(ladder.len().saturating_sub(1));
-        BandwidthController {
-            cfg,
-            ladder,
-            current,
-            bad_since: None,
-            good_since: None,
+        if ladder.is_empty() {
+            ladder.push(Rung {
+                tier: None,
+                bitrate_bps: 0,
+            });
         }
+        let mut c = BandwidthController {
+            loss: LossEstimate {
+                bps: cfg.start_bps as f64,
+                pending: Vec::new(),
+                last_update: None,
+                seen: None,
+            },
+            current: 0,
+            ladder,
+            twcc: None,
+            remb: None,
+            sent: Vec::new(),
+            below_since: None,
+            probe: None,
+            next_probe_at: now + cfg.probe_interval,
+            backoff: 1,
+            probes_started: 0,
+            probes_succeeded: 0,
+            cfg,
+        };
+        c.current = c.fitting(c.cfg.start_bps);
+        c
     }
 
     pub fn current(&self) -> &Rung {
         &self.ladder[self.current]
     }
 
-    /// Feedback at `now`: a bandwidth estimate (REMB) if the receiver sent one, and the
-    /// fraction of packets lost since its last report. Returns the new rung on a switch.
-    pub fn on_feedback(
-        &mut self,
-        now: Instant,
-        estimate_bps: Option<u64>,
-        loss: Option<f32>,
-    ) -> Option<Rung> {
-        let need = self.current().bitrate_bps as u64;
-        let congested = loss.is_some_and(|l| l > self.cfg.down_loss)
-            || estimate_bps.is_some_and(|e| need > 0 && e < need);
-        let next_up = self
-            .ladder
-            .get(self.current + 1)
-            .map(|r| r.bitrate_bps as u64);
-        let room_to_grow = loss.is_none_or(|l| l < self.cfg.up_loss)
-            && next_up.is_some_and(|n| {
-                estimate_bps.is_none_or(|e| e as f64 >= n as f64 * self.cfg.up_headroom as f64)
-            });
-        if congested {
-            self.good_since = None;
-            let since = *self.bad_since.get_or_insert(now);
-            if self.current > 0 && now.duration_since(since) >= self.cfg.down_after {
-                self.current -= 1;
-                self.bad_since = None;
+    /// What a rung takes on the wire: the tier's bitrate, 10% for headers, and the audio.
+    pub fn need_bps(&self, rung: &Rung) -> u64 {
+        if rung.tier.is_none() {
+            return 0;
+        }
+        rung.bitrate_bps as u64 * 11 / 10 + self.cfg.audio_bps as u64
+    }
+
+    /// The highest rung whose need `bps` covers (the lowest if none does).
+    fn fitting(&self, bps: u64) -> usize {
+        self.ladder
+            .iter()
+            .rposition(|r| self.need_bps(r) <= bps)
+            .unwrap_or(0)
+    }
+
+    /// The current estimate and where it comes from.
+    pub fn estimate(&self, now: Instant) -> (u64, EstimateSource) {
+        let fresh = |s: Option<(Instant, u64)>| {
+            s.filter(|(at, _)| now.saturating_duration_since(*at) < SOURCE_STALE)
+                .map(|(_, v)| v)
+        };
+        if let Some(t) = fresh(self.twcc) {
+            return (t, EstimateSource::Twcc);
+        }
+        let loss = self.loss.bps as u64;
+        if let Some(r) = fresh(self.remb) {
+            // REMB is the receiver's view of delay; loss it reports still counts.
+            let bound = if self.loss.seen.is_some() { loss } else { r };
+            return (r.min(bound), EstimateSource::Remb);
+        }
+        (loss, EstimateSource::Loss)
+    }
+
+    /// The probe in progress, if any.
+    pub fn probe(&self) -> Option<Probe> {
+        self.probe
+    }
+
+    /// (probes started, probes that ended in a climb).
+    pub fn probe_counts(&self) -> (u64, u64) {
+        (self.probes_started, self.probes_succeeded)
+    }
+
+    fn max_recent_sent(&self, now: Instant) -> Option<u64> {
+        self.sent
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < SENT_WINDOW)
+            .map(|(_, b)| *b)
+            .max()
+    }
+
+    /// Feedback at `now`. Returns the new rung on a switch.
+    pub fn on_feedback(&mut self, now: Instant, fb: Feedback) -> Option<Rung> {
+        if let Some(t) = fb.twcc_bps {
+            self.twcc = Some((now, t));
+        }
+        if let Some(r) = fb.remb_bps {
+            self.remb = Some((now, r));
+        }
+        if let Some(s) = fb.sent_bps {
+            self.sent
+                .retain(|(at, _)| now.saturating_duration_since(*at) < SENT_WINDOW);
+            self.sent.push((now, s));
+        }
+        if let Some(l) = fb.loss {
+            self.fold_loss(now, l);
+        }
+        self.decide(now)
+    }
+
+    fn fold_loss(&mut self, now: Instant, loss: f32) {
+        let max_sent = self.max_recent_sent(now);
+        let cap = max_sent.map(|s| s as f64 * SENT_HEADROOM);
+        // A probe that has run for a second or more with clean reports delivered its rate.
+        let probed = self.probe.and_then(|p| {
+            let started = p.until.checked_sub(self.cfg.up_after)?;
+            (now.saturating_duration_since(started) >= Duration::from_secs(1))
+                .then_some(max_sent?.min(p.bps) as f64)
+        });
+        let e = &mut self.loss;
+        e.seen = Some(now);
+        e.pending.push(loss.clamp(0.0, 1.0));
+        let since = e.last_update.map(|t| now.saturating_duration_since(t));
+        if since.is_some_and(|d| d < LOSS_INTERVAL) {
+            return;
+        }
+        let elapsed = since.unwrap_or(LOSS_INTERVAL).min(Duration::from_secs(1));
+        let avg = e.pending.iter().sum::<f32>() / e.pending.len() as f32;
+        e.pending.clear();
+        e.last_update = Some(now);
+        if avg > self.cfg.down_loss {
+            e.bps *= 1.0 - 0.5 * avg as f64;
+        } else if avg < self.cfg.up_loss {
+            let grown = e.bps * 1.08f64.powf(elapsed.as_secs_f64());
+            // No evidence, no growth: never far past what was actually sent.
+            e.bps = match cap {
+                Some(c) => grown.min(c.max(e.bps)),
+                None => e.bps,
+            };
+            if let Some(p) = probed {
+                e.bps = e.bps.max(p);
+            }
+        }
+        e.bps = e.bps.max(10_000.0);
+    }
+
+    /// Moves down, climbs after a successful probe, or starts and ends probes.
+    pub fn decide(&mut self, now: Instant) -> Option<Rung> {
+        let (est, _) = self.estimate(now);
+        let need = self.need_bps(self.current());
+        if est < need {
+            self.probe = None;
+            let since = *self.below_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.cfg.down_after {
+                self.below_since = None;
+                let to = self.fitting(est).min(self.current.saturating_sub(1));
+                self.current = to;
+                self.backoff = 1;
+                self.next_probe_at = now + self.cfg.probe_interval;
                 return Some(self.current().clone());
             }
-        } else {
-            self.bad_since = None;
-            if room_to_grow {
-                let since = *self.good_since.get_or_insert(now);
-                if now.duration_since(since) >= self.cfg.up_after {
-                    self.current += 1;
-                    self.good_since = None;
-                    return Some(self.current().clone());
-                }
-            } else {
-                self.good_since = None;
+            return None;
+        }
+        self.below_since = None;
+        let next = self.current + 1;
+        let Some(next_need) = self.ladder.get(next).map(|r| self.need_bps(r)) else {
+            self.probe = None;
+            return None;
+        };
+        let target = (next_need as f64 * self.cfg.up_headroom as f64) as u64;
+        if est >= target {
+            // Evidence: the estimate reached the next rung's need with headroom.
+            if self.probe.take().is_some() {
+                self.probes_succeeded += 1;
             }
+            self.current = next;
+            self.backoff = 1;
+            self.next_probe_at = now + self.cfg.up_after;
+            return Some(self.current().clone());
+        }
+        match self.probe {
+            Some(p) if now >= p.until => {
+                self.probe = None;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                self.next_probe_at = now + self.cfg.probe_interval * self.backoff;
+            }
+            Some(_) => {}
+            None if now >= self.next_probe_at => {
+                self.probes_started += 1;
+                self.probe = Some(Probe {
+                    bps: target,
+                    until: now + self.cfg.up_after,
+                });
+            }
+            None => {}
         }
         None
     }
@@ -107,84 +344,245 @@ mod tests {
     use super::*;
 
     fn ladder() -> Vec<Rung> {
+        let rung = |t: &str, kbps: u32| Rung {
+            tier: Some(t.into()),
+            bitrate_bps: kbps * 1000,
+        };
         vec![
-            Rung {
-                tier: Some("default".into()),
-                bitrate_bps: 1_500_000,
-            },
+            rung("default", 1500),
             Rung {
                 tier: None,
                 bitrate_bps: 0,
             },
-            Rung {
-                tier: Some("low".into()),
-                bitrate_bps: 400_000,
-            },
+            rung("low", 400),
+            rung("tiny", 120),
         ]
     }
 
-    fn cfg() -> BandwidthConfig {
-        BandwidthConfig {
-            down_loss: 0.10,
-            up_loss: 0.02,
-            down_after: Duration::from_secs(2),
-            up_after: Duration::from_secs(8),
-            up_headroom: 1.3,
-        }
+    fn tier(r: &Rung) -> &str {
+        r.tier.as_deref().unwrap_or("audio")
     }
 
-    /// Feeds one report a second for `secs`, returning every switch as (second, tier).
-    fn feed(
-        c: &mut BandwidthController,
-        t0: Instant,
-        from: u64,
-        secs: u64,
-        estimate: Option<u64>,
-        loss: Option<f32>,
-    ) -> Vec<(u64, Option<String>)> {
-        (from..from + secs)
-            .filter_map(|s| {
-                c.on_feedback(t0 + Duration::from_secs(s), estimate, loss)
-                    .map(|r| (s, r.tier))
+    /// Replays a trace of (ms, feedback) and returns every switch as (ms, tier).
+    fn replay(c: &mut BandwidthController, t0: Instant, trace: &[(u64, Feedback)]) -> Vec<(u64, String)> {
+        trace
+            .iter()
+            .filter_map(|(ms, fb)| {
+                c.on_feedback(t0 + Duration::from_millis(*ms), *fb)
+                    .map(|r| (*ms, tier(&r).to_string()))
             })
             .collect()
     }
 
-    #[test]
-    fn a_bandwidth_drop_moves_down_a_rung_at_a_time_and_recovery_moves_back_up_slowly() {
-        let t0 = Instant::now();
-        let mut c = BandwidthController::new(cfg(), ladder(), Some("default"));
-        assert_eq!(c.current().tier.as_deref(), Some("default"));
-        // A healthy link: nothing changes.
-        assert!(feed(&mut c, t0, 0, 10, Some(3_000_000), Some(0.0)).is_empty());
-        // The link drops to 300 kbit/s: down to low after 2 s, then, still congested there for
-        // 2 s more, to audio only.
-        let down = feed(&mut c, t0, 10, 10, Some(300_000), Some(0.05));
-        assert_eq!(down, vec![(12, Some("low".into())), (15, None)]);
-        // Audio only needs nothing, so a 300 kbit/s link is fine there: it stays.
-        assert!(feed(&mut c, t0, 20, 5, Some(300_000), Some(0.0)).is_empty());
-        // Recovery: up one rung only after 8 s of room for it, then again.
-        let up = feed(&mut c, t0, 25, 20, Some(2_500_000), Some(0.0));
-        assert_eq!(
-            up,
-            vec![(33, Some("low".into())), (42, Some("default".into()))]
-        );
+    fn twcc(bps: u64) -> Feedback {
+        Feedback {
+            twcc_bps: Some(bps),
+            ..Default::default()
+        }
+    }
+
+    /// A receiver whose GCC estimate follows a link of `link_bps`, probing included: the
+    /// estimate tracks what is sent, capped by the link, as a real estimator does.
+    fn simulate_twcc(
+        c: &mut BandwidthController,
+        t0: Instant,
+        from_ms: u64,
+        to_ms: u64,
+        link_bps: impl Fn(u64) -> u64,
+        est: &mut u64,
+    ) -> Vec<(u64, String)> {
+        let mut switches = Vec::new();
+        let mut ms = from_ms;
+        while ms < to_ms {
+            let now = t0 + Duration::from_millis(ms);
+            let sending = c
+                .probe()
+                .map(|p| p.bps)
+                .unwrap_or_else(|| c.need_bps(c.current()))
+                .max(52_000);
+            let link = link_bps(ms);
+            // As the server's estimator does: on overuse 0.85 x what is delivered; else at
+            // least what was delivered, growing slowly, never past 1.5 x what is sent.
+            *est = if sending > link {
+                link * 85 / 100
+            } else {
+                ((*est).max(sending) * 1008 / 1000).min(sending * 3 / 2)
+            };
+            if let Some(r) = c.on_feedback(now, twcc(*est)) {
+                switches.push((ms, tier(&r).to_string()));
+            }
+            ms += 100;
+        }
+        switches
     }
 
     #[test]
-    fn loss_alone_moves_down_and_short_blips_do_not() {
+    fn a_new_receiver_starts_on_the_highest_rung_within_the_start_estimate() {
         let t0 = Instant::now();
-        let mut c = BandwidthController::new(cfg(), ladder(), Some("default"));
-        // One bad second between good ones: no switch (it must last 2 s).
-        assert!(feed(&mut c, t0, 0, 1, None, Some(0.3)).is_empty());
-        assert!(feed(&mut c, t0, 1, 1, None, Some(0.0)).is_empty());
-        assert!(feed(&mut c, t0, 2, 1, None, Some(0.3)).is_empty());
-        assert!(feed(&mut c, t0, 3, 1, None, Some(0.0)).is_empty());
-        // Sustained loss without any estimate.
-        let down = feed(&mut c, t0, 4, 3, None, Some(0.2));
-        assert_eq!(down, vec![(6, Some("low".into()))]);
-        // Up from the top rung never happens.
-        let mut top = BandwidthController::new(cfg(), ladder(), Some("default"));
-        assert!(feed(&mut top, t0, 0, 30, Some(10_000_000), Some(0.0)).is_empty());
+        let check = |start_kbps: u64, want: &str| {
+            let cfg = BandwidthConfig {
+                start_bps: start_kbps * 1000,
+                ..Default::default()
+            };
+            let c = BandwidthController::new(cfg, ladder(), t0);
+            assert_eq!(tier(c.current()), want, "start {start_kbps} kbit/s");
+        };
+        check(600, "low");
+        check(3000, "default");
+        check(250, "tiny");
+        check(100, "audio");
+    }
+
+    #[test]
+    fn a_link_that_drops_to_300k_leaves_the_top_tier_within_seconds_even_with_clean_reports_between()
+    {
+        let t0 = Instant::now();
+        let cfg = BandwidthConfig {
+            start_bps: 3_000_000,
+            ..Default::default()
+        };
+        let mut c = BandwidthController::new(cfg, ladder(), t0);
+        assert_eq!(tier(c.current()), "default");
+        // 40 reports a second: GCC's estimate falls to ~280k; loss reports alternate
+        // between heavy and clean, which once restarted the timer for ever.
+        let trace: Vec<(u64, Feedback)> = (0..400)
+            .map(|i| {
+                let ms = i * 25;
+                let est = 2_500_000u64.saturating_sub(ms * 600).max(280_000);
+                let loss = if i % 2 == 0 { 0.2 } else { 0.0 };
+                (
+                    ms,
+                    Feedback {
+                        twcc_bps: Some(est),
+                        loss: Some(loss),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let switches = replay(&mut c, t0, &trace);
+        let first = switches.first().expect("moved down");
+        assert!(first.0 <= 5000, "{switches:?}");
+        assert_eq!(tier(c.current()), "tiny", "{switches:?}");
+    }
+
+    #[test]
+    fn a_receiver_without_evidence_never_climbs() {
+        let t0 = Instant::now();
+        let cfg = BandwidthConfig {
+            start_bps: 300_000,
+            ..Default::default()
+        };
+        let mut c = BandwidthController::new(cfg, ladder(), t0);
+        assert_eq!(tier(c.current()), "tiny");
+        // No reports at all for a minute: it stays.
+        for s in 0..60 {
+            assert_eq!(c.decide(t0 + Duration::from_secs(s)), None);
+        }
+        // Clean receiver reports but nothing sent above the tiny rung: the loss-based
+        // estimate is capped at 1.5x what was sent, so it never reaches "low".
+        let mut c = BandwidthController::new(
+            BandwidthConfig {
+                start_bps: 300_000,
+                ..Default::default()
+            },
+            ladder(),
+            t0,
+        );
+        let trace: Vec<(u64, Feedback)> = (0..120)
+            .map(|s| {
+                (
+                    s * 1000,
+                    Feedback {
+                        loss: Some(0.0),
+                        sent_bps: Some(190_000),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        assert!(replay(&mut c, t0, &trace).is_empty());
+        let (est, source) = c.estimate(t0 + Duration::from_secs(120));
+        assert_eq!(source, EstimateSource::Loss);
+        assert!(est <= 300_000, "{est}");
+    }
+
+    #[test]
+    fn probes_climb_an_unshaped_link_to_the_top_and_stop_at_a_300k_link() {
+        let t0 = Instant::now();
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        assert_eq!(tier(c.current()), "low");
+        let mut est = 600_000;
+        let up = simulate_twcc(&mut c, t0, 0, 30_000, |_| 50_000_000, &mut est);
+        assert_eq!(tier(c.current()), "default", "{up:?}");
+        assert!(up.last().unwrap().0 <= 15_000, "{up:?}");
+        // The link drops to 300 kbit/s: down within a few seconds, to tiny, and probes to
+        // "low" fail without leaving it.
+        let down = simulate_twcc(&mut c, t0, 30_000, 90_000, |_| 300_000, &mut est);
+        assert_eq!(down.first().map(|s| s.1.as_str()), Some("tiny"), "{down:?}");
+        assert!(down[0].0 <= 33_000, "{down:?}");
+        assert_eq!(down.len(), 1, "no climbing on a link that cannot carry it: {down:?}");
+        let (started, succeeded) = c.probe_counts();
+        assert!(started >= 3, "probes keep testing the link ({started})");
+        assert_eq!(succeeded, 1, "low -> default only");
+        // The link is restored: back on top within 30 s.
+        let back = simulate_twcc(&mut c, t0, 90_000, 120_000, |_| 50_000_000, &mut est);
+        assert_eq!(tier(c.current()), "default", "{back:?}");
+    }
+
+    #[test]
+    fn an_80k_link_gets_audio_only() {
+        let t0 = Instant::now();
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        let mut est = 600_000;
+        let s = simulate_twcc(&mut c, t0, 0, 20_000, |_| 80_000, &mut est);
+        assert_eq!(tier(c.current()), "audio", "{s:?}");
+    }
+
+    #[test]
+    fn heavy_receiver_report_loss_shrinks_the_loss_estimate_and_moves_down() {
+        let t0 = Instant::now();
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        assert_eq!(tier(c.current()), "low");
+        let trace: Vec<(u64, Feedback)> = (0..40)
+            .map(|i| {
+                (
+                    i * 250,
+                    Feedback {
+                        loss: Some(0.25),
+                        sent_bps: Some(500_000),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let s = replay(&mut c, t0, &trace);
+        assert!(!s.is_empty() && s[0].0 <= 4000, "{s:?}");
+        // A clean probe lets a loss-only receiver climb: the rate it delivered counts.
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        let mut switches = Vec::new();
+        for i in 0..400u64 {
+            let now = t0 + Duration::from_millis(i * 100);
+            let sent = c.probe().map_or(c.need_bps(c.current()), |p| p.bps);
+            let fb = Feedback {
+                loss: (i % 10 == 0).then_some(0.0),
+                sent_bps: Some(sent),
+                ..Default::default()
+            };
+            if let Some(r) = c.on_feedback(now, fb) {
+                switches.push((i * 100, tier(&r).to_string()));
+            }
+        }
+        assert_eq!(tier(c.current()), "default", "{switches:?}");
+        // REMB wins over loss-only once it arrives, and is bounded by the loss estimate.
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        c.on_feedback(
+            t0,
+            Feedback {
+                remb_bps: Some(2_000_000),
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.estimate(t0), (2_000_000, EstimateSource::Remb));
     }
 }

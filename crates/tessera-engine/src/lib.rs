@@ -37,7 +37,7 @@ mod tier;
 
 use std::sync::Arc;
 
-pub use bandwidth::{BandwidthConfig, BandwidthController, Rung};
+pub use bandwidth::{BandwidthConfig, BandwidthController, EstimateSource, Feedback, Probe, Rung};
 pub use room::{ParticipantStats, Room, RoomStats, TierStats};
 pub use settings::{layout_by_name, Assets, RoomSettings, TierSettings};
 pub use tessera_codec::EncodedVideo;
@@ -128,6 +128,12 @@ pub enum Input {
     SetReceiveTier {
         id: ParticipantId,
         tier: Option<String>,
+    },
+    /// The loss a listener reports on its audio, in percent: its Opus encoder (or the
+    /// shared full-mix one, for the worst of its listeners) spends more on in-band FEC.
+    SetAudioLoss {
+        id: ParticipantId,
+        loss_pct: u8,
     },
 }
 

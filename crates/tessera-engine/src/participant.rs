@@ -34,6 +34,8 @@ pub struct Participant {
     /// Encodes this participant's mix-minus (only for participants that send audio).
     pub audio_encoder: Option<Box<dyn AudioEncoder>>,
     pub stats: ParticipantStats,
+    /// The loss this participant reports on its audio, in percent (tunes Opus FEC).
+    pub audio_loss_pct: u8,
     scratch: Vec<i16>,
 }
 
@@ -61,6 +63,7 @@ impl Participant {
             audio_encoder: None,
             camera_off: false,
             stats: ParticipantStats::default(),
+            audio_loss_pct: 0,
             scratch: Vec::with_capacity(FRAME_SAMPLES * 6),
         }
     }

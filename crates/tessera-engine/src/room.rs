@@ -357,7 +357,40 @@ impl Room {
                 }
             }
             Input::SetLayout(layout) => self.settings.layout = layout,
+            Input::SetAudioLoss { id, loss_pct } => {
+                let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+                    self.stats.inputs_for_unknown_participants += 1;
+                    return;
+                };
+                p.audio_loss_pct = loss_pct;
+                if let Some(e) = p.audio_encoder.as_mut() {
+                    if e.set_packet_loss_pct(loss_pct).is_err() {
+                        self.stats.audio_encode_errors += 1;
+                    }
+                }
+                self.tune_full_mix_loss();
+            }
         }
+    }
+
+    /// The shared full-mix encode protects for the worst loss among its listeners.
+    fn tune_full_mix_loss(&mut self) {
+        let worst = self.full_mix_loss_pct();
+        if let Some(e) = self.full_mix_encoder.as_mut() {
+            if e.set_packet_loss_pct(worst).is_err() {
+                self.stats.audio_encode_errors += 1;
+            }
+        }
+    }
+
+    /// The loss the shared full-mix encoder is tuned for, in percent.
+    pub fn full_mix_loss_pct(&self) -> u8 {
+        self.participants
+            .iter()
+            .filter(|p| p.options.receives_audio && p.audio_encoder.is_none())
+            .map(|p| p.audio_loss_pct)
+            .max()
+            .unwrap_or(0)
     }
 
     fn jitter_samples(&self) -> usize {
@@ -643,7 +676,19 @@ impl Room {
         if full_mix_needed {
             if self.full_mix_encoder.is_none() {
                 match tessera_codec::new_audio_encoder(self.settings.audio_bitrate_bps) {
-                    Ok(e) => self.full_mix_encoder = Some(e),
+                    Ok(mut e) => {
+                        let worst = self
+                            .participants
+                            .iter()
+                            .filter(|p| p.options.receives_audio && p.audio_encoder.is_none())
+                            .map(|p| p.audio_loss_pct)
+                            .max()
+                            .unwrap_or(0);
+                        if e.set_packet_loss_pct(worst).is_err() {
+                            self.stats.audio_encode_errors += 1;
+                        }
+                        self.full_mix_encoder = Some(e);
+                    }
                     Err(_) => self.stats.audio_encode_errors += 1,
                 }
             }

@@ -40,6 +40,13 @@ pub struct RoomSettings {
     pub always_encode: Vec<String>,
     /// Emit the full mix even with no listener that needs it (offline render, WHEP).
     pub always_full_mix: bool,
+    /// Least time between two keyframes one receiver may force on a tier it shares.
+    /// (Used by the room's owner, which routes frames to receivers.)
+    pub receiver_keyframe_interval: Duration,
+    /// Tell senders the largest tile they occupy (`bandwidth.sender_hints`), asking for
+    /// `hint_bits_per_pixel` per pixel per frame.
+    pub sender_hints: bool,
+    pub hint_bits_per_pixel: f32,
 }
 
 /// Font and placeholder image bytes named by the config, read from disk by the caller.
@@ -189,6 +196,11 @@ impl RoomSettings {
             ),
             always_encode: Vec::new(),
             always_full_mix: false,
+            receiver_keyframe_interval: Duration::from_millis(
+                cfg.encoder.receiver_keyframe_interval_ms as u64,
+            ),
+            sender_hints: cfg.bandwidth.sender_hints,
+            hint_bits_per_pixel: cfg.bandwidth.hint_bits_per_pixel,
         })
     }
 

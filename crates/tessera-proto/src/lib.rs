@@ -38,6 +38,13 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// A display size in device pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisplaySize {
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Someone in the room, as other participants see them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -73,6 +80,11 @@ pub enum ClientMessage {
         /// Join token (`tessera token`); required when the server sets `auth.token_secret`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// The size the client shows the composite at, in device pixels (the web client
+        /// sends its composite element's size times `devicePixelRatio`): the server never
+        /// sends a larger tier than this needs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display: Option<DisplaySize>,
     },
     /// The client's SDP offer (after `joined`). Exactly one offer per session.
     Offer { sdp: String },
@@ -85,6 +97,9 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         video: Option<bool>,
     },
+    /// "Audio only": `true` stops the composite video to this client (and the client stops
+    /// sending its camera); `false` returns it to the bandwidth ladder.
+    AudioOnly { enabled: bool },
     /// Leave the room; the server closes the PeerConnection and the socket.
     Leave,
     /// Keep-alive; answered with `pong`.
@@ -128,6 +143,32 @@ pub enum ServerMessage {
     },
     LayoutChanged {
         layout: String,
+    },
+    /// What the client's camera should send: the largest tile it occupies on any canvas in
+    /// use. The web client applies it with `RTCRtpSender.setParameters`
+    /// (`scaleResolutionDownBy`, `maxFramerate`, `maxBitrate`). A camera on no canvas gets a
+    /// tiny hint (`on_canvas: false`).
+    SendHint {
+        /// `camera` (later also `screen`).
+        kind: String,
+        width: u32,
+        height: u32,
+        fps: u32,
+        max_bitrate_bps: u32,
+        on_canvas: bool,
+    },
+    /// The client's current receive tier (`null`: audio only) and the server's bandwidth
+    /// estimate for its downlink; sent on every change and every few seconds.
+    Bandwidth {
+        tier: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimate_bps: Option<u64>,
+        /// Where the estimate comes from: `twcc` (send-side GCC), `remb`, `loss` (receiver
+        /// reports only) or `none`.
+        source: String,
+        /// The client asked for audio only.
+        #[serde(default)]
+        audio_only: bool,
     },
     Pong,
     /// Something the client sent was refused. `fatal` errors are followed by the socket
@@ -241,6 +282,7 @@ mod tests {
                 audio: true,
                 tier: None,
                 token: None,
+                display: None,
             }),
         );
         check(
@@ -252,6 +294,7 @@ mod tests {
                 audio: true,
                 tier: Some("low".into()),
                 token: None,
+                display: None,
             }),
         );
         check(
@@ -277,6 +320,25 @@ mod tests {
             }),
         );
         check(r#"{"type":"leave"}"#, Ok(ClientMessage::Leave));
+        check(
+            r#"{"type":"join","room":"r","name":"A","display":{"width":640,"height":360}}"#,
+            Ok(ClientMessage::Join {
+                room: "r".into(),
+                name: "A".into(),
+                video: true,
+                audio: true,
+                tier: None,
+                token: None,
+                display: Some(DisplaySize {
+                    width: 640,
+                    height: 360,
+                }),
+            }),
+        );
+        check(
+            r#"{"type":"audio_only","enabled":true}"#,
+            Ok(ClientMessage::AudioOnly { enabled: true }),
+        );
         check(r#"{"type":"dance"}"#, Err("unknown variant `dance`"));
         check(r#"{"type":"offer"}"#, Err("missing field `sdp`"));
         check(

@@ -299,6 +299,7 @@ impl Client {
                 audio: !media.audio.is_empty() || raw.audio,
                 tier: None,
                 token: media.token.clone(),
+                display: None,
             }))
             .await
             .map_err(|e| ClientError::Signalling(e.to_string()))?;

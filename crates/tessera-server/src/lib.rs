@@ -21,6 +21,7 @@ pub mod auth;
 pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
+mod estimate;
 mod limits;
 mod listen;
 mod metrics;

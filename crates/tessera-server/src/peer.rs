@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Interceptor, Packet, PacerBuilder, Slot, StreamInfo,
+    TaggedPacket,
+};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -21,6 +24,9 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::header::{Header, EXTENSION_PROFILE_TWO_BYTE};
+use rtc::rtp::packetizer::Packetizer;
+use rtc::rtp::sequence::Sequencer;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -28,9 +34,11 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio;
 use tessera_config::NetworkConfig;
 use tessera_proto::IceCandidate;
+use tessera_engine::{EncodedVideo, Feedback};
 use tessera_types::{ParticipantId, VideoCodec};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -42,6 +50,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::estimate::{self, Estimator};
 use crate::reassembly::{self, Event, Reassembler, SafeH264};
 use crate::room::{Command, MediaOut, NetStats, RoomHandle};
 use crate::sdp;
@@ -335,6 +344,10 @@ pub struct PeerContext {
     pub network: NetworkConfig,
     pub events: mpsc::UnboundedSender<PeerEvent>,
     pub ports: Arc<PortAllocator>,
+    /// The bandwidth estimate a new receiver starts from (`bandwidth.start_kbps`).
+    pub start_bps: u64,
+    /// The richest tier's bitrate: what the pacer allows before any feedback.
+    pub max_tier_bps: u64,
 }
 
 struct Handler {
@@ -683,12 +696,37 @@ pub async fn answer(
         network,
         events,
         ports,
+        start_bps,
+        max_tier_bps,
     } = ctx;
     let mut me = media_engine()?;
     let registry = configure_nack(Registry::new(), &mut me);
     let registry = configure_rtcp_reports(registry);
     let registry = configure_twcc(registry, &mut me).map_err(werr)?;
     let net = Arc::new(Mutex::new(NetStats::default()));
+    // Send-side estimation from the receiver's transport-cc feedback (wire-most, so it
+    // sees every packet as released), and the pacer before it on the way out. Until the
+    // first feedback (and for receivers that never send any) the pacer lets the richest
+    // tier through with room for its keyframes.
+    let estimator = Estimator::new(
+        start_bps as f64,
+        Some(estimate::Report {
+            room: room.clone(),
+            id,
+        }),
+    );
+    let initial_pacing = (start_bps.max(max_tier_bps) as f64 + 100_000.0) * estimate::PACING_FACTOR;
+    let registry = registry
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(
+            Slot::Pacer,
+            PacerBuilder::new()
+                .with_target_bitrate(initial_pacing)
+                .build(),
+        );
     let registry = registry
         .with(Slot::from(14_000), Tapped::new(KeyframeRequestForwarder))
         .with(
@@ -782,11 +820,124 @@ struct Outgoing {
     duration: Duration,
 }
 
+/// The composite's track: packetized here, so that its timestamps are the room's and
+/// padding for bandwidth probes can share its sequence numbers.
+struct VideoWriter {
+    track: Arc<TrackLocalStaticRTP>,
+    packetizer: Box<dyn Packetizer>,
+    sequencer: Box<dyn Sequencer>,
+    ssrc: u32,
+    pt: u8,
+    /// Random start of the RTP timestamps; the engine's 90 kHz pts is added to it.
+    ts_base: u32,
+    last_ts: Option<u32>,
+    /// Bytes of every packet written, for the receiver's sent rate.
+    bytes: u64,
+}
+
+/// Padding packets carry this much in unknown two-byte header extensions (RTP padding
+/// itself is limited to 255 bytes, and `rtc` writes at most 4): receivers skip them and
+/// count the packet as padding, and transport-cc feedback acknowledges its size.
+const PADDING_EXTENSIONS: u8 = 4;
+const PADDING_EXTENSION_BYTES: usize = 255;
+const PADDING_EXTENSION_FIRST_ID: u8 = 200;
+
+impl VideoWriter {
+    fn new(track: Arc<TrackLocalStaticRTP>, mime: &str, ssrc: u32, pt: u8) -> Result<Self, PeerError> {
+        let payloader = codec(mime).payloader().map_err(werr)?;
+        let sequencer: Box<dyn Sequencer> = Box::new(rtc::rtp::sequence::new_random_sequencer());
+        let packetizer = rtc::rtp::packetizer::new_packetizer(
+            Instant::now(),
+            RTP_MTU,
+            pt,
+            ssrc,
+            payloader,
+            sequencer.clone(),
+            90_000,
+        );
+        Ok(VideoWriter {
+            track,
+            packetizer: Box::new(packetizer),
+            sequencer,
+            ssrc,
+            pt,
+            ts_base: rand_ssrc(),
+            last_ts: None,
+            bytes: 0,
+        })
+    }
+
+    async fn write_frame(&mut self, frame: &EncodedVideo) -> Result<(), String> {
+        let data = Bytes::copy_from_slice(&frame.data);
+        let packets = self
+            .packetizer
+            .packetize(Instant::now(), &data, 0)
+            .map_err(|e| e.to_string())?;
+        // The room's clock, never stepping back (tiers tick on slightly different grids).
+        let mut ts = self.ts_base.wrapping_add(frame.pts_90k as u32);
+        if let Some(last) = self.last_ts {
+            if (ts.wrapping_sub(last) as i32) <= 0 {
+                ts = last.wrapping_add(1);
+            }
+        }
+        self.last_ts = Some(ts);
+        for mut p in packets {
+            p.header.timestamp = ts;
+            p.header.payload_type = self.pt;
+            self.bytes += (p.payload.len() + 40) as u64;
+            self.track.write_rtp(p).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// One padding-only packet of about 1 KiB, on the composite's SSRC after a whole frame.
+    async fn write_padding(&mut self) -> Result<(), String> {
+        let Some(ts) = self.last_ts else {
+            return Ok(());
+        };
+        let mut header = Header {
+            version: 2,
+            padding: true,
+            extension: true,
+            extension_profile: EXTENSION_PROFILE_TWO_BYTE,
+            payload_type: self.pt,
+            sequence_number: self.sequencer.next_sequence_number(),
+            timestamp: ts,
+            ssrc: self.ssrc,
+            ..Default::default()
+        };
+        static BALLAST: [u8; PADDING_EXTENSION_BYTES] = [0; PADDING_EXTENSION_BYTES];
+        for i in 0..PADDING_EXTENSIONS {
+            header
+                .set_extension(PADDING_EXTENSION_FIRST_ID + i, Bytes::from_static(&BALLAST))
+                .map_err(|e| e.to_string())?;
+        }
+        let size = PADDING_EXTENSIONS as usize * (PADDING_EXTENSION_BYTES + 2) + 60;
+        self.bytes += size as u64;
+        self.track
+            .write_rtp(rtc::rtp::Packet {
+                header,
+                payload: Bytes::new(),
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// RTP packets we write stay under this (IP, UDP, SRTP and header extensions come on top).
+const RTP_MTU: usize = 1200;
+
 pub(crate) fn new_track(
     kind: RtpCodecKind,
     mime: &str,
     ssrc: u32,
 ) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
+    TrackLocalStaticSample::new(Instant::now(), media_track(kind, mime, ssrc))
+        .map(Arc::new)
+        .map_err(werr)
+}
+
+fn media_track(kind: RtpCodecKind, mime: &str, ssrc: u32) -> MediaStreamTrack {
     let (kind_name, label) = match kind {
         RtpCodecKind::Audio => ("audio", "mix"),
         _ => ("video", "composite"),
@@ -794,7 +945,7 @@ pub(crate) fn new_track(
     // Unique per SSRC: webrtc-rs routes inbound RTCP (PLI, receiver reports) by track id,
     // to a remote track before a local one, so a peer whose camera had the same id as our
     // composite would hand its feedback about the composite to the camera's reader.
-    let track = MediaStreamTrack::new(
+    MediaStreamTrack::new(
         "tessera".into(),
         format!("tessera-{kind_name}-{ssrc:08x}"),
         label.into(),
@@ -808,10 +959,7 @@ pub(crate) fn new_track(
             codec: codec(mime),
             ..Default::default()
         }],
-    );
-    TrackLocalStaticSample::new(Instant::now(), track)
-        .map(Arc::new)
-        .map_err(werr)
+    )
 }
 
 async fn negotiate(
@@ -836,7 +984,11 @@ async fn negotiate(
             VideoCodec::H264 => MIME_H264,
             VideoCodec::Vp8 => MIME_VP8,
         };
-        let track = new_track(RtpCodecKind::Video, mime, base_ssrc)?;
+        let track = Arc::new(TrackLocalStaticRTP::new(media_track(
+            RtpCodecKind::Video,
+            mime,
+            base_ssrc,
+        )));
         let sender = pc
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
@@ -880,12 +1032,7 @@ async fn negotiate(
             .await
             .ok_or_else(|| PeerError::BadSdp(format!("{mime} was not negotiated")))?;
         spawn_receiver_feedback(track.clone(), base_ssrc, id, room.clone());
-        video_out = Some(Outgoing {
-            track,
-            ssrc: base_ssrc,
-            pt,
-            duration: video_duration(plan.video_fps),
-        });
+        video_out = Some(VideoWriter::new(track, mime, base_ssrc, pt)?);
     }
     let mut audio_out = None;
     if let Some((track, sender)) = audio {
@@ -903,7 +1050,7 @@ async fn negotiate(
         });
     }
     tokio::spawn(
-        write_media(link, video_out, audio_out)
+        write_media(link, video_out, audio_out, (room, id))
             .instrument(tracing::info_span!("send", participant = %id)),
     );
     Ok(sdp)
@@ -917,9 +1064,11 @@ fn rand_ssrc() -> u32 {
 }
 
 /// Receivers' feedback on the composite track: PLI/FIR make the tier emit a keyframe;
-/// receiver reports (loss) and REMB (estimate) go to the room's tier choice.
-fn spawn_receiver_feedback(
-    track: Arc<TrackLocalStaticSample>,
+/// receiver reports (loss) and REMB (estimate) go to the room's tier choice, and the loss
+/// on the audio to its Opus encoder's FEC. (Transport-cc feedback is read by the
+/// congestion-control interceptor, whose estimator reports to the room itself.)
+fn spawn_receiver_feedback<T: TrackLocal + ?Sized + 'static>(
+    track: Arc<T>,
     ssrc: u32,
     id: ParticipantId,
     room: RoomHandle,
@@ -929,28 +1078,31 @@ fn spawn_receiver_feedback(
             let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
                 continue;
             };
-            let mut loss = None;
-            let mut estimate = None;
+            let mut feedback = Feedback::default();
             let mut jitter_ms = None;
             for p in &packets {
                 let any = p.as_any();
                 if is_keyframe_request(p.as_ref()) {
                     room.send(Command::ReceiverKeyframe { id });
                 } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                    if let Some(r) = rr.reports.iter().find(|r| r.ssrc == ssrc) {
-                        loss = Some(r.fraction_lost as f32 / 256.0);
-                        // Interarrival jitter is in RTP timestamp units (90 kHz for video).
-                        jitter_ms = Some(r.jitter as f64 / 90.0);
+                    for r in &rr.reports {
+                        if r.ssrc == ssrc {
+                            feedback.loss = Some(r.fraction_lost as f32 / 256.0);
+                            // Interarrival jitter is in RTP timestamp units (90 kHz for video).
+                            jitter_ms = Some(r.jitter as f64 / 90.0);
+                        } else if r.ssrc == ssrc.wrapping_add(1) {
+                            let loss_pct = (r.fraction_lost as u32 * 100 / 256) as u8;
+                            room.send(Command::AudioLoss { id, loss_pct });
+                        }
                     }
                 } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                    estimate = Some(remb.bitrate.max(0.0) as u64);
+                    feedback.remb_bps = Some(remb.bitrate.max(0.0) as u64);
                 }
             }
-            if loss.is_some() || estimate.is_some() {
+            if feedback.loss.is_some() || feedback.remb_bps.is_some() {
                 room.send(Command::Feedback {
                     id,
-                    loss,
-                    estimate,
+                    feedback,
                     jitter_ms,
                 });
             }
@@ -958,47 +1110,132 @@ fn spawn_receiver_feedback(
     });
 }
 
-/// Writes the room's output for one participant to its tracks, in order. Ends when the
-/// room drops the participant's queue.
-async fn write_media(link: Link, video: Option<Outgoing>, audio: Option<Outgoing>) {
+/// How often the writer tells the room what it sent.
+const SENT_REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Padding packets sent at most per call while probing (a call per frame or audio packet).
+const MAX_PADDING_BURST: u32 = 40;
+
+/// A probe in progress: pad the stream up to `bps` in total until `until`.
+struct Probing {
+    bps: u64,
+    started: Instant,
+    until: Instant,
+    bytes_at_start: u64,
+}
+
+/// Writes the room's output for one participant to its tracks, in order, pads for probes
+/// and reports what it sent. Ends when the room drops the participant's queue.
+async fn write_media(
+    link: Link,
+    mut video: Option<VideoWriter>,
+    audio: Option<Outgoing>,
+    (room, id): (RoomHandle, ParticipantId),
+) {
     let Link {
         mut media,
         camera,
         connected,
     } = link;
     let mut errors = 0u64;
+    let mut audio_bytes = 0u64;
+    let mut probing: Option<Probing> = None;
+    let mut last_sent_report = (Instant::now(), 0u64);
     while let Some(m) = media.recv().await {
-        let (out, data, duration) = match m {
-            MediaOut::Video(f, fps) => (
-                video.as_ref(),
-                Bytes::copy_from_slice(&f.data),
-                Some(video_duration(fps)),
-            ),
-            MediaOut::Audio(p) => (audio.as_ref(), Bytes::from(p), None),
+        let now = Instant::now();
+        let result = match m {
+            MediaOut::Video(f, _) => match video.as_mut() {
+                Some(v) if connected.load(Ordering::Acquire) => v.write_frame(&f).await,
+                _ => Ok(()),
+            },
+            MediaOut::Audio(p) => match audio.as_ref() {
+                // Before DTLS is up a write only fails; the keyframe on connect starts the picture.
+                Some(out) if connected.load(Ordering::Acquire) => {
+                    audio_bytes += (p.len() + 40) as u64;
+                    let sample = Sample {
+                        data: Bytes::from(p),
+                        duration: out.duration,
+                        ..Sample::new(now)
+                    };
+                    out.track
+                        .write_sample(out.ssrc, out.pt, &sample, &[])
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                _ => Ok(()),
+            },
             MediaOut::Pli => {
                 let cam = camera.lock().ok().and_then(|c| c.clone());
                 if let Some((track, ssrc)) = cam {
                     send_pli_to(&track, ssrc).await;
                 }
-                continue;
+                Ok(())
+            }
+            MediaOut::Remb(bps) => {
+                let cam = camera.lock().ok().and_then(|c| c.clone());
+                if let Some((track, ssrc)) = cam {
+                    send_remb_to(&track, ssrc, bps).await;
+                }
+                Ok(())
+            }
+            MediaOut::Probe { bps, until } => {
+                let bytes = video.as_ref().map_or(0, |v| v.bytes) + audio_bytes;
+                probing = Some(Probing {
+                    bps,
+                    started: now,
+                    until,
+                    bytes_at_start: bytes,
+                });
+                Ok(())
             }
         };
-        let Some(out) = out else { continue };
-        // Before DTLS is up a write only fails; the keyframe on connect starts the picture.
-        if !connected.load(Ordering::Acquire) {
-            continue;
-        }
-        let sample = Sample {
-            data,
-            duration: duration.unwrap_or(out.duration),
-            ..Sample::new(Instant::now())
-        };
-        if let Err(e) = out.track.write_sample(out.ssrc, out.pt, &sample, &[]).await {
+        if let Err(e) = result {
             errors += 1;
             if errors.is_power_of_two() {
                 debug!(errors, "write failed: {e}");
             }
         }
+        // Probing: pad up to the probe's rate, counting what media already sent.
+        if let (Some(p), Some(v)) = (probing.as_ref(), video.as_mut()) {
+            if now >= p.until {
+                probing = None;
+            } else if connected.load(Ordering::Acquire) {
+                let due = (now.duration_since(p.started).as_secs_f64() * p.bps as f64 / 8.0) as u64;
+                let mut burst = 0;
+                while v.bytes + audio_bytes < p.bytes_at_start + due && burst < MAX_PADDING_BURST {
+                    if v.write_padding().await.is_err() {
+                        break;
+                    }
+                    burst += 1;
+                }
+            }
+        }
+        let total = video.as_ref().map_or(0, |v| v.bytes) + audio_bytes;
+        let elapsed = now.duration_since(last_sent_report.0);
+        if elapsed >= SENT_REPORT_EVERY {
+            let sent_bps = ((total - last_sent_report.1) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+            last_sent_report = (now, total);
+            room.send(Command::Feedback {
+                id,
+                feedback: Feedback {
+                    sent_bps: Some(sent_bps),
+                    ..Default::default()
+                },
+                jitter_ms: None,
+            });
+        }
+    }
+}
+
+/// Caps a sender's bitrate (REMB): how WHIP publishers, and browsers as an upper bound
+/// beside their own estimate, learn what their tile needs.
+pub(crate) async fn send_remb_to(track: &Arc<dyn TrackRemote>, ssrc: u32, bps: u32) {
+    let remb = ReceiverEstimatedMaximumBitrate {
+        sender_ssrc: 0,
+        bitrate: bps as f32,
+        ssrcs: vec![ssrc],
+    };
+    if let Err(e) = track.write_rtcp(vec![Box::new(remb)]).await {
+        debug!("REMB not sent: {e}");
     }
 }
 
@@ -1013,9 +1250,4 @@ pub async fn add_candidate(pc: &Arc<dyn PeerConnection>, c: IceCandidate) -> Res
     })
     .await
     .map_err(werr)
-}
-
-/// The frame duration for a tier's frame rate, in a form whose RTP timestamp step is exact.
-pub fn video_duration(fps: u32) -> Duration {
-    Duration::from_secs_f64((90_000.0 / fps as f64 + 0.5) / 90_000.0)
 }

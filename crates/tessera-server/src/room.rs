@@ -2,7 +2,7 @@
 //! network tasks send, runs its clock, and routes its outputs to each participant's
 //! bounded queue. Nothing here awaits or does IO; a full queue drops and counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tessera_codec::{EncodedVideo, VideoFrame};
 use tessera_engine::{
-    BandwidthConfig, BandwidthController, Input, JoinOptions, LayoutSpec, Listener, Output, Room,
-    RoomSettings, Rung,
+    BandwidthConfig, BandwidthController, Feedback, Input, JoinOptions, LayoutSpec, Listener,
+    Output, Probe, Room, RoomSettings, Rung,
 };
 use tessera_proto::{ErrorCode, ParticipantInfo, ServerMessage};
 use tessera_types::{ParticipantId, VideoCodec};
@@ -44,14 +44,23 @@ pub enum Command {
     ReceiverKeyframe {
         id: ParticipantId,
     },
-    /// A receiver's feedback on the composite: loss fraction from a receiver report, a
-    /// bandwidth estimate from REMB.
+    /// A receiver's feedback on the composite: its send-side estimate (transport-cc),
+    /// REMB, receiver-report loss, or what was sent to it.
     Feedback {
         id: ParticipantId,
-        loss: Option<f32>,
-        estimate: Option<u64>,
+        feedback: Feedback,
         /// Interarrival jitter the receiver reports, in ms.
         jitter_ms: Option<f64>,
+    },
+    /// The loss a receiver reports on its audio, in percent (tunes Opus FEC).
+    AudioLoss {
+        id: ParticipantId,
+        loss_pct: u8,
+    },
+    /// The participant asked for audio only (no video in or out), or back.
+    AudioOnly {
+        id: ParticipantId,
+        enabled: bool,
     },
     /// A receiver's connection came up: it needs a keyframe now.
     ReceiverConnected {
@@ -121,7 +130,20 @@ pub struct JoinRequest {
     pub codec_out: Option<VideoCodec>,
     /// Move this receiver between tiers from its feedback (`[bandwidth]`), if enabled.
     pub bandwidth: Option<(BandwidthConfig, bool)>,
+    /// The richest tier this receiver may get.
+    pub caps: TierCaps,
     pub sink: Sink,
+}
+
+/// What limits a receiver's tier, whatever its bandwidth.
+#[derive(Clone, Debug, Default)]
+pub struct TierCaps {
+    /// `rooms.max_tier` or the declared room's `max_tier` (a config tier name).
+    pub max_tier: Option<String>,
+    /// A tier the client asked for in `join`: it gets no richer one.
+    pub requested: Option<String>,
+    /// The size the client shows the composite at, in device pixels.
+    pub display: Option<(u32, u32)>,
 }
 
 /// What a room sends one participant's network task.
@@ -132,6 +154,10 @@ pub enum MediaOut {
     Audio(Vec<u8>),
     /// Ask this participant's camera for a keyframe (send PLI).
     Pli,
+    /// Cap this participant's camera at this many bits per second (send REMB).
+    Remb(u32),
+    /// Pad the composite up to `bps` in total until `until`: a bandwidth probe.
+    Probe { bps: u64, until: Instant },
 }
 
 /// A participant's two queues: media (bounded: a stalled receiver loses frames, not the
@@ -169,6 +195,13 @@ pub struct NetStats {
     /// Packets of an SSRC no track was bound to (webrtc-rs drops them).
     pub rtp_unknown_ssrc: u64,
 }
+
+/// How often receivers' probes, held receivers and senders' hints are looked at.
+const PERIODIC: Duration = Duration::from_millis(500);
+
+/// The least and most a send hint asks of a camera, in bits per second.
+const MIN_HINT_BPS: u32 = 30_000;
+const MAX_HINT_BPS: u32 = 4_000_000;
 
 /// How many commands may wait for a room thread before senders start dropping media.
 const COMMAND_QUEUE: usize = 4096;
@@ -260,6 +293,30 @@ pub struct ParticipantReport {
     /// From the receiver's last report on the composite: fraction lost, jitter in ms.
     pub report_loss: Option<f32>,
     pub report_jitter_ms: Option<f64>,
+    /// The bandwidth estimate for this receiver's downlink and where it comes from
+    /// (`twcc`, `remb` or `loss`).
+    pub estimate_bps: Option<u64>,
+    pub estimate_source: Option<&'static str>,
+    /// The receiver asked for audio only.
+    pub audio_only: bool,
+    /// Probes started, and probes that ended in a climb.
+    pub probes: (u64, u64),
+    /// Waiting for a keyframe after losing its picture.
+    pub held: bool,
+    pub held_frames_dropped: u64,
+    pub keyframe_requests_deferred: u64,
+    /// The last send hint given to this participant's camera.
+    pub send_hint: Option<Hint>,
+}
+
+/// What a sender's camera is asked for: the largest tile it has on any composite in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Hint {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub max_bitrate_bps: u32,
+    pub on_canvas: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -301,6 +358,22 @@ struct Member {
     net: NetStats,
     rate: Rate,
     bandwidth: Option<BandwidthController>,
+    /// The ladder's settings and caps, to rebuild it (after "audio only" is turned off).
+    ladder: Option<(BandwidthConfig, bool, TierCaps)>,
+    /// The participant asked for audio only.
+    audio_only: bool,
+    /// Lost its picture (PLI/FIR, or its queue overflowed): delta frames are dropped until
+    /// its tier's next keyframe.
+    held: bool,
+    /// When this receiver last forced its tier to make a keyframe.
+    last_forced_keyframe: Option<Instant>,
+    /// Delta frames not sent while held, and keyframe requests not passed on (the tier is
+    /// shared and this receiver forced one recently).
+    held_frames_dropped: u64,
+    keyframe_requests_deferred: u64,
+    joined_at: Instant,
+    last_hint: Option<Hint>,
+    last_bandwidth_msg: Option<(Instant, Option<String>)>,
     feedback_reports: u64,
     tier_switches: u64,
     /// When this participant's newest camera frame reached the room, and whether a
@@ -454,8 +527,9 @@ impl RoomThread {
         self.room = Some(room);
         info!("room started");
         let mut next_rates = now;
+        let mut next_periodic = now + PERIODIC;
         loop {
-            let deadline = self.room().poll_timeout();
+            let deadline = self.room().poll_timeout().min(next_periodic);
             let now = Instant::now();
             let cmd = if deadline > now {
                 match rx.recv_timeout(deadline - now) {
@@ -486,6 +560,11 @@ impl RoomThread {
             if now >= next_rates {
                 self.update_rates(now);
                 next_rates = now + Duration::from_secs(1);
+            }
+            if now >= next_periodic {
+                self.periodic(now);
+                self.route();
+                next_periodic = now + PERIODIC;
             }
             self.busy += work_started.elapsed();
         }
@@ -520,38 +599,21 @@ impl RoomThread {
                     id,
                     name,
                     kind,
-                    options,
+                    mut options,
                     codec_out,
                     bandwidth,
+                    caps,
                     sink,
                 } = *req;
-                let controller = match (bandwidth, codec_out) {
-                    (Some((cfg, audio_only)), Some(codec)) => {
-                        let mut ladder: Vec<Rung> = self
-                            .room()
-                            .settings()
-                            .tiers
-                            .iter()
-                            .filter(|t| t.codec == codec)
-                            .map(|t| Rung {
-                                tier: Some(t.name.clone()),
-                                bitrate_bps: t.bitrate_bps,
-                            })
-                            .collect();
-                        if audio_only {
-                            ladder.push(Rung {
-                                tier: None,
-                                bitrate_bps: 0,
-                            });
-                        }
-                        Some(BandwidthController::new(
-                            cfg,
-                            ladder,
-                            options.receive_tier.as_deref(),
-                        ))
-                    }
+                let now = Instant::now();
+                let ladder = bandwidth.map(|(cfg, audio_only)| (cfg, audio_only, caps));
+                let controller = match (&ladder, codec_out) {
+                    (Some(l), Some(codec)) => Some(self.new_controller(l, codec, now)),
                     _ => None,
                 };
+                if let Some(c) = &controller {
+                    options.receive_tier = c.current().tier.clone();
+                }
                 info!(participant = %id, %name, kind, tier = ?options.receive_tier, "joined");
                 let info = ParticipantInfo {
                     id: id.to_string(),
@@ -577,6 +639,15 @@ impl RoomThread {
                         net: NetStats::default(),
                         rate: Rate::default(),
                         bandwidth: controller,
+                        ladder,
+                        audio_only: false,
+                        held: true,
+                        last_forced_keyframe: None,
+                        held_frames_dropped: 0,
+                        keyframe_requests_deferred: 0,
+                        joined_at: now,
+                        last_hint: None,
+                        last_bandwidth_msg: None,
                         feedback_reports: 0,
                         tier_switches: 0,
                         last_video_at: None,
@@ -590,6 +661,7 @@ impl RoomThread {
                     ServerMessage::ParticipantJoined { participant: info },
                     Some(id),
                 );
+                self.report_bandwidth(id, now);
             }
             Command::Leave { id } => {
                 if self.members.remove(&id).is_some() {
@@ -638,50 +710,41 @@ impl RoomThread {
                 }
             }
             Command::ReceiverKeyframe { id } => {
-                if let Some(tier) = self
-                    .members
-                    .get(&id)
-                    .and_then(|m| m.options.receive_tier.clone())
-                {
-                    debug!(participant = %id, %tier, "receiver asked for a keyframe");
-                    self.input(Input::RequestKeyframe { tier });
-                }
+                debug!(participant = %id, "receiver asked for a keyframe");
+                self.lost_picture(id, Instant::now());
             }
             Command::Feedback {
                 id,
-                loss,
-                estimate,
+                feedback,
                 jitter_ms,
             } => {
                 let now = Instant::now();
                 let Some(m) = self.members.get_mut(&id) else {
                     return true;
                 };
-                m.feedback_reports += 1;
-                m.report_loss = loss.or(m.report_loss);
+                if feedback.loss.is_some() || feedback.remb_bps.is_some() {
+                    m.feedback_reports += 1;
+                }
+                m.report_loss = feedback.loss.or(m.report_loss);
                 m.report_jitter_ms = jitter_ms.or(m.report_jitter_ms);
-                let Some(rung) = m
-                    .bandwidth
-                    .as_mut()
-                    .and_then(|b| b.on_feedback(now, estimate, loss))
-                else {
+                let Some(b) = m.bandwidth.as_mut() else {
                     return true;
                 };
-                m.tier_switches += 1;
-                m.options.receive_tier = rung.tier.clone();
-                info!(participant = %id, tier = ?rung.tier, ?loss, ?estimate, "tier changed by the receiver's feedback");
-                self.input(Input::SetReceiveTier {
-                    id,
-                    tier: rung.tier,
-                });
+                let probe_before = b.probe();
+                let switched = b.on_feedback(now, feedback);
+                self.after_decision(id, probe_before, switched, now);
             }
+            Command::AudioLoss { id, loss_pct } => {
+                self.input(Input::SetAudioLoss { id, loss_pct });
+            }
+            Command::AudioOnly { id, enabled } => self.set_audio_only(id, enabled),
             Command::ReceiverConnected { id } => {
-                if let Some(tier) = self
-                    .members
-                    .get(&id)
-                    .and_then(|m| m.options.receive_tier.clone())
-                {
-                    self.input(Input::ReceiverReady { tier });
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.held = true;
+                    if let Some(tier) = m.options.receive_tier.clone() {
+                        m.last_forced_keyframe = Some(Instant::now());
+                        self.input(Input::ReceiverReady { tier });
+                    }
                 }
             }
             Command::NetStats { id, stats } => {
@@ -817,9 +880,307 @@ impl RoomThread {
         });
         if let Some(m) = self.members.get_mut(&id) {
             m.options.receive_tier = Some(name.clone());
+            m.held = true;
         }
         info!(participant = %id, tier = %name, "tier set by an administrator");
+        self.report_bandwidth(id, Instant::now());
         Ok(name)
+    }
+
+    /// The rungs a receiver of `codec` may get: the tiers of its codec within its caps
+    /// (`max_tier`, the tier it asked for, its display size), plus audio only.
+    fn ladder(&self, codec: VideoCodec, audio_only: bool, caps: &TierCaps) -> Vec<Rung> {
+        let tiers = &self.room().settings().tiers;
+        let base = |n: &str| n.split('~').next().unwrap_or(n).to_string();
+        let bitrate_of = |name: &Option<String>| {
+            name.as_ref().and_then(|n| {
+                tiers
+                    .iter()
+                    .find(|t| t.name == *n || base(&t.name) == base(n))
+                    .map(|t| t.bitrate_bps)
+            })
+        };
+        let max_bps = [bitrate_of(&caps.max_tier), bitrate_of(&caps.requested)]
+            .into_iter()
+            .flatten()
+            .min();
+        let mut ours: Vec<_> = tiers.iter().filter(|t| t.codec == codec).collect();
+        ours.sort_by_key(|t| t.bitrate_bps);
+        let smallest = ours.first().map(|t| t.name.clone());
+        let mut ladder: Vec<Rung> = ours
+            .iter()
+            .filter(|t| {
+                // A tier no bigger than the display shows (an eighth of slack for rounding).
+                let shows = caps
+                    .display
+                    .is_none_or(|(w, h)| t.width <= w + w / 8 || t.height <= h + h / 8);
+                let within = max_bps.is_none_or(|m| t.bitrate_bps <= m);
+                Some(&t.name) == smallest.as_ref() || (shows && within)
+            })
+            .map(|t| Rung {
+                tier: Some(t.name.clone()),
+                bitrate_bps: t.bitrate_bps,
+            })
+            .collect();
+        if audio_only {
+            ladder.push(Rung {
+                tier: None,
+                bitrate_bps: 0,
+            });
+        }
+        ladder
+    }
+
+    fn new_controller(
+        &self,
+        (cfg, audio_only, caps): &(BandwidthConfig, bool, TierCaps),
+        codec: VideoCodec,
+        now: Instant,
+    ) -> BandwidthController {
+        BandwidthController::new(cfg.clone(), self.ladder(codec, *audio_only, caps), now)
+    }
+
+    /// After a controller decided: follow a switch, hand a new probe to the writer.
+    fn after_decision(
+        &mut self,
+        id: ParticipantId,
+        probe_before: Option<Probe>,
+        switched: Option<Rung>,
+        now: Instant,
+    ) {
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if m.audio_only {
+            return;
+        }
+        let probe = m.bandwidth.as_ref().and_then(|b| b.probe());
+        if let Some(p) = probe.filter(|p| Some(*p) != probe_before) {
+            debug!(participant = %id, bps = p.bps, "probing");
+            let _ = m.sink.media.try_send(MediaOut::Probe {
+                bps: p.bps,
+                until: p.until,
+            });
+        }
+        let Some(rung) = switched else {
+            return;
+        };
+        m.tier_switches += 1;
+        m.held = true;
+        m.options.receive_tier = rung.tier.clone();
+        let estimate = m.bandwidth.as_ref().map(|b| b.estimate(now));
+        info!(participant = %id, tier = ?rung.tier, ?estimate, "tier changed by the receiver's bandwidth");
+        self.input(Input::SetReceiveTier {
+            id,
+            tier: rung.tier,
+        });
+        self.report_bandwidth(id, now);
+    }
+
+    /// A receiver lost its picture: hold it until its tier's next keyframe, and ask for
+    /// one unless that would cost the tier's other receivers a keyframe again so soon.
+    fn lost_picture(&mut self, id: ParticipantId, now: Instant) {
+        let interval = self.room().settings().receiver_keyframe_interval;
+        let Some(tier) = self
+            .members
+            .get(&id)
+            .and_then(|m| m.options.receive_tier.clone())
+        else {
+            return;
+        };
+        let shared = self.members.iter().any(|(o, m)| {
+            *o != id && !m.held && m.options.receive_tier.as_deref() == Some(tier.as_str())
+        });
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        m.held = true;
+        let allowed = !shared
+            || m
+                .last_forced_keyframe
+                .is_none_or(|t| now.saturating_duration_since(t) >= interval);
+        if allowed {
+            m.last_forced_keyframe = Some(now);
+            self.input(Input::RequestKeyframe { tier });
+        } else {
+            m.keyframe_requests_deferred += 1;
+        }
+    }
+
+    fn set_audio_only(&mut self, id: ParticipantId, enabled: bool) {
+        let now = Instant::now();
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if m.audio_only == enabled || m.codec_out.is_none() {
+            m.audio_only = enabled;
+            self.report_bandwidth(id, now);
+            return;
+        }
+        m.audio_only = enabled;
+        let tier = if enabled {
+            None
+        } else {
+            // Back on the ladder, from the start estimate.
+            let (ladder, codec) = (m.ladder.clone(), m.codec_out);
+            let controller = match (ladder, codec) {
+                (Some(l), Some(c)) => Some(self.new_controller(&l, c, now)),
+                _ => None,
+            };
+            let m = self.members.get_mut(&id).expect("checked above");
+            if let Some(c) = controller {
+                m.bandwidth = Some(c);
+            }
+            m.bandwidth
+                .as_ref()
+                .and_then(|b| b.current().tier.clone())
+                .or_else(|| m.options.receive_tier.clone())
+                .or_else(|| {
+                    self.room()
+                        .settings()
+                        .tiers
+                        .iter()
+                        .find(|t| Some(t.codec) == codec)
+                        .map(|t| t.name.clone())
+                })
+        };
+        info!(participant = %id, enabled, "audio only");
+        if let Some(m) = self.members.get_mut(&id) {
+            m.options.receive_tier = tier.clone();
+            m.held = true;
+        }
+        self.input(Input::SetReceiveTier { id, tier });
+        self.report_bandwidth(id, now);
+    }
+
+    /// Tells a WebSocket participant its tier and estimate.
+    fn report_bandwidth(&mut self, id: ParticipantId, now: Instant) {
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        let (estimate_bps, source) = match m.bandwidth.as_ref() {
+            Some(b) => {
+                let (e, s) = b.estimate(now);
+                (Some(e), s.as_str())
+            }
+            None => (None, "none"),
+        };
+        m.last_bandwidth_msg = Some((now, m.options.receive_tier.clone()));
+        let _ = m.sink.events.send(ServerMessage::Bandwidth {
+            tier: m.options.receive_tier.clone(),
+            estimate_bps,
+            source: source.into(),
+            audio_only: m.audio_only,
+        });
+    }
+
+    /// Twice a second: probes that are due or over, held receivers whose keyframe can be
+    /// asked for again, senders' hints, and everyone's tier and estimate now and then.
+    fn periodic(&mut self, now: Instant) {
+        let ids: Vec<ParticipantId> = self.members.keys().copied().collect();
+        for id in &ids {
+            let Some(m) = self.members.get_mut(id) else {
+                continue;
+            };
+            if let Some(b) = m.bandwidth.as_mut().filter(|_| !m.audio_only) {
+                let before = b.probe();
+                let switched = b.decide(now);
+                self.after_decision(*id, before, switched, now);
+            }
+        }
+        let interval = self.room().settings().receiver_keyframe_interval;
+        let retry: Vec<ParticipantId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| {
+                m.held
+                    && m.options.receive_tier.is_some()
+                    && m
+                        .last_forced_keyframe
+                        .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in retry {
+            self.lost_picture(id, now);
+        }
+        for id in ids {
+            let due = self.members.get(&id).is_some_and(|m| {
+                m.last_bandwidth_msg.as_ref().is_none_or(|(at, _)| {
+                    now.saturating_duration_since(*at) >= Duration::from_secs(3)
+                })
+            });
+            if due {
+                self.report_bandwidth(id, now);
+            }
+        }
+        self.update_hints(now);
+    }
+
+    /// Each sender's largest tile on any composite in use; a changed one is sent as a
+    /// `send_hint` (WebSocket clients) and as a REMB cap (every sender).
+    fn update_hints(&mut self, now: Instant) {
+        let settings = self.room().settings();
+        if !settings.sender_hints {
+            return;
+        }
+        let bpp = settings.hint_bits_per_pixel as f64;
+        let in_use: HashSet<&str> = self
+            .members
+            .values()
+            .filter_map(|m| m.options.receive_tier.as_deref())
+            .collect();
+        let mut best: HashMap<ParticipantId, (u32, u32, u32)> = HashMap::new();
+        for t in settings.tiers.iter().filter(|t| in_use.contains(t.name.as_str())) {
+            for (id, r) in self.room().tile_rects(&t.name) {
+                let e = best.entry(id).or_insert((0, 0, 0));
+                if r.w * r.h > e.0 * e.1 {
+                    (e.0, e.1) = (r.w, r.h);
+                }
+                e.2 = e.2.max(t.fps);
+            }
+        }
+        for (id, m) in self.members.iter_mut() {
+            if !m.options.sends_video {
+                continue;
+            }
+            let hint = match best.get(id) {
+                Some(&(w, h, fps)) => Hint {
+                    width: w & !1,
+                    height: h & !1,
+                    fps,
+                    max_bitrate_bps: ((w as f64 * h as f64 * fps as f64 * bpp) as u32)
+                        .clamp(MIN_HINT_BPS, MAX_HINT_BPS),
+                    on_canvas: true,
+                },
+                // On no canvas: almost nothing (after a grace period, since a new
+                // participant's tile appears with the next composite).
+                None if now.saturating_duration_since(m.joined_at) >= Duration::from_secs(2) => {
+                    Hint {
+                        width: 160,
+                        height: 90,
+                        fps: 5,
+                        max_bitrate_bps: MIN_HINT_BPS,
+                        on_canvas: false,
+                    }
+                }
+                None => continue,
+            };
+            if m.last_hint == Some(hint) {
+                continue;
+            }
+            debug!(participant = %id, ?hint, "send hint");
+            m.last_hint = Some(hint);
+            let _ = m.sink.media.try_send(MediaOut::Remb(hint.max_bitrate_bps));
+            let _ = m.sink.events.send(ServerMessage::SendHint {
+                kind: "camera".into(),
+                width: hint.width,
+                height: hint.height,
+                fps: hint.fps,
+                max_bitrate_bps: hint.max_bitrate_bps,
+                on_canvas: hint.on_canvas,
+            });
+        }
     }
 
     /// The tier a snapshot shows: the most-watched one.
@@ -854,21 +1215,27 @@ impl RoomThread {
                         .iter()
                         .find(|t| t.name == tier)
                         .map_or(25, |t| t.fps);
-                    let mut lost = false;
-                    for m in self.members.values_mut() {
-                        if m.options.receive_tier.as_deref() == Some(tier.as_str())
-                            && m.sink
-                                .media
-                                .try_send(MediaOut::Video(frame.clone(), fps))
-                                .is_err()
-                        {
-                            m.media_dropped += 1;
-                            lost = true;
+                    let mut lost = Vec::new();
+                    for (id, m) in self.members.iter_mut() {
+                        if m.options.receive_tier.as_deref() != Some(tier.as_str()) {
+                            continue;
+                        }
+                        // A held receiver cannot use deltas: it waits for a keyframe.
+                        if m.held && !frame.keyframe {
+                            m.held_frames_dropped += 1;
+                            continue;
+                        }
+                        match m.sink.media.try_send(MediaOut::Video(frame.clone(), fps)) {
+                            Ok(()) => m.held = false,
+                            Err(_) => {
+                                m.media_dropped += 1;
+                                lost.push(*id);
+                            }
                         }
                     }
-                    if lost {
-                        // A receiver missed a frame: the next keyframe repairs it.
-                        self.input(Input::RequestKeyframe { tier });
+                    // A receiver that missed a frame is held until a keyframe repairs it.
+                    for id in lost {
+                        self.lost_picture(id, now);
                     }
                 }
                 Output::Audio {
@@ -963,6 +1330,17 @@ impl RoomThread {
                     tier_switches: m.tier_switches,
                     report_loss: m.report_loss,
                     report_jitter_ms: m.report_jitter_ms,
+                    estimate_bps: m.bandwidth.as_ref().map(|b| b.estimate(Instant::now()).0),
+                    estimate_source: m
+                        .bandwidth
+                        .as_ref()
+                        .map(|b| b.estimate(Instant::now()).1.as_str()),
+                    audio_only: m.audio_only,
+                    probes: m.bandwidth.as_ref().map_or((0, 0), |b| b.probe_counts()),
+                    held: m.held,
+                    held_frames_dropped: m.held_frames_dropped,
+                    keyframe_requests_deferred: m.keyframe_requests_deferred,
+                    send_hint: m.last_hint,
                 }
             })
             .collect();

@@ -19,7 +19,7 @@ use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 use crate::auth::{self, Perm};
 use crate::limits::{Bucket, Limit};
 use crate::peer::{self, AnswerPlan, PeerContext, PeerEvent};
-use crate::room::{Command, JoinRequest, RoomHandle, Sink};
+use crate::room::{Command, JoinRequest, RoomHandle, Sink, TierCaps};
 use crate::{sdp, JoinError, Server};
 
 /// Room output a participant may have queued before frames are dropped (about 2 s of
@@ -56,6 +56,8 @@ pub struct Wants {
     pub tier: Option<String>,
     /// The token allows receiving the composite and the mix.
     pub receive: bool,
+    /// The size the client shows the composite at (`join`'s `display`).
+    pub display: Option<(u32, u32)>,
 }
 
 /// What a join token allows; everything when `auth.token_secret` is "".
@@ -183,6 +185,15 @@ pub async fn start_media(
         network: m.server.config().network.clone(),
         events: peer_events,
         ports: m.server.ports.clone(),
+        start_bps: m.server.config().bandwidth.start_kbps as u64 * 1000,
+        max_tier_bps: m
+            .server
+            .config()
+            .tiers
+            .values()
+            .map(|t| t.bitrate_kbps as u64 * 1000)
+            .max()
+            .unwrap_or(0),
     };
     let p = peer::answer(ctx, offer, &plan, media_rx)
         .await
@@ -202,7 +213,19 @@ pub async fn start_media(
             receives_audio: plan.audio_out,
         },
         codec_out: plan.video_out,
-        bandwidth: bandwidth_config(&m.server.config().bandwidth),
+        bandwidth: bandwidth_config(&m.server.config()),
+        caps: TierCaps {
+            max_tier: {
+                let cfg = m.server.config();
+                cfg.rooms
+                    .declared
+                    .get(&m.room.name)
+                    .and_then(|d| d.max_tier.clone())
+                    .or_else(|| Some(cfg.rooms.max_tier.clone()).filter(|t| !t.is_empty()))
+            },
+            requested: wants.tier.clone(),
+            display: wants.display,
+        },
         sink: Sink {
             media: media_tx,
             events,
@@ -246,17 +269,20 @@ pub fn check_sdp_size(server: &Server, offer: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn bandwidth_config(
-    b: &tessera_config::BandwidthConfig,
-) -> Option<(tessera_engine::BandwidthConfig, bool)> {
+fn bandwidth_config(cfg: &tessera_config::Config) -> Option<(tessera_engine::BandwidthConfig, bool)> {
+    let b = &cfg.bandwidth;
     b.enabled.then(|| {
         (
             tessera_engine::BandwidthConfig {
+                start_bps: b.start_kbps as u64 * 1000,
                 down_loss: b.down_loss_pct / 100.0,
                 up_loss: b.up_loss_pct / 100.0,
                 down_after: Duration::from_millis(b.down_after_ms as u64),
                 up_after: Duration::from_millis(b.up_after_ms as u64),
                 up_headroom: b.up_headroom,
+                probe_interval: Duration::from_millis(b.probe_interval_ms as u64),
+                // The mix and its packet headers (50 packets a second).
+                audio_bps: cfg.audio.bitrate_kbps * 1000 + 20_000,
             },
             b.audio_only,
         )
@@ -315,6 +341,7 @@ struct JoinFields {
     audio: bool,
     tier: Option<String>,
     token: Option<String>,
+    display: Option<tessera_proto::DisplaySize>,
 }
 
 /// Admits a WebSocket `join`: rate, token, tier and a place in the room.
@@ -361,6 +388,7 @@ async fn join_ws(
         audio: j.audio && grants.publish,
         tier: j.tier,
         receive: grants.subscribe,
+        display: j.display.map(|d| (d.width, d.height)),
     };
     Ok((m, wants, msg))
 }
@@ -423,11 +451,11 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket, addr: Option<SocketAddr>
                         Err(e) => Some(ServerMessage::error(ErrorCode::BadMessage, e.0)),
                         Ok(ClientMessage::Ping) => Some(ServerMessage::Pong),
                         Ok(ClientMessage::Leave) => break,
-                        Ok(ClientMessage::Join { room, name, video, audio, tier, token }) => {
+                        Ok(ClientMessage::Join { room, name, video, audio, tier, token, display }) => {
                             if member.is_some() {
                                 Some(ServerMessage::error(ErrorCode::BadState, "already joined"))
                             } else {
-                                let j = JoinFields { room, name, video, audio, tier, token };
+                                let j = JoinFields { room, name, video, audio, tier, token, display };
                                 match join_ws(&server, addr, j).await {
                                     Err(Refusal(code, reason)) => Some(ServerMessage::error(code, reason)),
                                     Ok((m, wants, msg)) => {
@@ -473,6 +501,10 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket, addr: Option<SocketAddr>
                                 }
                             }
                         }
+                        Ok(ClientMessage::AudioOnly { enabled }) => match &member {
+                            Some((m, _)) => { m.room.send(Command::AudioOnly { id: m.id, enabled }); None }
+                            None => Some(ServerMessage::error(ErrorCode::BadState, "send join before audio_only")),
+                        },
                         Ok(ClientMessage::Mute { audio, video }) => match &member {
                             Some((m, _)) => { m.room.send(Command::Mute { id: m.id, audio, video }); None }
                             None => Some(ServerMessage::error(ErrorCode::BadState, "send join before mute")),
@@ -583,6 +615,7 @@ pub async fn start_resource(
         audio: kind == "whip",
         tier,
         receive: kind == "whep",
+        display: None,
     };
     // Nobody reads a WHIP/WHEP client's signalling events.
     let (ev_tx, _) = mpsc::unbounded_channel();
