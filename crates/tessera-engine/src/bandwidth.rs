@@ -364,7 +364,11 @@ mod tests {
     }
 
     /// Replays a trace of (ms, feedback) and returns every switch as (ms, tier).
-    fn replay(c: &mut BandwidthController, t0: Instant, trace: &[(u64, Feedback)]) -> Vec<(u64, String)> {
+    fn replay(
+        c: &mut BandwidthController,
+        t0: Instant,
+        trace: &[(u64, Feedback)],
+    ) -> Vec<(u64, String)> {
         trace
             .iter()
             .filter_map(|(ms, fb)| {
@@ -434,8 +438,8 @@ mod tests {
     }
 
     #[test]
-    fn a_link_that_drops_to_300k_leaves_the_top_tier_within_seconds_even_with_clean_reports_between()
-    {
+    fn a_link_that_drops_to_300k_leaves_the_top_tier_within_seconds_even_with_clean_reports_between(
+    ) {
         let t0 = Instant::now();
         let cfg = BandwidthConfig {
             start_bps: 3_000_000,
@@ -521,7 +525,11 @@ mod tests {
         let down = simulate_twcc(&mut c, t0, 30_000, 90_000, |_| 300_000, &mut est);
         assert_eq!(down.first().map(|s| s.1.as_str()), Some("tiny"), "{down:?}");
         assert!(down[0].0 <= 33_000, "{down:?}");
-        assert_eq!(down.len(), 1, "no climbing on a link that cannot carry it: {down:?}");
+        assert_eq!(
+            down.len(),
+            1,
+            "no climbing on a link that cannot carry it: {down:?}"
+        );
         let (started, succeeded) = c.probe_counts();
         assert!(started >= 3, "probes keep testing the link ({started})");
         assert_eq!(succeeded, 1, "low -> default only");

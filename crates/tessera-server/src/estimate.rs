@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
     BandwidthEstimator, EstimatorStats, LossController, OveruseDetector, PacketReport,
-    RateCalculator, RateController, SlopeEstimator, Usage,
+    RateController, SlopeEstimator, Usage,
 };
+use std::collections::VecDeque;
 use tessera_engine::Feedback;
 use tessera_types::ParticipantId;
 
@@ -30,7 +31,9 @@ use crate::room::{Command, RoomHandle};
 pub const PACING_FACTOR: f64 = 2.5;
 /// The estimate never rises past this multiple of the acknowledged rate, plus `EVIDENCE_SLACK_BPS`.
 const EVIDENCE_FACTOR: f64 = 1.5;
-const EVIDENCE_SLACK_BPS: f64 = 30_000.0;
+const EVIDENCE_SLACK_BPS: f64 = 10_000.0;
+/// The delivered rate is measured over this much of the receiver's arrival clock.
+const DELIVERED_WINDOW: Duration = Duration::from_millis(1000);
 /// More than this multiple of the estimate arriving cleanly is a probe result.
 const PROBE_JUMP: f64 = 1.15;
 /// No probe result is taken this soon after a decrease.
@@ -48,7 +51,8 @@ pub struct Report {
 pub struct Estimator {
     slope: SlopeEstimator,
     detector: OveruseDetector,
-    received: RateCalculator,
+    /// Acknowledged packets as (arrival on the receiver's clock, bytes), oldest first.
+    delivered: VecDeque<(Duration, usize)>,
     delay: RateController,
     loss: LossController,
     estimate: f64,
@@ -63,7 +67,7 @@ impl Estimator {
         Estimator {
             slope: SlopeEstimator::new(),
             detector: OveruseDetector::new(),
-            received: RateCalculator::default(),
+            delivered: VecDeque::new(),
             delay: RateController::new(start, MIN_BPS, MAX_BPS),
             loss: LossController::new(start, MIN_BPS, MAX_BPS),
             estimate: start,
@@ -77,6 +81,27 @@ impl Estimator {
     #[cfg(test)]
     pub fn estimate_bps(&self) -> f64 {
         self.estimate
+    }
+
+    /// What the receiver got over the last window of its own arrival times, in bits per
+    /// second; `None` until half a window has arrived.
+    fn delivered_bps(&mut self) -> Option<f64> {
+        let newest = self.delivered.back()?.0;
+        while self
+            .delivered
+            .front()
+            .is_some_and(|(at, _)| newest.saturating_sub(*at) > DELIVERED_WINDOW)
+        {
+            self.delivered.pop_front();
+        }
+        let oldest = self.delivered.front()?.0;
+        let span = newest.saturating_sub(oldest);
+        if span < DELIVERED_WINDOW / 2 {
+            return None;
+        }
+        // The first packet's bytes arrived before the span began.
+        let bytes: usize = self.delivered.iter().skip(1).map(|(_, b)| b).sum();
+        Some(bytes as f64 * 8.0 / span.as_secs_f64())
     }
 
     fn restart_from(&mut self, bps: f64) {
@@ -115,14 +140,16 @@ impl BandwidthEstimator for Estimator {
         }
         let mut usage = self.detector.usage();
         for r in reports {
-            if r.arrived {
-                self.received.add(now, r.size);
+            if let (true, Some(at)) = (r.arrived, r.arrival) {
+                // Feedback lists packets in send order; arrivals may be reordered a little.
+                let at = self.delivered.back().map_or(at, |(last, _)| at.max(*last));
+                self.delivered.push_back((at, r.size));
             }
             if let Some(trend) = self.slope.accumulate(r) {
                 usage = self.detector.update(trend.at, trend.estimate_ms);
             }
         }
-        let received = self.received.rate_bits_per_second(now);
+        let received = self.delivered_bps();
         let before = self.estimate;
         let delay = self.delay.update(now, usage, received);
         let lost = reports.iter().filter(|r| !r.arrived).count();

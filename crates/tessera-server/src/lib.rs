@@ -19,9 +19,9 @@ mod admin;
 mod api;
 pub mod auth;
 pub mod client;
+mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
-mod estimate;
 mod limits;
 mod listen;
 mod metrics;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Interceptor, Packet, PacerBuilder, Slot, StreamInfo,
+    Attribute, CongestionControlBuilder, Interceptor, PacerBuilder, Packet, Slot, StreamInfo,
     TaggedPacket,
 };
 use rtc::media::Sample;
@@ -33,8 +33,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio;
 use tessera_config::NetworkConfig;
-use tessera_proto::IceCandidate;
 use tessera_engine::{EncodedVideo, Feedback};
+use tessera_proto::IceCandidate;
 use tessera_types::{ParticipantId, VideoCodec};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
@@ -843,7 +843,12 @@ const PADDING_EXTENSION_BYTES: usize = 255;
 const PADDING_EXTENSION_FIRST_ID: u8 = 200;
 
 impl VideoWriter {
-    fn new(track: Arc<TrackLocalStaticRTP>, mime: &str, ssrc: u32, pt: u8) -> Result<Self, PeerError> {
+    fn new(
+        track: Arc<TrackLocalStaticRTP>,
+        mime: &str,
+        ssrc: u32,
+        pt: u8,
+    ) -> Result<Self, PeerError> {
         let payloader = codec(mime).payloader().map_err(werr)?;
         let sequencer: Box<dyn Sequencer> = Box::new(rtc::rtp::sequence::new_random_sequencer());
         let packetizer = rtc::rtp::packetizer::new_packetizer(
@@ -1212,7 +1217,8 @@ async fn write_media(
         let total = video.as_ref().map_or(0, |v| v.bytes) + audio_bytes;
         let elapsed = now.duration_since(last_sent_report.0);
         if elapsed >= SENT_REPORT_EVERY {
-            let sent_bps = ((total - last_sent_report.1) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+            let sent_bps =
+                ((total - last_sent_report.1) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
             last_sent_report = (now, total);
             room.send(Command::Feedback {
                 id,

@@ -157,7 +157,10 @@ pub enum MediaOut {
     /// Cap this participant's camera at this many bits per second (send REMB).
     Remb(u32),
     /// Pad the composite up to `bps` in total until `until`: a bandwidth probe.
-    Probe { bps: u64, until: Instant },
+    Probe {
+        bps: u64,
+        until: Instant,
+    },
 }
 
 /// A participant's two queues: media (bounded: a stalled receiver loses frames, not the
@@ -996,8 +999,7 @@ impl RoomThread {
         };
         m.held = true;
         let allowed = !shared
-            || m
-                .last_forced_keyframe
+            || m.last_forced_keyframe
                 .is_none_or(|t| now.saturating_duration_since(t) >= interval);
         if allowed {
             m.last_forced_keyframe = Some(now);
@@ -1055,7 +1057,7 @@ impl RoomThread {
 
     /// Tells a WebSocket participant its tier and estimate.
     fn report_bandwidth(&mut self, id: ParticipantId, now: Instant) {
-        let Some(m) = self.members.get_mut(&id) else {
+        let Some(m) = self.members.get_mut(&id).filter(|m| m.codec_out.is_some()) else {
             return;
         };
         let (estimate_bps, source) = match m.bandwidth.as_ref() {
@@ -1095,8 +1097,7 @@ impl RoomThread {
             .filter(|(_, m)| {
                 m.held
                     && m.options.receive_tier.is_some()
-                    && m
-                        .last_forced_keyframe
+                    && m.last_forced_keyframe
                         .is_none_or(|t| now.saturating_duration_since(t) >= interval)
             })
             .map(|(id, _)| *id)
@@ -1131,7 +1132,11 @@ impl RoomThread {
             .filter_map(|m| m.options.receive_tier.as_deref())
             .collect();
         let mut best: HashMap<ParticipantId, (u32, u32, u32)> = HashMap::new();
-        for t in settings.tiers.iter().filter(|t| in_use.contains(t.name.as_str())) {
+        for t in settings
+            .tiers
+            .iter()
+            .filter(|t| in_use.contains(t.name.as_str()))
+        {
             for (id, r) in self.room().tile_rects(&t.name) {
                 let e = best.entry(id).or_insert((0, 0, 0));
                 if r.w * r.h > e.0 * e.1 {
@@ -1443,6 +1448,7 @@ mod tests {
             },
             codec_out: None,
             bandwidth: None,
+            caps: TierCaps::default(),
             sink,
         }))));
     }
@@ -1471,61 +1477,89 @@ mod tests {
             },
             codec_out: Some(VideoCodec::Vp8),
             bandwidth: None,
+            caps: TierCaps::default(),
             sink: Sink { media, events },
         }))
     }
 
-    #[tokio::test]
-    async fn a_stalled_receiver_loses_frames_but_never_slows_the_others() {
-        let room = spawn("stall", "grid".into(), settings()).unwrap();
-        // R1 never reads its queue; R2 reads everything.
-        let (stalled_tx, _stalled_rx) = tmpsc::channel(4);
+    /// How a second receiver of the healthy one's tier misbehaves.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Other {
+        Absent,
+        /// Never reads its queue.
+        Stalled,
+        /// Reads everything but sends a keyframe request every 100 ms.
+        Lossy,
+    }
+
+    /// Runs a room for `secs` with a healthy receiver (and `other`), returning the healthy
+    /// receiver's (frames, keyframes) and the room's info at the end.
+    async fn run_receivers(name: &str, other: Other, secs: u64) -> ((u32, u32), RoomInfo) {
+        let room = spawn(name, "grid".into(), settings()).unwrap();
         let (tx, mut rx) = tmpsc::channel(160);
-        assert!(room.send(receiver(1, stalled_tx)));
         assert!(room.send(receiver(2, tx)));
-        let reader = tokio::spawn(async move {
-            let (mut frames, mut keyframes) = (0u32, 0u32);
-            let until = tokio::time::Instant::now() + Duration::from_secs(3);
-            while let Ok(Some(m)) = tokio::time::timeout_at(until, rx.recv()).await {
-                if let MediaOut::Video(v, _) = m {
-                    frames += 1;
-                    keyframes += v.keyframe as u32;
+        let (other_tx, mut other_rx) = tmpsc::channel(4);
+        if other != Other::Absent {
+            assert!(room.send(receiver(1, other_tx)));
+        }
+        let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+        if other == Other::Lossy {
+            let room = room.clone();
+            tokio::spawn(async move {
+                while tokio::time::Instant::now() < until {
+                    while other_rx.try_recv().is_ok() {}
+                    room.send(Command::ReceiverKeyframe {
+                        id: ParticipantId(1),
+                    });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+            });
+        }
+        let (mut frames, mut keyframes) = (0u32, 0u32);
+        while let Ok(Some(m)) = tokio::time::timeout_at(until, rx.recv()).await {
+            if let MediaOut::Video(v, _) = m {
+                frames += 1;
+                keyframes += v.keyframe as u32;
             }
-            (frames, keyframes)
-        });
-        let (frames, keyframes) = reader.await.unwrap();
+        }
         let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
-        let dropped = |id: &str| {
-            info.participants
-                .iter()
-                .find(|p| p.id == id)
-                .unwrap()
-                .media_dropped
-        };
-        assert!(
-            dropped("p1") > 10,
-            "the stalled receiver's overflow is counted"
-        );
-        assert_eq!(dropped("p2"), 0);
-        // The low tier runs at 15 fps: the reader got (nearly) all of 3 s of it.
-        assert!(frames >= 35, "{frames} frames in 3 s");
-        assert!(keyframes >= 1);
         room.send(Command::Stop);
+        ((frames, keyframes), info)
     }
 
     #[tokio::test]
-    async fn receiver_feedback_moves_a_participant_down_to_audio_only_and_back_up() {
+    async fn a_stalled_or_lossy_receiver_costs_the_others_at_most_one_keyframe() {
+        // Side by side: the same 8 s without the other receiver, with it stalled, and with
+        // it asking for keyframes ten times a second.
+        let (alone, stalled, lossy) = tokio::join!(
+            run_receivers("alone", Other::Absent, 8),
+            run_receivers("stalled", Other::Stalled, 8),
+            run_receivers("lossy", Other::Lossy, 8),
+        );
+        let ((_, base), _) = alone;
+        for (what, ((frames, keyframes), info)) in [("stalled", stalled), ("lossy", lossy)] {
+            let p = |id: &str| info.participants.iter().find(|p| p.id == id).unwrap();
+            // The low tier runs at 15 fps: the healthy reader got (nearly) all of 8 s.
+            assert!(frames >= 100, "{what}: {frames} frames in 8 s");
+            assert!(
+                keyframes <= base + 1,
+                "{what}: the healthy receiver got {keyframes} keyframes, {base} without it"
+            );
+            assert_eq!(p("p2").media_dropped, 0, "{what}");
+            assert!(p("p1").keyframe_requests_deferred + p("p1").held_frames_dropped > 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bandwidth_estimate_moves_a_receiver_down_to_audio_only_and_back_up() {
         let room = spawn("bw", "grid".into(), settings()).unwrap();
-        let (sink, _events) = sink();
+        let (sink, mut events) = sink();
         let cfg = tessera_engine::BandwidthConfig {
-            down_loss: 0.10,
-            up_loss: 0.02,
+            start_bps: 3_000_000,
             // Switch on the first report that calls for it: the controller's own tests
             // cover the timing.
             down_after: Duration::ZERO,
-            up_after: Duration::ZERO,
-            up_headroom: 1.3,
+            ..Default::default()
         };
         assert!(room.send(Command::Join(Box::new(JoinRequest {
             id: ParticipantId(1),
@@ -1539,32 +1573,107 @@ mod tests {
             },
             codec_out: Some(VideoCodec::Vp8),
             bandwidth: Some((cfg, true)),
+            caps: TierCaps::default(),
             sink,
         }))));
-        let feedback = |estimate: u64, loss: f32| Command::Feedback {
+        let feedback = |bps: u64| Command::Feedback {
             id: ParticipantId(1),
-            loss: Some(loss),
-            estimate: Some(estimate),
+            feedback: Feedback {
+                twcc_bps: Some(bps),
+                loss: Some(0.0),
+                ..Default::default()
+            },
             jitter_ms: None,
         };
         assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("default"));
-        // The link drops to 300 kbit/s with loss: down one tier per report.
-        room.send(feedback(300_000, 0.2));
-        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("low"));
-        room.send(feedback(300_000, 0.2));
+        // The link drops to 300 kbit/s: straight to the tier that fits.
+        room.send(feedback(300_000));
+        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("tiny"));
+        room.send(feedback(60_000));
         assert_eq!(
             tier_of(&room, "p1").await,
             None,
             "audio only below the lowest tier"
         );
-        // It recovers: back up one tier per report.
-        room.send(feedback(3_000_000, 0.0));
-        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("low"));
-        room.send(feedback(3_000_000, 0.0));
-        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("default"));
+        // It recovers (the estimate has the evidence): up one rung per report.
+        for want in ["tiny", "low", "default"] {
+            room.send(feedback(3_000_000));
+            assert_eq!(tier_of(&room, "p1").await.as_deref(), Some(want));
+        }
         let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
-        assert_eq!(info.participants[0].tier_switches, 4);
-        assert_eq!(info.participants[0].feedback_reports, 4);
+        assert_eq!(info.participants[0].tier_switches, 5);
+        assert_eq!(info.participants[0].estimate_source, Some("twcc"));
+        // The client was told each tier.
+        let mut told = Vec::new();
+        while let Ok(m) = events.try_recv() {
+            if let ServerMessage::Bandwidth { tier, .. } = m {
+                told.push(tier);
+            }
+        }
+        assert!(
+            told.contains(&None) && told.contains(&Some("tiny".into())),
+            "{told:?}"
+        );
+        room.send(Command::Stop);
+    }
+
+    #[tokio::test]
+    async fn caps_keep_a_receiver_below_its_display_and_the_room_maximum() {
+        let room = spawn("caps", "grid".into(), settings()).unwrap();
+        let join = |id: u64, caps: TierCaps| {
+            let (sink, _events) = sink();
+            Command::Join(Box::new(JoinRequest {
+                id: ParticipantId(id),
+                name: format!("C{id}"),
+                kind: "test",
+                options: JoinOptions {
+                    sends_video: false,
+                    sends_audio: true,
+                    receive_tier: Some("default".into()),
+                    receives_audio: true,
+                },
+                codec_out: Some(VideoCodec::Vp8),
+                bandwidth: Some((
+                    tessera_engine::BandwidthConfig {
+                        start_bps: 10_000_000,
+                        ..Default::default()
+                    },
+                    true,
+                )),
+                caps,
+                sink,
+            }))
+        };
+        room.send(join(1, TierCaps::default()));
+        room.send(join(
+            2,
+            TierCaps {
+                display: Some((640, 360)),
+                ..Default::default()
+            },
+        ));
+        room.send(join(
+            3,
+            TierCaps {
+                max_tier: Some("tiny".into()),
+                ..Default::default()
+            },
+        ));
+        room.send(join(
+            4,
+            TierCaps {
+                display: Some((100, 50)),
+                ..Default::default()
+            },
+        ));
+        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("default"));
+        assert_eq!(tier_of(&room, "p2").await.as_deref(), Some("low"));
+        assert_eq!(tier_of(&room, "p3").await.as_deref(), Some("tiny"));
+        assert_eq!(
+            tier_of(&room, "p4").await.as_deref(),
+            Some("tiny"),
+            "the smallest tier whatever the display"
+        );
         room.send(Command::Stop);
     }
 

@@ -269,7 +269,9 @@ pub fn check_sdp_size(server: &Server, offer: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn bandwidth_config(cfg: &tessera_config::Config) -> Option<(tessera_engine::BandwidthConfig, bool)> {
+fn bandwidth_config(
+    cfg: &tessera_config::Config,
+) -> Option<(tessera_engine::BandwidthConfig, bool)> {
     let b = &cfg.bandwidth;
     b.enabled.then(|| {
         (
