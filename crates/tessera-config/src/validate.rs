@@ -186,8 +186,18 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
     p.range("bandwidth.up_after_ms", b.up_after_ms, 500, 600_000);
     p.range("bandwidth.up_headroom", b.up_headroom, 1.0, 4.0);
     p.range("bandwidth.start_kbps", b.start_kbps, 30, 100_000);
-    p.range("bandwidth.probe_interval_ms", b.probe_interval_ms, 1000, 600_000);
-    p.range("bandwidth.hint_bits_per_pixel", b.hint_bits_per_pixel, 0.01, 1.0);
+    p.range(
+        "bandwidth.probe_interval_ms",
+        b.probe_interval_ms,
+        1000,
+        600_000,
+    );
+    p.range(
+        "bandwidth.hint_bits_per_pixel",
+        b.hint_bits_per_pixel,
+        0.01,
+        1.0,
+    );
     p.range(
         "encoder.receiver_keyframe_interval_ms",
         cfg.encoder.receiver_keyframe_interval_ms,
