@@ -142,7 +142,7 @@ fn bad_values_are_named_with_line_and_valid_range() {
     );
     check(
         "[rooms]\ndefault_tier = \"hd\"\n",
-        "t.toml:2: rooms.default_tier = \"hd\": must be a tier under [tiers] (default, low)",
+        "t.toml:2: rooms.default_tier = \"hd\": must be a tier under [tiers] (default, low, tiny)",
     );
 }
 

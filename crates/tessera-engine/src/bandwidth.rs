@@ -39,6 +39,9 @@ pub struct BandwidthConfig {
     pub probe_interval: Duration,
     /// What the receiver's audio takes on the wire, in bits per second.
     pub audio_bps: u32,
+    /// A new receiver's estimate needs a moment to converge (the send-side one starts
+    /// from `start_bps` and jumps to what is delivered): no moving down before this.
+    pub startup_grace: Duration,
 }
 
 impl Default for BandwidthConfig {
@@ -52,6 +55,7 @@ impl Default for BandwidthConfig {
             up_headroom: 1.15,
             probe_interval: Duration::from_millis(4000),
             audio_bps: 52_000,
+            startup_grace: Duration::from_secs(3),
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct BandwidthController {
     backoff: u32,
     probes_started: u64,
     probes_succeeded: u64,
+    /// No moving down before this: the first estimates are still converging.
+    grace_until: Instant,
 }
 
 /// The fallback for receivers that send neither transport-cc feedback nor REMB: grows
@@ -168,9 +174,16 @@ impl BandwidthController {
             backoff: 1,
             probes_started: 0,
             probes_succeeded: 0,
+            grace_until: now,
             cfg,
         };
-        c.current = c.fitting(c.cfg.start_bps);
+        // The start estimate is a guess: when no tier fits it, start on the lowest one and
+        // let the receiver's feedback move it down to audio only if need be.
+        let lowest_video = c.ladder.iter().position(|r| r.tier.is_some()).unwrap_or(0);
+        c.current = c.fitting(c.cfg.start_bps).max(lowest_video);
+        // Receiver reports only tell of trouble: until they do, the start rung is covered.
+        c.loss.bps = c.loss.bps.max(c.need_bps(c.current()) as f64);
+        c.grace_until = now + c.cfg.startup_grace;
         c
     }
 
@@ -291,6 +304,9 @@ impl BandwidthController {
         let need = self.need_bps(self.current());
         if est < need {
             self.probe = None;
+            if now < self.grace_until {
+                return None;
+            }
             let since = *self.below_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= self.cfg.down_after {
                 self.below_since = None;
@@ -361,6 +377,23 @@ mod tests {
 
     fn tier(r: &Rung) -> &str {
         r.tier.as_deref().unwrap_or("audio")
+    }
+
+    #[test]
+    fn a_ladder_whose_every_tier_is_over_the_start_estimate_starts_on_its_lowest() {
+        let t0 = Instant::now();
+        let ladder = vec![
+            Rung {
+                tier: Some("default".into()),
+                bitrate_bps: 1_500_000,
+            },
+            Rung {
+                tier: None,
+                bitrate_bps: 0,
+            },
+        ];
+        let c = BandwidthController::new(BandwidthConfig::default(), ladder, t0);
+        assert_eq!(tier(c.current()), "default");
     }
 
     /// Replays a trace of (ms, feedback) and returns every switch as (ms, tier).
@@ -434,7 +467,7 @@ mod tests {
         check(600, "low");
         check(3000, "default");
         check(250, "tiny");
-        check(100, "audio");
+        check(100, "tiny");
     }
 
     #[test]

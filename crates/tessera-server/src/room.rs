@@ -1559,6 +1559,7 @@ mod tests {
             // Switch on the first report that calls for it: the controller's own tests
             // cover the timing.
             down_after: Duration::ZERO,
+            startup_grace: Duration::ZERO,
             ..Default::default()
         };
         assert!(room.send(Command::Join(Box::new(JoinRequest {

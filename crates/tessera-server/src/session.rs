@@ -285,6 +285,7 @@ fn bandwidth_config(
                 probe_interval: Duration::from_millis(b.probe_interval_ms as u64),
                 // The mix and its packet headers (50 packets a second).
                 audio_bps: cfg.audio.bitrate_kbps * 1000 + 20_000,
+                ..Default::default()
             },
             b.audio_only,
         )
