@@ -56,6 +56,11 @@ pub struct Estimator {
     delay: RateController,
     loss: LossController,
     estimate: f64,
+    /// The most the receiver got cleanly (no overuse, no loss) since the last decrease:
+    /// evidence that outlives a quiet encoder. A video encoder seldom fills its budget on
+    /// easy content, so the delivered rate alone would drag the estimate below the very
+    /// tier that is being sent.
+    proven: f64,
     last_decrease: Option<Instant>,
     report: Option<Report>,
     last_report: Option<(Instant, u64)>,
@@ -71,6 +76,7 @@ impl Estimator {
             delay: RateController::new(start, MIN_BPS, MAX_BPS),
             loss: LossController::new(start, MIN_BPS, MAX_BPS),
             estimate: start,
+            proven: 0.0,
             last_decrease: None,
             report,
             last_report: None,
@@ -157,6 +163,7 @@ impl BandwidthEstimator for Estimator {
         let mut estimate = delay.min(loss);
         if estimate < before * 0.95 {
             self.last_decrease = Some(now);
+            self.proven = self.proven.min(estimate);
         }
         if let Some(rx) = received {
             let clean = usage != Usage::Over
@@ -164,15 +171,28 @@ impl BandwidthEstimator for Estimator {
                 && self
                     .last_decrease
                     .is_none_or(|t| now.saturating_duration_since(t) >= AFTER_DECREASE);
-            if clean && rx > estimate * PROBE_JUMP {
-                // A probe (or a burst) got through without queueing or loss.
-                self.restart_from(rx.min(MAX_BPS));
-                estimate = self.estimate;
+            if clean {
+                self.proven = self.proven.max(rx);
+                if rx > estimate * PROBE_JUMP {
+                    // A probe (or a burst) got through without queueing or loss.
+                    self.restart_from(rx.min(MAX_BPS));
+                    estimate = self.estimate;
+                }
             }
-            // Evidence: never far above what the receiver actually got.
-            estimate = estimate.min(rx * EVIDENCE_FACTOR + EVIDENCE_SLACK_BPS);
+            // Evidence: never far above what the receiver got, now or cleanly before.
+            estimate = estimate.min((rx * EVIDENCE_FACTOR + EVIDENCE_SLACK_BPS).max(self.proven));
         }
         self.estimate = estimate.clamp(MIN_BPS, MAX_BPS);
+        tracing::trace!(
+            reports = reports.len(),
+            lost,
+            ?received,
+            ?usage,
+            delay,
+            loss,
+            estimate = self.estimate,
+            "transport-cc feedback"
+        );
         self.send_report(now);
     }
 
@@ -307,6 +327,22 @@ mod tests {
         // A probe to 600 kbit/s overflows the queue: no jump.
         let probe = link.run(&mut est, 2.0, 600_000.0, 300_000.0, 0);
         assert!(probe.iter().all(|e| *e < 500_000.0), "{probe:?}");
+    }
+
+    #[test]
+    fn a_quiet_encoder_keeps_the_estimate_a_probe_proved() {
+        let t0 = Instant::now();
+        let mut est = Estimator::new(300_000.0, None);
+        let mut link = Link::new(t0);
+        link.run(&mut est, 3.0, 200_000.0, 50_000_000.0, 0);
+        link.run(&mut est, 2.0, 600_000.0, 50_000_000.0, 0);
+        // The tier's encoder then sends half its budget on easy content: the estimate
+        // stays at what the probe delivered, not 1.5 x the quiet rate.
+        let quiet = link.run(&mut est, 10.0, 250_000.0, 50_000_000.0, 0);
+        assert!(quiet.iter().all(|e| *e >= 540_000.0), "{quiet:?}");
+        // Until the link says otherwise.
+        let congested = link.run(&mut est, 10.0, 600_000.0, 300_000.0, 0);
+        assert!(*congested.last().unwrap() < 400_000.0, "{congested:?}");
     }
 
     #[test]

@@ -152,6 +152,18 @@ pub(crate) fn media_engine() -> Result<MediaEngine, PeerError> {
         .map_err(werr)?;
     me.register_codec(parameters(MIME_OPUS, PT_OPUS), RtpCodecKind::Audio)
         .map_err(werr)?;
+    // Accepted so that padding packets may carry ballast under their ids (see
+    // `VideoWriter::write_padding`); our media packets never carry them.
+    for uri in BALLAST_EXTENSION_URIS {
+        me.register_header_extension(
+            rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                uri: uri.to_string(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )
+        .map_err(werr)?;
+    }
     Ok(me)
 }
 
@@ -833,14 +845,20 @@ struct VideoWriter {
     last_ts: Option<u32>,
     /// Bytes of every packet written, for the receiver's sent rate.
     bytes: u64,
+    /// Negotiated ids of `BALLAST_EXTENSION_URIS`; no probing without one.
+    ballast_ids: Vec<u8>,
 }
 
-/// Padding packets carry this much in unknown two-byte header extensions (RTP padding
-/// itself is limited to 255 bytes, and `rtc` writes at most 4): receivers skip them and
-/// count the packet as padding, and transport-cc feedback acknowledges its size.
-const PADDING_EXTENSIONS: u8 = 4;
+/// Padding packets for probes carry ballast in two-byte header extensions, under the ids
+/// of extensions a receiver parses by size and ignores when the size is wrong (RTP padding
+/// itself is limited to 255 bytes and `rtc` writes at most 4; `rtc` refuses ids that were
+/// not negotiated). Receivers count the packet as padding (no payload), and transport-cc
+/// feedback acknowledges its whole size. Chromium and Firefox offer both.
+const BALLAST_EXTENSION_URIS: [&str; 2] = [
+    "urn:ietf:params:rtp-hdrext:toffset",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+];
 const PADDING_EXTENSION_BYTES: usize = 255;
-const PADDING_EXTENSION_FIRST_ID: u8 = 200;
 
 impl VideoWriter {
     fn new(
@@ -848,6 +866,7 @@ impl VideoWriter {
         mime: &str,
         ssrc: u32,
         pt: u8,
+        ballast_ids: Vec<u8>,
     ) -> Result<Self, PeerError> {
         let payloader = codec(mime).payloader().map_err(werr)?;
         let sequencer: Box<dyn Sequencer> = Box::new(rtc::rtp::sequence::new_random_sequencer());
@@ -869,6 +888,7 @@ impl VideoWriter {
             ts_base: rand_ssrc(),
             last_ts: None,
             bytes: 0,
+            ballast_ids,
         })
     }
 
@@ -897,8 +917,8 @@ impl VideoWriter {
 
     /// One padding-only packet of about 1 KiB, on the composite's SSRC after a whole frame.
     async fn write_padding(&mut self) -> Result<(), String> {
-        let Some(ts) = self.last_ts else {
-            return Ok(());
+        let Some(ts) = self.last_ts.filter(|_| !self.ballast_ids.is_empty()) else {
+            return Err("no extension to carry padding".into());
         };
         let mut header = Header {
             version: 2,
@@ -912,12 +932,12 @@ impl VideoWriter {
             ..Default::default()
         };
         static BALLAST: [u8; PADDING_EXTENSION_BYTES] = [0; PADDING_EXTENSION_BYTES];
-        for i in 0..PADDING_EXTENSIONS {
+        for id in &self.ballast_ids {
             header
-                .set_extension(PADDING_EXTENSION_FIRST_ID + i, Bytes::from_static(&BALLAST))
+                .set_extension(*id, Bytes::from_static(&BALLAST))
                 .map_err(|e| e.to_string())?;
         }
-        let size = PADDING_EXTENSIONS as usize * (PADDING_EXTENSION_BYTES + 2) + 60;
+        let size = self.ballast_ids.len() * (PADDING_EXTENSION_BYTES + 2) + 60;
         self.bytes += size as u64;
         self.track
             .write_rtp(rtc::rtp::Packet {
@@ -1037,7 +1057,17 @@ async fn negotiate(
             .await
             .ok_or_else(|| PeerError::BadSdp(format!("{mime} was not negotiated")))?;
         spawn_receiver_feedback(track.clone(), base_ssrc, id, room.clone());
-        video_out = Some(VideoWriter::new(track, mime, base_ssrc, pt)?);
+        let ballast_ids = match sender.get_parameters().await {
+            Ok(p) => p
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .filter(|e| BALLAST_EXTENSION_URIS.contains(&e.uri.as_str()))
+                .filter_map(|e| u8::try_from(e.id).ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        video_out = Some(VideoWriter::new(track, mime, base_ssrc, pt, ballast_ids)?);
     }
     let mut audio_out = None;
     if let Some((track, sender)) = audio {
