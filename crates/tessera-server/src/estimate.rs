@@ -257,7 +257,8 @@ mod tests {
                 let start = self.queue_free_at.max(depart);
                 let queue_delay = start - depart;
                 // A 300 ms drop-tail queue.
-                let dropped = queue_delay > 0.3 || (loss_every > 0 && self.id % loss_every == 0);
+                let dropped =
+                    queue_delay > 0.3 || (loss_every > 0 && self.id.is_multiple_of(loss_every));
                 if !dropped {
                     self.queue_free_at = start + service;
                 }
