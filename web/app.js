@@ -18,10 +18,13 @@
 //       a test tone reaches the server unchanged.
 //   window.tessera
 //       { state, pc, id, participants, ws, room, layout, tier, speaker, stats,
-//         localStream, remoteStream, autoplayBlocked, errors, join(), leave() }:
+//         localStream, remoteStream, autoplayBlocked, errors, display, videoSender,
+//         lastHint, sendParams, lastBandwidth, paused, audioOnly, join(), leave() }:
 //       live getters over the client's state. `state` is one of "idle", "media",
 //       "connecting", "joined", "negotiating", "connected", "failed", "left".
 //       `participants` is an array of {id, name, audio_muted, video_muted, self}.
+//       `lastHint` / `lastBandwidth` are the last `send_hint` / `bandwidth` messages as
+//       received; `sendParams` is what the camera sender last had applied.
 
 const $ = (role) => document.querySelector(`[data-role="${role}"]`);
 
@@ -37,6 +40,9 @@ const ui = {
   preview: $('preview'),
   muteAudio: $('mute-audio'),
   muteVideo: $('mute-video'),
+  pauseVideo: $('pause-video'),
+  audioOnly: $('audio-only'),
+  audioOnlyNotice: $('audio-only-notice'),
   leave: $('leave'),
   participants: $('participants'),
   stats: $('stats'),
@@ -72,7 +78,17 @@ function freshSession() {
     lastStats: null, // {bytes, time} of the previous inbound video sample
     stats: null,
     audioMuted: false,
-    videoMuted: false,
+    videoMuted: false, // "Stop camera": the camera track is disabled
+    paused: false, // "Pause my video": the camera is not sent, the preview stays live
+    audioOnly: false, // "Audio only": no video in (asked of the server) or out
+    videoOffSent: false, // the last `mute` `video` value sent to the server
+    display: null, // {width, height} sent in `join`
+    hint: null, // the last `send_hint` for the camera
+    bandwidth: null, // the last `bandwidth` message
+    sendParams: null, // what the camera sender last had applied (see applySender)
+    senderQueue: Promise.resolve(), // setParameters calls, one after another
+    senderPending: false, // an applySender run is queued and has not started yet
+    inText: '', // the inbound part of the stats line
     autoplayBlocked: false,
     name: '',
     queue: Promise.resolve(), // server messages are handled one after another
@@ -94,6 +110,13 @@ window.tessera = {
   get localStream() { return s.localStream; },
   get remoteStream() { return s.remoteStream; },
   get autoplayBlocked() { return s.autoplayBlocked; },
+  get display() { return s.display && { ...s.display }; },
+  get videoSender() { return videoSender(s); },
+  get lastHint() { return s.hint && { ...s.hint }; },
+  get sendParams() { return s.sendParams && { ...s.sendParams }; },
+  get lastBandwidth() { return s.bandwidth && { ...s.bandwidth }; },
+  get paused() { return s.paused; },
+  get audioOnly() { return s.audioOnly; },
   get participants() { return [...s.participants.values()].map((p) => ({ ...p })); },
   get errors() { return errors.slice(); },
   join: (opts) => join(opts),
@@ -240,12 +263,14 @@ async function join({ room, name, video = true, audio = true } = {}) {
   const ws = new WebSocket(`${scheme}://${location.host}/ws`);
   s.ws = ws;
   ws.onopen = () => {
+    s.display = displaySize();
     const msg = {
       type: 'join',
       room,
       name,
       video: stream.getVideoTracks().length > 0,
       audio: stream.getAudioTracks().length > 0,
+      display: s.display,
     };
     if (params.get('tier')) msg.tier = params.get('tier');
     if (params.get('token')) msg.token = params.get('token');
@@ -296,7 +321,20 @@ async function onMessage(msg) {
       return undefined;
     case 'layout_changed':
       s.layout = msg.layout;
-      ui.layout.textContent = `layout ${msg.layout}`;
+      renderRoomLine();
+      return undefined;
+    case 'send_hint':
+      if (msg.kind === 'camera') {
+        s.hint = msg;
+        scheduleSenderUpdate();
+      }
+      renderStatsLine();
+      return undefined;
+    case 'bandwidth':
+      s.bandwidth = msg;
+      s.tier = msg.tier ?? null;
+      renderRoomLine();
+      renderStatsLine();
       return undefined;
     case 'pong':
       return undefined;
@@ -318,9 +356,11 @@ async function onMessage(msg) {
 function upsertParticipant(p) {
   const old = s.participants.get(p.id);
   s.participants.set(p.id, { ...old, ...p, self: p.id === s.id });
+  // Only the microphone is mirrored back: the server's `video_muted` for us is the
+  // union of "Stop camera", "Pause my video" and "Audio only" (see syncVideoOff), so it
+  // cannot say which of them is on.
   if (p.id === s.id) {
     s.audioMuted = !!p.audio_muted;
-    s.videoMuted = !!p.video_muted;
     updateButtons();
   }
   renderParticipants();
@@ -332,18 +372,22 @@ async function onJoined(msg) {
   s.layout = msg.layout;
   s.tier = msg.tier;
   ui.roomName.textContent = msg.room;
-  ui.layout.textContent = `layout ${msg.layout}, tier ${msg.tier}`;
+  renderRoomLine();
   s.participants.clear();
   for (const p of msg.participants || []) s.participants.set(p.id, { ...p, self: false });
   s.participants.set(s.id, {
     id: s.id,
     name: s.name,
-    audio_muted: false,
+    audio_muted: s.audioMuted,
     video_muted: false,
     self: true,
   });
   renderParticipants();
   setState('joined');
+  updateButtons();
+  // Buttons pressed while waiting for `joined` could not be sent yet.
+  if (s.audioMuted) send({ type: 'mute', audio: true });
+  syncVideoOff();
 
   const iceServers = (msg.ice_servers || []).map((x) => {
     const server = { urls: x.urls };
@@ -387,8 +431,11 @@ async function onJoined(msg) {
   pc.onconnectionstatechange = () => {
     if (pc !== s.pc) return;
     const st = pc.connectionState;
-    if (st === 'connected') setState('connected');
-    else if (st === 'failed') {
+    if (st === 'connected') {
+      setState('connected');
+      // Browsers may refuse setParameters before the transport is up; apply again.
+      scheduleSenderUpdate();
+    } else if (st === 'failed') {
       showError('media connection failed (ICE/DTLS)');
       setState('failed');
     } else if (st === 'disconnected') ui.status.textContent = 'reconnecting…';
@@ -451,15 +498,44 @@ function playComposite() {
 
 // ---- Controls ---------------------------------------------------------------------------
 
+function hasVideo(session = s) {
+  return !!(session.localStream && session.localStream.getVideoTracks().length);
+}
+
 function updateButtons() {
   const hasAudio = !!(s.localStream && s.localStream.getAudioTracks().length);
-  const hasVideo = !!(s.localStream && s.localStream.getVideoTracks().length);
+  const joined = !!s.id;
   ui.muteAudio.disabled = !hasAudio;
-  ui.muteVideo.disabled = !hasVideo;
+  ui.muteVideo.disabled = !hasVideo();
   ui.muteAudio.textContent = s.audioMuted ? 'Unmute mic' : 'Mute mic';
   ui.muteVideo.textContent = s.videoMuted ? 'Start camera' : 'Stop camera';
   ui.muteAudio.setAttribute('aria-pressed', String(s.audioMuted));
   ui.muteVideo.setAttribute('aria-pressed', String(s.videoMuted));
+  // The switches speak to the server, so they wait for `joined`. "Audio only" already
+  // keeps the camera from being sent, so "Pause my video" has nothing to add meanwhile.
+  ui.pauseVideo.checked = s.paused;
+  ui.pauseVideo.disabled = !joined || !hasVideo() || s.audioOnly;
+  ui.audioOnly.checked = s.audioOnly;
+  ui.audioOnly.disabled = !joined;
+  ui.audioOnlyNotice.hidden = !s.audioOnly;
+}
+
+// Whether the others should see our placeholder instead of our camera.
+function videoOff(session = s) {
+  return session.videoMuted || session.paused || session.audioOnly;
+}
+
+// Tells the server (`mute` `video`) when videoOff() changed. One flag on the wire for three
+// local reasons, so that switching one of them off while another is on does not unmute.
+function syncVideoOff() {
+  if (!s.id || !hasVideo()) return;
+  const off = videoOff();
+  const me = s.participants.get(s.id);
+  if (me) me.video_muted = off;
+  renderParticipants();
+  if (off === s.videoOffSent) return;
+  s.videoOffSent = off;
+  send({ type: 'mute', video: off });
 }
 
 function setMuted(kind, muted) {
@@ -467,22 +543,132 @@ function setMuted(kind, muted) {
   const tracks = kind === 'audio' ? s.localStream.getAudioTracks() : s.localStream.getVideoTracks();
   if (!tracks.length) return;
   for (const t of tracks) t.enabled = !muted;
-  if (kind === 'audio') s.audioMuted = muted;
-  else s.videoMuted = muted;
-  send({ type: 'mute', [kind]: muted });
-  const me = s.participants.get(s.id);
-  if (me) me[`${kind}_muted`] = muted;
+  if (kind === 'audio') {
+    s.audioMuted = muted;
+    send({ type: 'mute', audio: muted });
+    const me = s.participants.get(s.id);
+    if (me) me.audio_muted = muted;
+    renderParticipants();
+  } else {
+    s.videoMuted = muted;
+    // A disabled track still sends black frames; stop the encoder as well.
+    scheduleSenderUpdate();
+    syncVideoOff();
+  }
   updateButtons();
-  renderParticipants();
+}
+
+// Going dark: the placeholder first (mute), then stop the encoder, so nobody sees our tile
+// freeze. Coming back: the encoder first, then unmute, so the tile gets fresh frames.
+async function switchVideo(change) {
+  const wasOff = videoOff();
+  change();
+  updateButtons();
+  if (!wasOff && videoOff()) syncVideoOff();
+  await scheduleSenderUpdate();
+  syncVideoOff();
+  renderStatsLine();
+}
+
+function setPaused(on) {
+  if (!s.id || on === s.paused) return undefined;
+  return switchVideo(() => { s.paused = on; });
+}
+
+function setAudioOnly(on) {
+  if (!s.id || on === s.audioOnly) return undefined;
+  return switchVideo(() => {
+    s.audioOnly = on;
+    send({ type: 'audio_only', enabled: on });
+  });
 }
 
 ui.muteAudio.addEventListener('click', () => setMuted('audio', !s.audioMuted));
 ui.muteVideo.addEventListener('click', () => setMuted('video', !s.videoMuted));
+ui.pauseVideo.addEventListener('change', () => setPaused(ui.pauseVideo.checked));
+ui.audioOnly.addEventListener('change', () => setAudioOnly(ui.audioOnly.checked));
 ui.leave.addEventListener('click', () => leave());
 ui.play.addEventListener('click', () => {
   if (s.fake && s.fake.audioContext) s.fake.audioContext.resume().catch(() => {});
   playComposite();
 });
+
+// ---- The camera sender --------------------------------------------------------------------
+//
+// Everything the client changes on its camera's RTCRtpSender goes through applySender: the
+// send hint (scale, frame rate, bitrate) and whether the encoding is active at all (off
+// while the camera is stopped, paused or audio only). `active: false` stops the encoder
+// without renegotiating (the one offer of the session stands) and keeps the track attached,
+// so the preview stays live and `active: true` resumes with a keyframe.
+
+function videoSender(session) {
+  if (!session.pc) return null;
+  const t = session.pc.getTransceivers().find((x) => x.receiver.track && x.receiver.track.kind === 'video');
+  return t ? t.sender : null;
+}
+
+// Queues one applySender run unless one is already waiting to start (it will read the
+// latest state when it runs). Runs never overlap: each is getParameters -> modify ->
+// setParameters, and an overlapping pair could fail or apply a stale hint last.
+function scheduleSenderUpdate() {
+  const session = s;
+  if (session.senderPending) return session.senderQueue;
+  session.senderPending = true;
+  session.senderQueue = session.senderQueue.then(() => {
+    session.senderPending = false;
+    return applySender(session);
+  }).catch((e) => {
+    console.warn('camera sender setParameters failed', e);
+  });
+  return session.senderQueue;
+}
+
+async function applySender(session) {
+  if (session !== s) return;
+  const sender = videoSender(session);
+  const track = session.localStream && session.localStream.getVideoTracks()[0];
+  if (!sender || !track || sender.track !== track) return;
+  const params = sender.getParameters();
+  // No encodings before the transceiver is negotiated (Firefox): the run on `connected`
+  // applies the state then.
+  if (!params.encodings || !params.encodings.length) return;
+  const enc = params.encodings[0];
+  enc.active = !videoOff(session);
+  const h = session.hint;
+  let size = null;
+  if (h) {
+    const st = track.getSettings();
+    // A canvas track may not report its size.
+    const tw = st.width || (session.fake && session.fake.canvas && session.fake.canvas.width) || 0;
+    const th = st.height || (session.fake && session.fake.canvas && session.fake.canvas.height) || 0;
+    enc.scaleResolutionDownBy = Math.max(1, tw / Math.max(1, h.width), th / Math.max(1, h.height));
+    enc.maxFramerate = Math.max(1, h.fps);
+    if (h.max_bitrate_bps > 0) enc.maxBitrate = h.max_bitrate_bps;
+    else delete enc.maxBitrate;
+    size = { track: [tw, th] };
+  }
+  await sender.setParameters(params);
+  if (session !== s) return;
+  session.sendParams = {
+    active: enc.active,
+    scaleResolutionDownBy: enc.scaleResolutionDownBy ?? null,
+    maxFramerate: enc.maxFramerate ?? null,
+    maxBitrate: enc.maxBitrate ?? null,
+    hint: h ? { width: h.width, height: h.height, fps: h.fps, max_bitrate_bps: h.max_bitrate_bps, on_canvas: h.on_canvas } : null,
+    trackWidth: size ? size.track[0] : null,
+    trackHeight: size ? size.track[1] : null,
+  };
+  renderStatsLine();
+}
+
+// The size the composite is shown at, in device pixels (for `join`'s `display`): the
+// element's layout size, or the window's before the element has one.
+function displaySize() {
+  const dpr = window.devicePixelRatio || 1;
+  const r = ui.composite.getBoundingClientRect();
+  const [w, h] = r.width > 0 && r.height > 0 ? [r.width, r.height] : [window.innerWidth, window.innerHeight];
+  return { width: Math.max(1, Math.round(w * dpr)), height: Math.max(1, Math.round(h * dpr)) };
+}
 
 function leave() {
   if (s.state === 'idle' || s.state === 'left') return;
@@ -579,7 +765,8 @@ async function updateStats() {
     if (r.type === 'codec') codecs.set(r.id, r);
   });
   if (!video) {
-    ui.stats.textContent = `waiting for media… (${pc.connectionState})`;
+    s.inText = `waiting for media… (${pc.connectionState})`;
+    renderStatsLine();
     return;
   }
   const now = video.timestamp;
@@ -596,8 +783,41 @@ async function updateStats() {
   const fps = video.framesPerSecond ?? 0;
   const lost = (video.packetsLost || 0) + (audio ? audio.packetsLost || 0 : 0);
   s.stats = { kbps: kbps === null ? null : Math.round(kbps), width, height, fps, packetsLost: lost, codec: codecName };
-  ui.stats.textContent = `in: ${kbps === null ? '…' : Math.round(kbps)} kbps · ${width}×${height} · ${Math.round(fps)} fps`
+  s.inText = `in: ${kbps === null ? '…' : Math.round(kbps)} kbps · ${width}×${height} · ${Math.round(fps)} fps`
     + ` · ${lost} packets lost · ${codecName}`;
+  renderStatsLine();
+}
+
+function renderRoomLine() {
+  ui.layout.textContent = `layout ${s.layout}, ${s.tier == null && s.bandwidth ? 'audio only' : `tier ${s.tier}`}`;
+}
+
+// The stats line: what comes in (updateStats), the receive tier and the server's estimate
+// of our downlink (`bandwidth`), and what the camera is asked to send (`send_hint`). The
+// tooltip has the details.
+function renderStatsLine() {
+  const parts = [s.inText || 'waiting for media…'];
+  const tips = [];
+  const b = s.bandwidth;
+  if (b) {
+    const est = b.estimate_bps != null ? `${Math.round(b.estimate_bps / 1000)} kbit/s` : '?';
+    parts.push(`${b.tier == null ? 'audio only' : `tier ${b.tier}`} · est ${est}`);
+    tips.push(`receive tier: ${b.tier ?? 'none (audio only)'}; downlink estimate: ${est} (${b.source})`
+      + `${b.audio_only ? '; audio only asked' : ''}`);
+  }
+  if (hasVideo()) {
+    const h = s.hint;
+    if (videoOff()) parts.push(`sending no video (${s.audioOnly ? 'audio only' : s.paused ? 'paused' : 'camera stopped'})`);
+    else if (h) parts.push(`sending ≤${h.width}x${h.height}@${h.fps}`);
+    if (h) {
+      const p = s.sendParams;
+      tips.push(`send hint: ${h.width}x${h.height} at ${h.fps} fps, ≤ ${Math.round(h.max_bitrate_bps / 1000)} kbit/s`
+        + `${h.on_canvas ? '' : ' (not on any canvas)'}`
+        + `${p && p.scaleResolutionDownBy ? `; applied: scale ÷${p.scaleResolutionDownBy.toFixed(2)}, ${p.maxFramerate} fps, ${p.maxBitrate ?? '∞'} bit/s` : '; not applied yet'}`);
+    }
+  }
+  ui.stats.textContent = parts.join(' · ');
+  ui.stats.title = tips.join('\n');
 }
 
 // ---- Start ------------------------------------------------------------------------------

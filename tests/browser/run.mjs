@@ -11,6 +11,10 @@
 //             others' tones and not its own (mix-minus); one leaves and its tile must go.
 //             A screenshot of a page with all three tiles goes to target/browser-artifacts/screenshot.png
 //             (copy it to docs/screenshot.png to refresh the README picture).
+//             Then the camera senders follow the server's send_hint (setParameters and the
+//             sent frame size), the stats line shows tier, estimate and hint, "Pause my video"
+//             stops Bo's camera RTP and shows Bo's placeholder, and "Audio only" stops Cy's
+//             video in and out (framesDecoded still, audio flowing, API tier null).
 //   firefox   two Firefox ESR processes (puppeteer-core over WebDriver BiDi) join
 //             `firefox-room` with the client's fake=colour hook; each composite must show
 //             both colours (VP8: Firefox has no H.264 offline).
@@ -312,6 +316,37 @@ async function probeTones({ tones, ms }) {
   return { levels, floor: Math.round(band[band.length >> 1] * 10) / 10, frames, state, rate: ctx.sampleRate };
 }
 
+// RTP counters of the page's PeerConnection (getStats) and its camera sender's first
+// encoding, with the client's last send hint; `time` is the page's clock in ms.
+async function probeRtp() {
+  const t = window.tessera;
+  const pc = t && t.pc;
+  if (!pc) return { error: 'no PeerConnection' };
+  const out = { time: performance.now(), hint: t.lastHint || null, bandwidth: t.lastBandwidth || null };
+  const report = await pc.getStats();
+  report.forEach((r) => {
+    const kind = r.kind || r.mediaType;
+    if (r.type === 'outbound-rtp' && kind === 'video') {
+      out.outVideo = { bytesSent: r.bytesSent || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0 };
+    }
+    if (r.type === 'inbound-rtp' && kind === 'video') out.inVideo = { framesDecoded: r.framesDecoded || 0 };
+    if (r.type === 'inbound-rtp' && kind === 'audio') out.inAudio = { packetsReceived: r.packetsReceived || 0 };
+  });
+  // The camera's transceiver, whatever its sender's track is now.
+  const tr = pc.getTransceivers().find((x) => x.receiver.track && x.receiver.track.kind === 'video');
+  const track = t.localStream && t.localStream.getVideoTracks()[0];
+  if (tr && track) {
+    const e = tr.sender.getParameters().encodings[0] || {};
+    const st = track.getSettings();
+    out.enc = {
+      active: e.active, scaleResolutionDownBy: e.scaleResolutionDownBy, maxFramerate: e.maxFramerate,
+      maxBitrate: e.maxBitrate, trackAttached: tr.sender.track === track,
+    };
+    out.track = { width: st.width, height: st.height, enabled: track.enabled };
+  }
+  return out;
+}
+
 // ---- Shared steps -----------------------------------------------------------------------
 
 async function saveFailure(page, name) {
@@ -438,6 +473,53 @@ async function checkStats(people, codec) {
     const text = await p.page.evaluate(() => document.querySelector('[data-role="stats"]').textContent);
     log(`  ${p.name} stats: ${text}`);
     if (codec) assert(r.detail.codec.toUpperCase() === codec, `${p.name}: receives ${r.detail.codec}, want ${codec}`);
+  }
+}
+
+// Polls probeRtp on a page until check(earlier, now, secs) says ok, where `earlier` is a
+// probe at least windowMs older than `now` (rates need two samples); the last result.
+async function pollRtp(page, ms, windowMs, check) {
+  const history = [];
+  return pollUntil(async () => {
+    const now = await page.evaluate(probeRtp);
+    if (now.error) return { ok: false, detail: now.error };
+    history.push(now);
+    const earlier = history.filter((h) => now.time - h.time >= windowMs).pop();
+    if (!earlier) return { ok: false, detail: 'measuring' };
+    return check(earlier, now, (now.time - earlier.time) / 1000);
+  }, ms, 300);
+}
+
+const rate = (a, b, secs, get) => (get(b) - get(a)) / secs;
+
+// Polls until every viewer's list marks `subject` video-muted (or not), the API agrees, and
+// the subject's tile (people.layout) shows its colour (or no longer does: the placeholder).
+async function checkCameraSeen(base, room, people, subject, shown, ms) {
+  const viewers = people.filter((p) => p !== subject);
+  const tile = people.layout && people.layout.tiles.find((t) => t.id === subject.id);
+  const results = await Promise.all(viewers.map((viewer) => pollUntil(async () => {
+    const cls = await viewer.page.evaluate((id) => {
+      const li = document.querySelector(`[data-role="participants"] li[data-id="${id}"]`);
+      return li ? [...li.classList] : null;
+    }, subject.id);
+    const api = (await getJson(`${base}/api/rooms/${room}`)).participants.find((q) => q.id === subject.id);
+    const c = await viewer.page.evaluate(probeColours, {
+      rects: [tile || { x: 0, y: 0, w: 1e9, h: 1e9 }], space: tile ? people.layout : null,
+      colours: [subject.rgb], tol: COLOUR_TOLERANCE, frac: 0.3,
+    });
+    if (c.error) return { ok: false, detail: c.error };
+    const share = c.rects[0].near[0];
+    const muted = !!cls && cls.includes('video-muted');
+    const picture = tile ? dist(c.rects[0].median, subject.rgb) <= COLOUR_TOLERANCE : share > 0.03;
+    return {
+      ok: muted === !shown && !!api && api.video_muted === !shown && (shown ? picture : share < 0.02),
+      detail: `list classes [${cls}], API video_muted ${api && api.video_muted}, ${(share * 100).toFixed(1)}% of ${subject.name}'s ${tile ? 'tile' : 'frame'} is its colour${tile ? ` (centre ${hex(c.rects[0].median)})` : ''}`,
+    };
+  }, ms)));
+  for (const [i, r] of results.entries()) log(`  ${viewers[i].name} sees: ${r.detail}`);
+  if (results.some((r) => !r.ok)) {
+    for (const p of viewers) await saveFailure(p.page, `${room}-camera-${subject.name}-${shown ? 'on' : 'off'}-${p.name}`);
+    throw new TestError(`the others do not see ${subject.name}'s camera ${shown ? 'back' : 'replaced by the placeholder'}`);
   }
 }
 
@@ -582,6 +664,135 @@ async function chromiumTests(base, report) {
     assert(back.ok, `${bo.name}'s picture did not come back after unmuting the camera`);
   }, { needs: 0 });
 
+  await report('chromium: a send_hint reaches the camera sender and the sent frames shrink to it', async () => {
+    // The hint is the largest tile the camera fills on any canvas; the client sets
+    // scaleResolutionDownBy = max(1, trackW/W, trackH/H), maxFramerate = fps and
+    // maxBitrate on its sender, and the encoder's frames follow.
+    const results = await Promise.all(people.map((p) => pollUntil(async () => {
+      const x = await p.page.evaluate(probeRtp);
+      if (x.error) return { ok: false, detail: x.error };
+      const h = x.hint;
+      if (!h) return { ok: false, detail: 'no send_hint received' };
+      if (!x.enc || !x.outVideo) return { ok: false, detail: `no camera sender stats: ${JSON.stringify(x)}` };
+      const want = Math.max(1, x.track.width / h.width, x.track.height / h.height);
+      const e = x.enc;
+      const params = Math.abs((e.scaleResolutionDownBy ?? 1) - want) < 0.01 && e.maxFramerate === h.fps
+        && (h.max_bitrate_bps > 0 ? e.maxBitrate === h.max_bitrate_bps : true);
+      const fw = x.outVideo.frameWidth;
+      const fh = x.outVideo.frameHeight;
+      // A few pixels for the encoder's rounding of width/scale.
+      const frames = fw > 0 && fw <= h.width + 8 && fh <= h.height + 8;
+      const rooms = await getJson(`${base}/api/rooms/${room}`);
+      const tiles = (rooms.tiers || []).flatMap((t) => (t.tiles || []).filter((q) => q.id === p.id));
+      const largest = tiles.reduce((a, b) => (!a || b.w * b.h > a.w * a.h ? b : a), null);
+      const fits = !largest || (h.on_canvas && Math.abs(h.width - largest.w) <= 8 && Math.abs(h.height - largest.h) <= 8);
+      return {
+        ok: h.kind === 'camera' && params && frames && fits,
+        detail: `hint ${h.width}x${h.height}@${h.fps} ≤${h.max_bitrate_bps} bit/s on_canvas=${h.on_canvas}`
+          + ` (largest tile ${largest ? `${largest.w}x${largest.h}` : '?'}); track ${x.track.width}x${x.track.height};`
+          + ` sender scale ${e.scaleResolutionDownBy} (want ${want.toFixed(3)}) fps ${e.maxFramerate} bitrate ${e.maxBitrate};`
+          + ` sending ${fw}x${fh}`,
+      };
+    }, 15_000, 500)));
+    for (const [i, r] of results.entries()) log(`  ${people[i].name}: ${r.detail}`);
+    assert(results.every((r) => r.ok), 'a camera sender does not follow its send_hint (see above)');
+  }, { needs: 0 });
+
+  await report('chromium: the stats line shows the receive tier, the downlink estimate and the send hint', async () => {
+    for (const p of people) {
+      const r = await pollUntil(async () => {
+        const x = await p.page.evaluate(() => ({
+          text: document.querySelector('[data-role="stats"]').textContent,
+          b: window.tessera.lastBandwidth,
+          h: window.tessera.lastHint,
+        }));
+        const m = /tier (\S+) · est (\d+) kbit\/s/.exec(x.text);
+        const api = (await getJson(`${base}/api/rooms/${room}`)).participants.find((q) => q.id === p.id);
+        const sending = x.h ? x.text.includes(`sending ≤${x.h.width}x${x.h.height}@${x.h.fps}`) : false;
+        return {
+          ok: !!m && !!x.b && x.b.tier === m[1] && x.b.estimate_bps > 0
+            && Math.round(x.b.estimate_bps / 1000) === Number(m[2]) && !!api && api.tier === m[1] && sending,
+          detail: `"${x.text}"; bandwidth ${JSON.stringify(x.b)}; API tier ${api && api.tier}`,
+        };
+      }, 10_000, 500);
+      log(`  ${p.name}: ${r.detail}`);
+      assert(r.ok, `${p.name}: the stats line lacks the tier, the estimate or the send hint`);
+    }
+  }, { needs: 0 });
+
+  await report('chromium: "Pause my video" stops the camera\'s RTP and shows the placeholder; unpausing resumes', async () => {
+    const bo = people[1];
+    const out = (x) => x.outVideo.bytesSent;
+    try {
+      await bo.page.check('[data-role="pause-video"]');
+      const stopped = await pollRtp(bo.page, 8000, 1500, (a, b, secs) => ({
+        ok: rate(a, b, secs, out) < 300,
+        detail: `${rate(a, b, secs, out).toFixed(0)} B/s of video out; encoding ${JSON.stringify(b.enc)}; camera track enabled ${b.track.enabled}`,
+      }));
+      log(`  ${bo.name} paused: ${stopped.detail}`);
+      assert(stopped.ok, `${bo.name}'s camera is still being sent after "Pause my video"`);
+      await checkCameraSeen(base, room, people, bo, false, 8000);
+      const preview = await bo.page.evaluate(() => window.tessera.localStream.getVideoTracks()[0].readyState);
+      assert(preview === 'live', `${bo.name}'s camera track is ${preview} while paused (the preview should stay live)`);
+
+      await bo.page.uncheck('[data-role="pause-video"]');
+      const resumed = await pollRtp(bo.page, 8000, 1500, (a, b, secs) => ({
+        ok: rate(a, b, secs, out) > 1000,
+        detail: `${rate(a, b, secs, out).toFixed(0)} B/s of video out; encoding ${JSON.stringify(b.enc)}`,
+      }));
+      log(`  ${bo.name} unpaused: ${resumed.detail}`);
+      assert(resumed.ok, `${bo.name}'s camera is not sent again after unpausing`);
+      await checkCameraSeen(base, room, people, bo, true, 10_000);
+    } finally {
+      // Whatever failed, the later tests need Bo's camera back.
+      await bo.page.uncheck('[data-role="pause-video"]', { timeout: 5000 }).catch(() => {});
+    }
+  }, { needs: 0 });
+
+  await report('chromium: "Audio only" stops the composite video but not the sound; unchecking brings video back', async () => {
+    const cy = people[2];
+    const frames = (x) => x.inVideo.framesDecoded;
+    const audio = (x) => x.inAudio.packetsReceived;
+    const out = (x) => x.outVideo.bytesSent;
+    const apiTier = async () => {
+      const q = (await getJson(`${base}/api/rooms/${room}`)).participants.find((x) => x.id === cy.id);
+      return q ? q.tier : 'gone';
+    };
+    try {
+      await cy.page.check('[data-role="audio-only"]');
+      const still = await pollRtp(cy.page, 12_000, 2000, async (a, b, secs) => {
+        const tier = await apiTier();
+        return {
+          // Opus sends 50 packets a second. Polled: the composite takes a moment to stop.
+          ok: frames(b) - frames(a) === 0 && rate(a, b, secs, audio) > 25 && rate(a, b, secs, out) < 300
+            && (tier === null || /audio.?only/i.test(tier)),
+          detail: `${frames(b) - frames(a)} frames decoded and ${(rate(a, b, secs, audio)).toFixed(0)} audio packets/s in ${secs.toFixed(1)} s;`
+            + ` ${rate(a, b, secs, out).toFixed(0)} B/s of video out; API tier ${JSON.stringify(tier)}; bandwidth ${JSON.stringify(b.bandwidth)}`,
+        };
+      });
+      log(`  ${cy.name} audio only: ${still.detail}`);
+      if (!still.ok) await saveFailure(cy.page, `${room}-audio-only-${cy.name}`);
+      assert(still.ok, `${cy.name}: "Audio only" did not stop the video in and out while keeping the sound, or the API does not show it`);
+      assert(await cy.page.isVisible('[data-role="audio-only-notice"]'), `${cy.name}: no audio-only notice over the composite`);
+      // The client also mutes its camera (docs/protocol.md): the others see the placeholder.
+      await checkCameraSeen(base, room, people, cy, false, 8000);
+
+      await cy.page.uncheck('[data-role="audio-only"]');
+      const back = await pollRtp(cy.page, 12_000, 1500, async (a, b, secs) => {
+        const tier = await apiTier();
+        return {
+          ok: frames(b) - frames(a) >= 5 && typeof tier === 'string' && !/audio.?only/i.test(tier),
+          detail: `${frames(b) - frames(a)} frames decoded in ${secs.toFixed(1)} s; API tier ${JSON.stringify(tier)}`,
+        };
+      });
+      log(`  ${cy.name} back to video: ${back.detail}`);
+      assert(back.ok, `${cy.name}: the composite video did not come back after unchecking "Audio only"`);
+      await checkCameraSeen(base, room, people, cy, true, 10_000);
+    } finally {
+      await cy.page.uncheck('[data-role="audio-only"]', { timeout: 5000 }).catch(() => {});
+    }
+  }, { needs: 0 });
+
   await report('chromium: a participant leaves and its tile goes within 5 s', async () => {
     const leaver = people[2];
     const stay = people.slice(0, 2);
@@ -645,7 +856,8 @@ async function chromiumTests(base, report) {
     await p.page.uncheck('[data-role="camera"]');
     await p.page.uncheck('[data-role="microphone"]');
     await p.page.click('[data-role="join"]');
-    await p.page.waitForFunction(() => window.tessera.id, null, { timeout: 10_000 });
+    // The offer is made after `joined` (which sets the id), asynchronously: wait for it.
+    await p.page.waitForFunction(() => window.tessera.pc && window.tessera.pc.localDescription, null, { timeout: 10_000 });
     const offer = await p.page.evaluate(() => window.tessera.pc.localDescription.sdp);
     const dirs = offer.split('\r\n').filter((l) => /^m=|^a=(sendrecv|recvonly|sendonly|inactive)$/.test(l));
     log(`  viewer's offer: ${dirs.join(' | ')}`);
