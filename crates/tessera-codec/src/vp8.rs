@@ -260,9 +260,22 @@ impl Vp8Encoder {
                 vpx::vp8e_enc_control_id::VP8E_SET_TOKEN_PARTITIONS as c_int,
                 0 as c_int,
             );
+            // Keyframes no larger than half the optimal buffer's worth of frames (as
+            // libwebrtc does): an unbounded one overflows a slow link's queue at once.
+            vpx::vpx_codec_control_(
+                &mut *enc.ctx,
+                vpx::vp8e_enc_control_id::VP8E_SET_MAX_INTRA_BITRATE_PCT as c_int,
+                max_intra_bitrate_pct(config.fps) as c_int,
+            );
         }
         Ok(enc)
     }
+}
+
+/// The largest keyframe, in percent of an average frame: libwebrtc's
+/// `optimal_buffer_ms * 0.5 * fps / 10`, at least 300.
+fn max_intra_bitrate_pct(fps: u32) -> u32 {
+    (600 * fps / 20).max(300)
 }
 
 impl Drop for Vp8Encoder {

@@ -958,6 +958,13 @@ impl RoomThread {
             return;
         }
         let probe = m.bandwidth.as_ref().and_then(|b| b.probe());
+        if probe.is_none() && probe_before.is_some() {
+            // Over (a climb, a failure or congestion): no more padding.
+            let _ = m
+                .sink
+                .media
+                .try_send(MediaOut::Probe { bps: 0, until: now });
+        }
         if let Some(p) = probe.filter(|p| Some(*p) != probe_before) {
             debug!(participant = %id, bps = p.bps, "probing");
             let _ = m.sink.media.try_send(MediaOut::Probe {
@@ -1149,13 +1156,24 @@ impl RoomThread {
             if !m.options.sends_video {
                 continue;
             }
+            // Links are seldom much faster up than down: a camera whose own downlink is
+            // measured slow is asked for no more than 80% of it (in 50 kbit/s steps, so
+            // the hint does not follow every wobble of the estimate).
+            let link_cap = m
+                .bandwidth
+                .as_ref()
+                .map(|b| b.estimate(now))
+                .filter(|(_, src)| *src != tessera_engine::EstimateSource::Loss)
+                .map(|(e, _)| ((e * 8 / 10) / 50_000 * 50_000).max(MIN_HINT_BPS as u64))
+                .map_or(u32::MAX, |c| c.min(u32::MAX as u64) as u32);
             let hint = match best.get(id) {
                 Some(&(w, h, fps)) => Hint {
                     width: w & !1,
                     height: h & !1,
                     fps,
                     max_bitrate_bps: ((w as f64 * h as f64 * fps as f64 * bpp) as u32)
-                        .clamp(MIN_HINT_BPS, MAX_HINT_BPS),
+                        .clamp(MIN_HINT_BPS, MAX_HINT_BPS)
+                        .min(link_cap),
                     on_canvas: true,
                 },
                 // On no canvas: almost nothing (after a grace period, since a new
