@@ -5,14 +5,16 @@ CARGO ?= cargo
 FIXTURES := target/fixtures
 export TESSERA_FIXTURES := $(abspath $(FIXTURES))
 
-.PHONY: setup setup-test fixtures build run demo test test-rust test-browser test-whip lint bench fuzz clean-fixtures
+.PHONY: setup setup-test fixtures build run demo test test-rust test-browser test-shaped test-whip lint bench fuzz clean-fixtures
 
 setup:
 	@./scripts/setup.sh
 
-# Browsers, npm drivers and the aiortc venv: only the tests need them.
+# Browsers, npm drivers, iptables for the shaped-link test and the aiortc venv: only the
+# tests need them.
 setup-test: setup
 	@./scripts/setup-browser.sh
+	@./scripts/setup-netns.sh
 	@./scripts/setup-python.sh
 
 fixtures: setup
@@ -41,13 +43,20 @@ demo: fixtures
 test: fixtures setup-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
-	$(MAKE) --no-print-directory test-browser test-whip
+	$(MAKE) --no-print-directory test-browser test-shaped test-whip
 
 test-rust: fixtures
 	$(CARGO) test --workspace --no-fail-fast
 
 test-browser:
 	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/run.mjs
+
+# Three Chromium participants, two behind links shaped with tc tbf and tessera-netem in
+# network namespaces (needs root; prints SKIP otherwise). `node tests/browser/shaped.mjs
+# --report` prints the figures for docs/performance.md.
+test-shaped:
+	$(CARGO) build -p tessera-netem
+	TESSERA_BIN=$(abspath target/debug/tessera) TESSERA_NETEM_BIN=$(abspath target/debug/tessera-netem) node tests/browser/shaped.mjs
 
 test-whip:
 	TESSERA_BIN=$(abspath target/debug/tessera) target/venv/bin/python tests/whip/test_whip_whep.py
