@@ -120,7 +120,7 @@ impl Default for BandwidthConfig {
             down_loss_pct: 10.0,
             up_loss_pct: 2.0,
             down_after_ms: 1000,
-            up_after_ms: 2000,
+            up_after_ms: 1500,
             up_headroom: 1.15,
             start_kbps: 600,
             probe_interval_ms: 4000,

@@ -51,7 +51,7 @@ impl Default for BandwidthConfig {
             down_loss: 0.10,
             up_loss: 0.02,
             down_after: Duration::from_millis(1000),
-            up_after: Duration::from_millis(2000),
+            up_after: Duration::from_millis(1500),
             up_headroom: 1.15,
             probe_interval: Duration::from_millis(4000),
             audio_bps: 52_000,
@@ -114,6 +114,10 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(300);
 const SENT_HEADROOM: f64 = 1.5;
 const SENT_WINDOW: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: u32 = 8;
+/// A probe may aim at most this many times the estimate.
+const PROBE_REACH: f64 = 2.5;
+/// Feedback on a probe's last packets arrives a round trip after it ends.
+const PROBE_GRACE: Duration = Duration::from_millis(500);
 
 pub struct BandwidthController {
     cfg: BandwidthConfig,
@@ -142,6 +146,8 @@ struct LossEstimate {
     pending: Vec<f32>,
     last_update: Option<Instant>,
     seen: Option<Instant>,
+    /// The loss of the last interval folded in.
+    last_avg: f32,
 }
 
 impl BandwidthController {
@@ -162,6 +168,7 @@ impl BandwidthController {
                 pending: Vec::new(),
                 last_update: None,
                 seen: None,
+                last_avg: 0.0,
             },
             current: 0,
             ladder,
@@ -282,6 +289,7 @@ impl BandwidthController {
         let avg = e.pending.iter().sum::<f32>() / e.pending.len() as f32;
         e.pending.clear();
         e.last_update = Some(now);
+        e.last_avg = avg;
         if avg > self.cfg.down_loss {
             e.bps *= 1.0 - 0.5 * avg as f64;
         } else if avg < self.cfg.up_loss {
@@ -336,16 +344,25 @@ impl BandwidthController {
             return Some(self.current().clone());
         }
         match self.probe {
-            Some(p) if now >= p.until => {
+            Some(p) if now >= p.until + PROBE_GRACE => {
                 self.probe = None;
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                self.next_probe_at = now + self.cfg.probe_interval * self.backoff;
+                if est as f64 >= p.bps as f64 * 0.9 {
+                    // A step towards the next rung got through: take the next one soon.
+                    self.backoff = 1;
+                    self.next_probe_at = now + self.cfg.up_after;
+                } else {
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.next_probe_at = now + self.cfg.probe_interval * self.backoff;
+                }
             }
             Some(_) => {}
-            None if now >= self.next_probe_at => {
+            // Probes step at most 2.5 times the estimate (a rung far above takes several),
+            // and only on a link that reports no loss: a probe far past the link would
+            // only flood it, and the audio with it.
+            None if now >= self.next_probe_at && self.loss.last_avg < self.cfg.up_loss => {
                 self.probes_started += 1;
                 self.probe = Some(Probe {
-                    bps: target,
+                    bps: target.min((est as f64 * PROBE_REACH) as u64),
                     until: now + self.cfg.up_after,
                 });
             }
