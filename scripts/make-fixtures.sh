@@ -6,6 +6,12 @@
 #   OUT_DIR/pN.wav      PCM s16 16 kHz mono (not 48 kHz on purpose: readers must resample)
 #   OUT_DIR/pN.y4m      raw 640x360 30 fps, at most 2 s (Chromium fake camera)
 #   OUT_DIR/pN-48k.wav  PCM s16 48 kHz mono (Chromium fake microphone)
+#   OUT_DIR/pN-WxH.ivf  the same camera in VP8 at every size in OUT_DIR/sizes.txt (1280x720
+#                       down to 160x90; 640x360 is a hard link to pN.ivf), 30 fps, keyframes
+#                       at the same frame indices (every 30), bitrate scaled with the area:
+#                       a sender that follows `send_hint` switches size at a keyframe
+#                       (tessera-load, tests/integration/hints.rs)
+#   OUT_DIR/sizes.txt   those sizes, one WxH a line, largest first
 #   OUT_DIR/manifest.tsv  name, rgb_hex, tone_hz
 # Each participant is a flat colour (over 95% of the frame, so a tile's mean colour is
 # recognisable after compression) with a small dark box moving along the bottom edge, clear
@@ -42,6 +48,19 @@ participants=(
   "p9 b4b4b4 1500"  # grey
 )
 
+# The camera ladder: width height kbit/s (about 0.07 bit per pixel at 30 fps, like pN.ivf).
+# Steps about 1.25-1.5x apart, so the largest size inside a tile is not far below it.
+sizes=(
+  "1280 720 1500"
+  "960 540 1000"
+  "640 360 500"
+  "480 270 300"
+  "400 224 220"
+  "320 180 150"
+  "240 136 90"
+  "160 90 50"
+)
+
 mkdir -p "$out"
 stamp="$(sha256sum "$0" | cut -d' ' -f1) seconds=$secs"
 
@@ -51,19 +70,36 @@ if [ -f "$out/manifest.tsv" ] && [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")
   echo "make-fixtures: $out is up to date"
   exit 0
 fi
-rm -f "$out/.stamp" "$out/manifest.tsv"
+rm -f "$out/.stamp" "$out/manifest.tsv" "$out/sizes.txt"
 
 y4m_secs=$((secs < 2 ? secs : 2))
 
 # One ffmpeg per participant; every encoder single-threaded so two run well on two cores.
 make_one() {
+  local FIXTURE_SIZES
+  mapfile -t FIXTURE_SIZES <<<"$FIXTURE_SIZES_TEXT"
   local name=$1 rgb=$2 hz=$3 out=$FIXTURE_OUT secs=$FIXTURE_SECS y4m_secs=$FIXTURE_Y4M_SECS
   local log="$out/.$name.log"
+  # The ladder, scaled from the same noisy 640x360 picture.
+  # pN.ivf is the 640x360 rung (linked below), so it is not encoded twice.
+  local scaled=() ladder_filter ladder_out=() i=0 w h kbps s
+  for s in "${FIXTURE_SIZES[@]}"; do
+    [ "${s% *}" = "640 360" ] || scaled+=("$s")
+  done
+  local n=${#scaled[@]}
+  ladder_filter="[v4]split=$n"
+  for i in $(seq 0 $((n - 1))); do ladder_filter+="[s$i]"; done
+  for i in $(seq 0 $((n - 1))); do
+    read -r w h kbps <<<"${scaled[$i]}"
+    ladder_filter+=";[s$i]scale=$w:$h:flags=bilinear[l$i]"
+    ladder_out+=(-map "[l$i]" -c:v libvpx -threads 1 -deadline realtime -cpu-used 8
+      -lag-in-frames 0 -b:v "${kbps}k" -g 30 -keyint_min 30 "$out/$name-${w}x${h}.ivf")
+  done
   if ! ffmpeg -nostdin -hide_banner -v error -y \
     -filter_complex_threads 1 \
     -f lavfi -i "color=c=0x$rgb:s=640x360:r=30:d=$secs" \
     -f lavfi -i "sine=frequency=$hz:sample_rate=48000:duration=$secs" \
-    -filter_complex "[0:v]drawbox=x='mod(t*240,592)':y=300:w=48:h=48:c=0x181818:t=fill,noise=alls=12:allf=t,format=yuv420p,split=3[v1][v2][v3];[v3]trim=duration=$y4m_secs[vy];[1:a]asplit=3[a1][a2][a3];[a3]aresample=16000[a16]" \
+    -filter_complex "[0:v]drawbox=x='mod(t*240,592)':y=300:w=48:h=48:c=0x181818:t=fill,noise=alls=12:allf=t,format=yuv420p,split=4[v1][v2][v3][v4];$ladder_filter;[v3]trim=duration=$y4m_secs[vy];[1:a]asplit=3[a1][a2][a3];[a3]aresample=16000[a16]" \
     -map '[v1]' -c:v libvpx -threads 1 -deadline realtime -cpu-used 8 -lag-in-frames 0 \
       -b:v 500k -g 30 -keyint_min 30 "$out/$name.ivf" \
     -map '[v2]' -c:v libx264 -threads 1 -profile:v baseline -preset veryfast -tune zerolatency \
@@ -72,15 +108,20 @@ make_one() {
     -map '[a1]' -c:a libopus -b:a 32k -ac 1 "$out/$name.ogg" \
     -map '[a16]' -c:a pcm_s16le -ac 1 "$out/$name.wav" \
     -map '[a2]' -c:a pcm_s16le -ac 1 "$out/$name-48k.wav" \
+    "${ladder_out[@]}" \
     >"$log" 2>&1; then
     echo "make-fixtures: ffmpeg failed for $name:" >&2
     cat "$log" >&2
     return 1
   fi
+  ln -f "$out/$name.ivf" "$out/$name-640x360.ivf"
   rm -f "$log"
 }
 export -f make_one
 export FIXTURE_OUT=$out FIXTURE_SECS=$secs FIXTURE_Y4M_SECS=$y4m_secs
+# Arrays do not cross `export`; make_one reads them back from this one.
+FIXTURE_SIZES_TEXT=$(printf '%s\n' "${sizes[@]}")
+export FIXTURE_SIZES_TEXT
 
 start=$EPOCHREALTIME
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -95,6 +136,10 @@ printf '%s\n' "${participants[@]}" |
     printf '%s\t%s\t%s\n' "$name" "$rgb" "$hz"
   done
 } >"$out/manifest.tsv"
+for s in "${sizes[@]}"; do
+  read -r w h _ <<<"$s"
+  echo "${w}x${h}"
+done >"$out/sizes.txt"
 echo "$stamp" >"$out/.stamp"
 
 elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')

@@ -3,6 +3,11 @@
 //! itself is cheap), and reports join-to-first-frame time, the composite frame rate each
 //! participant receives, and (with `--pid`) the server's CPU use and RSS.
 //!
+//! Each camera follows the server's `send_hint` as a browser would: it has its clip at every
+//! size `make fixtures` made (`sizes.txt`), starts at 640x360 30 fps, and switches (at a
+//! keyframe) to the largest size inside its tile, at no more than the tile's fps.
+//! `--no-hints` sends 640x360 at 30 fps whatever the server asks.
+//!
 //! ```text
 //! tessera-load --url http://127.0.0.1:8080 --rooms 1 --participants 4 --seconds 30 --pid $(pidof tessera)
 //! ```
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use tessera_container::{IvfReader, OggOpusReader};
-use tessera_server::client::{Client, Media};
+use tessera_server::client::{Client, Ladder, Media, Rendition, Sending};
 use tessera_types::VideoCodec;
 
 #[derive(Parser)]
@@ -38,15 +43,56 @@ struct Args {
     /// The server's process id, to report its CPU time and RSS.
     #[arg(long)]
     pid: Option<u32>,
+    /// Ignore the server's `send_hint`: every camera sends 640x360 at 30 fps throughout.
+    #[arg(long)]
+    no_hints: bool,
+    /// Seconds between the last join and the start of the measured window.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+}
+
+/// Frames of one IVF file.
+fn read_ivf(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let frames = IvfReader::open(path)
+        .with_context(|| format!("{}: run `make fixtures` first", path.display()))?
+        .map(|f| f.map(|f| f.data))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(frames)
+}
+
+/// Participant `n`'s camera at every size in the fixtures' `sizes.txt`, starting at 640x360
+/// (what `--no-hints` sends).
+fn load_ladder(dir: &std::path::Path, n: usize) -> anyhow::Result<Ladder> {
+    let name = format!("p{}", n % 9 + 1);
+    let list = dir.join("sizes.txt");
+    let text = std::fs::read_to_string(&list).with_context(|| {
+        format!(
+            "{}: run `make fixtures` (scripts/make-fixtures.sh) again",
+            list.display()
+        )
+    })?;
+    let mut renditions = Vec::new();
+    for size in text.split_whitespace() {
+        let (w, h) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            .with_context(|| format!("{}: bad size {size:?}", list.display()))?;
+        renditions.push(Rendition {
+            width: w,
+            height: h,
+            frames: read_ivf(&dir.join(format!("{name}-{size}.ivf")))?,
+        });
+    }
+    let start = renditions
+        .iter()
+        .position(|r| (r.width, r.height) == (640, 360))
+        .with_context(|| format!("{}: no 640x360", list.display()))?;
+    Ok(Ladder { renditions, start })
 }
 
 fn load(dir: &std::path::Path, n: usize) -> anyhow::Result<Media> {
     let name = format!("p{}", n % 9 + 1);
-    let ivf = dir.join(format!("{name}.ivf"));
-    let frames = IvfReader::open(&ivf)
-        .with_context(|| format!("{}: run `make fixtures` first", ivf.display()))?
-        .map(|f| f.map(|f| f.data))
-        .collect::<Result<Vec<_>, _>>()?;
+    let frames = read_ivf(&dir.join(format!("{name}.ivf")))?;
     let mut audio = Vec::new();
     let mut r = OggOpusReader::open(dir.join(format!("{name}.ogg")))?;
     while let Some(p) = r.next_packet()? {
@@ -116,6 +162,36 @@ async fn tier_counts(base: &str, rooms: usize) -> (u64, u64) {
     out
 }
 
+fn sending_of(c: &Client) -> Sending {
+    c.sending.lock().map(|s| *s).unwrap_or_default()
+}
+
+/// Rooms `load-0..rooms` as the server reports them now.
+struct RoomSummary {
+    /// `tier: receivers` over all rooms, e.g. `low: 64`.
+    tiers: String,
+}
+
+async fn room_summary(base: &str, rooms: usize) -> RoomSummary {
+    let mut tiers: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in 0..rooms {
+        let Some(v) = get_json(base, &format!("/api/rooms/load-{r}")).await else {
+            continue;
+        };
+        for p in v["participants"].as_array().into_iter().flatten() {
+            let tier = p["tier"].as_str().unwrap_or("(audio only)").to_string();
+            *tiers.entry(tier).or_default() += 1;
+        }
+    }
+    RoomSummary {
+        tiers: tiers
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// GET a JSON document over plain HTTP/1.1.
 async fn get_json(base: &str, path: &str) -> Option<serde_json::Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -157,26 +233,46 @@ async fn main() -> anyhow::Result<()> {
     let mut clients = Vec::new();
     for r in 0..args.rooms {
         for p in 0..args.participants {
-            let media = load(&fixtures, r * args.participants + p)?;
+            let n = r * args.participants + p;
+            let media = load(&fixtures, n)?;
             let room = format!("load-{r}");
-            let c = tokio::time::timeout(
-                Duration::from_secs(20),
-                Client::join(&args.url, &room, &format!("L{r}-{p}"), media),
-            )
-            .await
-            .context("join timed out")??;
+            let name = format!("L{r}-{p}");
+            let ladder = if args.no_hints {
+                None
+            } else {
+                Some(load_ladder(&fixtures, n)?)
+            };
+            let join = async {
+                match ladder {
+                    None => Client::join(&args.url, &room, &name, media).await,
+                    Some(l) => {
+                        Client::join_following_hints(&args.url, &room, &name, media, l).await
+                    }
+                }
+            };
+            let c = tokio::time::timeout(Duration::from_secs(20), join)
+                .await
+                .context("join timed out")??;
             clients.push(c);
         }
     }
     println!(
-        "joined {} participants in {} rooms",
+        "joined {} participants in {} rooms ({})",
         clients.len(),
-        args.rooms
+        args.rooms,
+        if args.no_hints {
+            "cameras ignore send_hint"
+        } else {
+            "cameras follow send_hint"
+        }
     );
-    // Let every first frame arrive, then measure a steady window.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let every first frame arrive (and cameras settle on their hints), then measure a
+    // steady window.
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let start = Instant::now();
     let cpu0 = args.pid.and_then(proc_usage);
+    let own0 = proc_usage(std::process::id());
+    let sending0: Vec<Sending> = clients.iter().map(sending_of).collect();
     let tiers0 = tier_counts(&args.url, args.rooms).await;
     // Frames from before the window are not counted.
     for c in &clients {
@@ -217,7 +313,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu1 = args.pid.and_then(proc_usage);
+    let own1 = proc_usage(std::process::id());
     let tiers1 = tier_counts(&args.url, args.rooms).await;
+    let sending1: Vec<Sending> = clients.iter().map(sending_of).collect();
+    let rooms = room_summary(&args.url, args.rooms).await;
     let mut firsts = Vec::new();
     for c in &clients {
         let r = c.received.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -262,6 +361,57 @@ async fn main() -> anyhow::Result<()> {
             (c1 - c0) / secs * 100.0,
             (c1 - c0) / secs * 100.0 / args.rooms as f64,
             rss
+        );
+    }
+    if let (Some((c0, _)), Some((c1, _))) = (own0, own1) {
+        println!(
+            "load tool: {:.1}% of one core (shares the machine)",
+            (c1 - c0) / secs * 100.0
+        );
+    }
+    println!("receivers per tier: {}", rooms.tiers);
+    let sent_bytes: u64 = sending1
+        .iter()
+        .zip(&sending0)
+        .map(|(b, a)| b.bytes_sent - a.bytes_sent)
+        .sum();
+    let sent_frames: u64 = sending1
+        .iter()
+        .zip(&sending0)
+        .map(|(b, a)| b.frames_sent - a.frames_sent)
+        .sum();
+    println!(
+        "camera video sent: {:.0} kbit/s and {:.1} fps per participant (mean over the window)",
+        sent_bytes as f64 * 8.0 / 1000.0 / secs / clients.len() as f64,
+        sent_frames as f64 / secs / clients.len() as f64
+    );
+    if !args.no_hints {
+        // What the cameras send at the end, and what changed during the window.
+        let mut sizes: std::collections::BTreeMap<(u32, u32, u32), usize> = Default::default();
+        for s in &sending1 {
+            *sizes.entry((s.width, s.height, s.fps)).or_default() += 1;
+        }
+        let list: Vec<String> = sizes
+            .iter()
+            .rev()
+            .map(|((w, h, f), n)| format!("{n} x {w}x{h}@{f}"))
+            .collect();
+        let hints: u64 = sending1.iter().map(|s| s.hints).sum();
+        let switches: u64 = sending1.iter().map(|s| s.switches).sum();
+        let hints_in: u64 = sending1
+            .iter()
+            .zip(&sending0)
+            .map(|(b, a)| b.hints - a.hints)
+            .sum();
+        let switches_in: u64 = sending1
+            .iter()
+            .zip(&sending0)
+            .map(|(b, a)| b.switches - a.switches)
+            .sum();
+        println!(
+            "cameras send: {}; {hints} hints and {switches} size switches in all, \
+             {hints_in} and {switches_in} during the measured window",
+            list.join(", ")
         );
     }
     for c in clients {

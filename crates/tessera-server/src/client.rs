@@ -3,6 +3,10 @@
 //! composite and audio the server sends back. Answers a PLI by restarting its video at
 //! the file's first (key) frame.
 //!
+//! A client joined with `join_following_hints` has its camera at several sizes and follows
+//! the server's `send_hint` as a browser would: it sends the largest size inside the
+//! hinted tile, switching at the next keyframe, and no more frames per second than hinted.
+//!
 //! A raw client (`join_raw`) sends nothing by itself: a test puts each RTP packet on the
 //! wire with `send_rtp`, header fields and payload as it likes, for testing bad input.
 
@@ -47,6 +51,60 @@ pub struct Media {
     /// Join token to present (`tessera token`), for servers with `auth.token_secret`.
     pub token: Option<String>,
 }
+
+/// One size of a camera clip, for a client that follows `send_hint`.
+#[derive(Clone, Debug)]
+pub struct Rendition {
+    pub width: u32,
+    pub height: u32,
+    /// Whole frames, as in `Media::video`. The renditions of one camera are the same clip:
+    /// frame `i` of each shows the same moment, keyframes at the same indices.
+    pub frames: Vec<Vec<u8>>,
+}
+
+/// A camera at several sizes: what `join_following_hints` switches between.
+#[derive(Clone, Debug, Default)]
+pub struct Ladder {
+    pub renditions: Vec<Rendition>,
+    /// The rendition sent until the first hint arrives.
+    pub start: usize,
+}
+
+impl Ladder {
+    /// The rendition a hint of `width` x `height` asks for: the largest (by area) inside it,
+    /// else the smallest.
+    pub fn pick(&self, width: u32, height: u32) -> usize {
+        let area = |i: &usize| {
+            let r = &self.renditions[*i];
+            r.width as u64 * r.height as u64
+        };
+        let all = 0..self.renditions.len();
+        all.clone()
+            .filter(|&i| self.renditions[i].width <= width && self.renditions[i].height <= height)
+            .max_by_key(area)
+            .or_else(|| all.min_by_key(area))
+            .unwrap_or(0)
+    }
+}
+
+/// What a client following hints sends now, and how it got there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sending {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second: the clip's, or the hint's if that is lower.
+    pub fps: u32,
+    /// `send_hint` messages received.
+    pub hints: u64,
+    /// Size changes made (each at a keyframe).
+    pub switches: u64,
+    pub frames_sent: u64,
+    /// Encoded video bytes sent (frames, before RTP).
+    pub bytes_sent: u64,
+}
+
+/// A `send_hint` for the camera as the sending task needs it: width, height, fps.
+type HintSize = Option<(u32, u32, u32)>;
 
 /// Tracks a raw client offers; it sends on them only what `Client::send_rtp` is given.
 #[derive(Clone, Copy, Debug, Default)]
@@ -136,6 +194,8 @@ pub struct Client {
     pub id: String,
     pub received: Arc<Mutex<Received>>,
     pub joined_at: Instant,
+    /// What the camera sends now (size and hints: clients from `join_following_hints` only).
+    pub sending: Arc<Mutex<Sending>>,
     pc: Arc<dyn PeerConnection>,
     ws_out: mpsc::UnboundedSender<ClientMessage>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -257,7 +317,27 @@ impl Client {
         name: &str,
         media: Media,
     ) -> Result<Client, ClientError> {
-        Self::start(base, room, name, media, RawTracks::default()).await
+        Self::start(base, room, name, media, RawTracks::default(), None).await
+    }
+
+    /// Joins like `join`, with the camera at every size in `ladder` (in `media.video`'s
+    /// codec; `media.video`'s own frames are not sent): it starts with `ladder.start` and
+    /// follows each `send_hint` for the camera, switching to `Ladder::pick`'s size at the
+    /// next keyframe of that size and sending at most the hinted fps (the clip's frames
+    /// paced slower, so every frame still decodes). `Client::sending` shows where it is.
+    pub async fn join_following_hints(
+        base: &str,
+        room: &str,
+        name: &str,
+        media: Media,
+        ladder: Ladder,
+    ) -> Result<Client, ClientError> {
+        if ladder.renditions.is_empty() || media.video.is_none() {
+            return Err(ClientError::Webrtc(
+                "join_following_hints needs a camera and at least one rendition".into(),
+            ));
+        }
+        Self::start(base, room, name, media, RawTracks::default(), Some(ladder)).await
     }
 
     /// Joins with `tracks` and sends nothing: the caller writes every packet with
@@ -274,7 +354,7 @@ impl Client {
             audio: Vec::new(),
             token: None,
         };
-        Self::start(base, room, name, media, tracks).await
+        Self::start(base, room, name, media, tracks, None).await
     }
 
     async fn start(
@@ -283,6 +363,7 @@ impl Client {
         name: &str,
         media: Media,
         raw: RawTracks,
+        ladder: Option<Ladder>,
     ) -> Result<Client, ClientError> {
         let joined_at = Instant::now();
         let url = format!("{}/ws", base.replacen("http", "ws", 1));
@@ -317,6 +398,7 @@ impl Client {
         };
 
         let received = Arc::new(Mutex::new(Received::default()));
+        let sending = Arc::new(Mutex::new(Sending::default()));
         let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
         let mut me = peer::media_engine().map_err(werr)?;
         let registry = configure_nack(Registry::new(), &mut me);
@@ -438,6 +520,7 @@ impl Client {
 
         // Signalling loop: answers, candidates both ways, events into `received`.
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
+        let (hint_tx, hint_rx) = tokio::sync::watch::channel::<HintSize>(None);
         let pc2 = pc.clone();
         let rec2 = received.clone();
         tasks.push(tokio::spawn(async move {
@@ -474,6 +557,11 @@ impl Client {
                                     early.push(c.clone());
                                 }
                             }
+                            ServerMessage::SendHint { kind, width, height, fps, .. }
+                                if kind == "camera" =>
+                            {
+                                hint_tx.send_replace(Some((*width, *height, *fps)));
+                            }
                             _ => {}
                         }
                         if let Ok(mut r) = rec2.lock() {
@@ -504,14 +592,34 @@ impl Client {
                 }
             }));
             let fps = media.video_fps.max(1);
-            tasks.push(tokio::spawn(send_loop(
-                track,
-                ssrc,
-                frames,
-                fps,
-                Some(restart),
-                pc.clone(),
-            )));
+            match (ladder, media.video.as_ref()) {
+                (Some(ladder), Some((codec, _))) => {
+                    tasks.push(tokio::spawn(ladder_loop(
+                        LadderSender {
+                            track,
+                            ssrc,
+                            codec: *codec,
+                            ladder,
+                            clip_fps: fps,
+                            restart,
+                            pc: pc.clone(),
+                            sending: sending.clone(),
+                        },
+                        hint_rx,
+                    )));
+                }
+                _ => {
+                    tasks.push(tokio::spawn(send_loop(
+                        track,
+                        ssrc,
+                        frames,
+                        fps,
+                        Some(restart),
+                        pc.clone(),
+                        Some(sending.clone()),
+                    )));
+                }
+            }
         }
         if let Some(track) = audio_track {
             tasks.push(tokio::spawn(send_loop(
@@ -521,12 +629,14 @@ impl Client {
                 50,
                 None,
                 pc.clone(),
+                None,
             )));
         }
         Ok(Client {
             id,
             received,
             joined_at,
+            sending,
             pc,
             ws_out: out_tx,
             tasks,
@@ -609,6 +719,7 @@ async fn send_loop(
     rate: u32,
     restart: Option<Arc<std::sync::atomic::AtomicBool>>,
     pc: Arc<dyn PeerConnection>,
+    sending: Option<Arc<Mutex<Sending>>>,
 ) {
     if items.is_empty() {
         return;
@@ -640,6 +751,106 @@ async fn send_loop(
         let _ = track
             .write_sample(ssrc, pt.unwrap_or(96), &sample, &[])
             .await;
+        if let Some(mut st) = sending.as_ref().and_then(|s| s.lock().ok()) {
+            st.fps = rate;
+            st.frames_sent += 1;
+            st.bytes_sent += items[i % items.len()].len() as u64;
+        }
+        i += 1;
+    }
+}
+
+/// What `ladder_loop` sends with.
+struct LadderSender {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    codec: VideoCodec,
+    ladder: Ladder,
+    /// The rate the clips were made at: the most it sends.
+    clip_fps: u32,
+    restart: Arc<std::sync::atomic::AtomicBool>,
+    pc: Arc<dyn PeerConnection>,
+    sending: Arc<Mutex<Sending>>,
+}
+
+/// The camera of a client following hints: `send_loop` over a ladder of sizes. A new hint
+/// picks a size and a rate; the size changes at the next frame index where that size has a
+/// keyframe (a PLI restarts at index 0, a keyframe in every size), the rate at once.
+async fn ladder_loop(s: LadderSender, mut hints: tokio::sync::watch::Receiver<HintSize>) {
+    let rungs = &s.ladder.renditions;
+    let len = rungs.iter().map(|r| r.frames.len()).min().unwrap_or(0);
+    if len == 0 {
+        return;
+    }
+    let keys: Vec<Vec<bool>> = rungs
+        .iter()
+        .map(|r| {
+            r.frames[..len]
+                .iter()
+                .map(|f| match s.codec {
+                    VideoCodec::Vp8 => reassembly::vp8_is_keyframe(f),
+                    VideoCodec::H264 => reassembly::h264_is_keyframe(f),
+                })
+                .collect()
+        })
+        .collect();
+    let period = |fps: u32| Duration::from_secs_f64(1.0 / fps as f64);
+    let mut cur = s.ladder.start.min(rungs.len() - 1);
+    let mut want = cur;
+    let mut fps = s.clip_fps;
+    let mut tick = tokio::time::interval(period(fps));
+    let mut pt = None;
+    let mut i = 0usize;
+    loop {
+        tick.tick().await;
+        if pt.is_none() {
+            pt = negotiated_pt(&s.pc, &s.track).await;
+            if pt.is_none() {
+                continue;
+            }
+        }
+        if hints.has_changed().unwrap_or(false) {
+            if let Some((w, h, hint_fps)) = *hints.borrow_and_update() {
+                want = s.ladder.pick(w, h);
+                let f = hint_fps.clamp(1, s.clip_fps);
+                if f != fps {
+                    fps = f;
+                    tick = tokio::time::interval_at(
+                        tokio::time::Instant::now() + period(fps),
+                        period(fps),
+                    );
+                }
+                if let Ok(mut st) = s.sending.lock() {
+                    st.hints += 1;
+                }
+            }
+        }
+        if s.restart.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            i = 0;
+        }
+        let idx = i % len;
+        let switched = want != cur && keys[want][idx];
+        if switched {
+            cur = want;
+        }
+        let duration = Duration::from_secs_f64(((90_000.0 / fps as f64).round() + 0.5) / 90_000.0);
+        let sample = Sample {
+            data: Bytes::from(rungs[cur].frames[idx].clone()),
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        let _ = s
+            .track
+            .write_sample(s.ssrc, pt.unwrap_or(96), &sample, &[])
+            .await;
+        if let Ok(mut st) = s.sending.lock() {
+            st.width = rungs[cur].width;
+            st.height = rungs[cur].height;
+            st.fps = fps;
+            st.switches += switched as u64;
+            st.frames_sent += 1;
+            st.bytes_sent += rungs[cur].frames[idx].len() as u64;
+        }
         i += 1;
     }
 }
