@@ -114,8 +114,12 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(300);
 const SENT_HEADROOM: f64 = 1.5;
 const SENT_WINDOW: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: u32 = 8;
+/// An estimate between 80% and 100% of the rung's need must last this many `down_after`s.
+const SLIGHT_SHORTFALL_WAIT: u32 = 4;
 /// A probe may aim at most this many times the estimate.
-const PROBE_REACH: f64 = 2.5;
+const PROBE_REACH: f64 = 2.0;
+/// A probe during which the estimate falls below this share of where it began has failed.
+const PROBE_ABORT: f64 = 0.85;
 /// Feedback on a probe's last packets arrives a round trip after it ends.
 const PROBE_GRACE: Duration = Duration::from_millis(500);
 
@@ -132,11 +136,17 @@ pub struct BandwidthController {
     below_since: Option<Instant>,
     probe: Option<Probe>,
     next_probe_at: Instant,
-    backoff: u32,
+    /// Per rung: how much longer than `probe_interval` to wait after failed probes to it
+    /// (doubling up to 8 times), and when it may next be probed.
+    rung_backoff: Vec<(u32, Instant)>,
+    /// The rung being probed for, and the estimate when the probe began.
+    probing_for: Option<(usize, u64)>,
     probes_started: u64,
     probes_succeeded: u64,
     /// No moving down before this: the first estimates are still converging.
     grace_until: Instant,
+    /// The loss the receiver last reported on its audio, and when.
+    audio_loss: Option<(Instant, f32)>,
 }
 
 /// The fallback for receivers that send neither transport-cc feedback nor REMB: grows
@@ -178,15 +188,18 @@ impl BandwidthController {
             below_since: None,
             probe: None,
             next_probe_at: now + cfg.probe_interval,
-            backoff: 1,
+            rung_backoff: Vec::new(),
+            probing_for: None,
             probes_started: 0,
             probes_succeeded: 0,
             grace_until: now,
+            audio_loss: None,
             cfg,
         };
         // The start estimate is a guess: when no tier fits it, start on the lowest one and
         // let the receiver's feedback move it down to audio only if need be.
         let lowest_video = c.ladder.iter().position(|r| r.tier.is_some()).unwrap_or(0);
+        c.rung_backoff = vec![(1, now); c.ladder.len()];
         c.current = c.fitting(c.cfg.start_bps).max(lowest_video);
         // Receiver reports only tell of trouble: until they do, the start rung is covered.
         c.loss.bps = c.loss.bps.max(c.need_bps(c.current()) as f64);
@@ -306,22 +319,54 @@ impl BandwidthController {
         e.bps = e.bps.max(10_000.0);
     }
 
+    /// The loss the receiver reports on its audio (0..1): no probing while it loses audio.
+    pub fn on_audio_loss(&mut self, now: Instant, loss: f32) {
+        self.audio_loss = Some((now, loss));
+    }
+
+    fn losing_audio(&self, now: Instant) -> bool {
+        self.audio_loss.is_some_and(|(at, l)| {
+            now.saturating_duration_since(at) < SOURCE_STALE && l >= self.cfg.up_loss
+        })
+    }
+
+    /// A probe for `rung` failed: wait longer before the next one to it.
+    fn probe_failed(&mut self, rung: usize, now: Instant) {
+        self.probe = None;
+        self.probing_for = None;
+        if let Some(b) = self.rung_backoff.get_mut(rung) {
+            b.0 = (b.0 * 2).min(MAX_BACKOFF);
+            b.1 = now + self.cfg.probe_interval * b.0;
+        }
+        self.next_probe_at = now + self.cfg.probe_interval;
+    }
+
     /// Moves down, climbs after a successful probe, or starts and ends probes.
     pub fn decide(&mut self, now: Instant) -> Option<Rung> {
         let (est, _) = self.estimate(now);
         let need = self.need_bps(self.current());
         if est < need {
-            self.probe = None;
-            if now < self.grace_until {
+            if let Some((rung, _)) = self.probing_for {
+                self.probe_failed(rung, now);
+            }
+            // While a new receiver's estimate converges, only a clear shortfall counts.
+            if now < self.grace_until && est >= need / 2 {
                 return None;
             }
+            // GCC answers an overuse with 0.85 times what arrived, which is just under what
+            // the rung needs even on a link that carries it, and then climbs back: only a
+            // clear shortfall (under 80%) moves down at once; a slight one must last.
             let since = *self.below_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= self.cfg.down_after {
+            let wait = if (est as f64) < need as f64 * 0.8 {
+                self.cfg.down_after
+            } else {
+                self.cfg.down_after * SLIGHT_SHORTFALL_WAIT
+            };
+            if now.saturating_duration_since(since) >= wait {
                 self.below_since = None;
                 let to = self.fitting(est).min(self.current.saturating_sub(1));
                 self.current = to;
-                self.backoff = 1;
-                self.next_probe_at = now + self.cfg.probe_interval;
+                self.next_probe_at = self.next_probe_at.max(now + self.cfg.probe_interval);
                 return Some(self.current().clone());
             }
             return None;
@@ -330,6 +375,7 @@ impl BandwidthController {
         let next = self.current + 1;
         let Some(next_need) = self.ladder.get(next).map(|r| self.need_bps(r)) else {
             self.probe = None;
+            self.probing_for = None;
             return None;
         };
         let target = (next_need as f64 * self.cfg.up_headroom as f64) as u64;
@@ -338,35 +384,45 @@ impl BandwidthController {
             if self.probe.take().is_some() {
                 self.probes_succeeded += 1;
             }
+            self.probing_for = None;
             self.current = next;
-            self.backoff = 1;
+            self.rung_backoff[next] = (1, now);
             self.next_probe_at = now + self.cfg.up_after;
             return Some(self.current().clone());
         }
-        match self.probe {
-            Some(p) if now >= p.until + PROBE_GRACE => {
-                self.probe = None;
+        match (self.probe, self.probing_for) {
+            // The link pushed back while probing: stop at once rather than flood it.
+            (Some(_), Some((rung, start_est))) if (est as f64) < start_est as f64 * PROBE_ABORT => {
+                self.probe_failed(rung, now);
+            }
+            (Some(p), Some((rung, _))) if now >= p.until + PROBE_GRACE => {
                 if est as f64 >= p.bps as f64 * 0.9 {
                     // A step towards the next rung got through: take the next one soon.
-                    self.backoff = 1;
+                    self.probe = None;
+                    self.probing_for = None;
                     self.next_probe_at = now + self.cfg.up_after;
                 } else {
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    self.next_probe_at = now + self.cfg.probe_interval * self.backoff;
+                    self.probe_failed(rung, now);
                 }
             }
-            Some(_) => {}
-            // Probes step at most 2.5 times the estimate (a rung far above takes several),
+            (Some(_), _) => {}
+            // Probes step at most twice the estimate (a rung far above takes several),
             // and only on a link that reports no loss: a probe far past the link would
             // only flood it, and the audio with it.
-            None if now >= self.next_probe_at && self.loss.last_avg < self.cfg.up_loss => {
+            (None, _)
+                if now >= self.next_probe_at
+                    && now >= self.rung_backoff[next].1
+                    && self.loss.last_avg < self.cfg.up_loss
+                    && !self.losing_audio(now) =>
+            {
                 self.probes_started += 1;
+                self.probing_for = Some((next, est));
                 self.probe = Some(Probe {
                     bps: target.min((est as f64 * PROBE_REACH) as u64),
                     until: now + self.cfg.up_after,
                 });
             }
-            None => {}
+            (None, _) => {}
         }
         None
     }
@@ -443,7 +499,7 @@ mod tests {
         from_ms: u64,
         to_ms: u64,
         link_bps: impl Fn(u64) -> u64,
-        est: &mut u64,
+        (est, proven): (&mut u64, &mut u64),
     ) -> Vec<(u64, String)> {
         let mut switches = Vec::new();
         let mut ms = from_ms;
@@ -456,11 +512,14 @@ mod tests {
                 .max(52_000);
             let link = link_bps(ms);
             // As the server's estimator does: on overuse 0.85 x what is delivered; else at
-            // least what was delivered, growing slowly, never past 1.5 x what is sent.
+            // least what was delivered, growing slowly, never past 1.5 x what is sent or
+            // what was delivered cleanly before.
             *est = if sending > link {
+                *proven = (*proven).min(link * 85 / 100);
                 link * 85 / 100
             } else {
-                ((*est).max(sending) * 1008 / 1000).min(sending * 3 / 2)
+                *proven = (*proven).max(sending);
+                ((*est).max(sending) * 1008 / 1000).min((sending * 3 / 2).max(*proven))
             };
             if let Some(r) = c.on_feedback(now, twcc(*est)) {
                 switches.push((ms, tier(&r).to_string()));
@@ -566,13 +625,27 @@ mod tests {
         let t0 = Instant::now();
         let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
         assert_eq!(tier(c.current()), "low");
-        let mut est = 600_000;
-        let up = simulate_twcc(&mut c, t0, 0, 30_000, |_| 50_000_000, &mut est);
+        let (mut est, mut proven) = (600_000, 0);
+        let up = simulate_twcc(
+            &mut c,
+            t0,
+            0,
+            30_000,
+            |_| 50_000_000,
+            (&mut est, &mut proven),
+        );
         assert_eq!(tier(c.current()), "default", "{up:?}");
         assert!(up.last().unwrap().0 <= 15_000, "{up:?}");
         // The link drops to 300 kbit/s: down within a few seconds, to tiny, and probes to
         // "low" fail without leaving it.
-        let down = simulate_twcc(&mut c, t0, 30_000, 90_000, |_| 300_000, &mut est);
+        let down = simulate_twcc(
+            &mut c,
+            t0,
+            30_000,
+            90_000,
+            |_| 300_000,
+            (&mut est, &mut proven),
+        );
         assert_eq!(down.first().map(|s| s.1.as_str()), Some("tiny"), "{down:?}");
         assert!(down[0].0 <= 33_000, "{down:?}");
         assert_eq!(
@@ -584,7 +657,14 @@ mod tests {
         assert!(started >= 3, "probes keep testing the link ({started})");
         assert_eq!(succeeded, 1, "low -> default only");
         // The link is restored: back on top within 30 s.
-        let back = simulate_twcc(&mut c, t0, 90_000, 120_000, |_| 50_000_000, &mut est);
+        let back = simulate_twcc(
+            &mut c,
+            t0,
+            90_000,
+            120_000,
+            |_| 50_000_000,
+            (&mut est, &mut proven),
+        );
         assert_eq!(tier(c.current()), "default", "{back:?}");
     }
 
@@ -592,8 +672,8 @@ mod tests {
     fn an_80k_link_gets_audio_only() {
         let t0 = Instant::now();
         let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
-        let mut est = 600_000;
-        let s = simulate_twcc(&mut c, t0, 0, 20_000, |_| 80_000, &mut est);
+        let (mut est, mut proven) = (600_000, 0);
+        let s = simulate_twcc(&mut c, t0, 0, 20_000, |_| 80_000, (&mut est, &mut proven));
         assert_eq!(tier(c.current()), "audio", "{s:?}");
     }
 

@@ -11,10 +11,12 @@
 //!   no overuse and no loss, the estimate jumps to what arrived, as libwebrtc's probe
 //!   controller does, instead of crawling up at 8% a second.
 //!
-//! The estimate goes to the room as [`Command::Feedback`] (at most every 200 ms); what the
-//! interceptor hands on to the pacer is the *pacing* rate, 2.5 times the estimate, so a
-//! keyframe drains in a fraction of a second instead of in one burst.
+//! The estimate goes to the room as [`Command::Feedback`] (at most every 200 ms), and 2.5
+//! times it to the composite's writer as its pacing rate, so a keyframe drains in a
+//! fraction of a second instead of in one burst.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -46,6 +48,8 @@ pub const MAX_BPS: f64 = 50_000_000.0;
 pub struct Report {
     pub room: RoomHandle,
     pub id: ParticipantId,
+    /// The composite's writer paces at this rate (bits per second).
+    pub pacing: Arc<AtomicU64>,
 }
 
 pub struct Estimator {
@@ -183,6 +187,10 @@ impl BandwidthEstimator for Estimator {
             estimate = estimate.min((rx * EVIDENCE_FACTOR + EVIDENCE_SLACK_BPS).max(self.proven));
         }
         self.estimate = estimate.clamp(MIN_BPS, MAX_BPS);
+        if let Some(r) = &self.report {
+            r.pacing
+                .store((self.estimate * PACING_FACTOR) as u64, Ordering::Relaxed);
+        }
         tracing::trace!(
             reports = reports.len(),
             lost,
@@ -196,9 +204,8 @@ impl BandwidthEstimator for Estimator {
         self.send_report(now);
     }
 
-    /// What the congestion-control interceptor hands on to the pacer: the pacing rate.
     fn target_bitrate(&self) -> f64 {
-        self.estimate * PACING_FACTOR
+        self.estimate
     }
 
     fn stats(&self) -> EstimatorStats {

@@ -8,14 +8,13 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Interceptor, PacerBuilder, Packet, Slot, StreamInfo,
-    TaggedPacket,
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
 };
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -716,29 +715,27 @@ pub async fn answer(
     let registry = configure_rtcp_reports(registry);
     let registry = configure_twcc(registry, &mut me).map_err(werr)?;
     let net = Arc::new(Mutex::new(NetStats::default()));
-    // Send-side estimation from the receiver's transport-cc feedback (wire-most, so it
-    // sees every packet as released), and the pacer before it on the way out. Until the
-    // first feedback (and for receivers that never send any) the pacer lets the richest
-    // tier through with room for its keyframes.
+    // What the composite is paced at before any transport-cc feedback (and for receivers
+    // that never send any): the richest tier with room for its keyframes.
+    let pacing = Arc::new(AtomicU64::new(
+        ((start_bps.max(max_tier_bps) as f64 + 100_000.0) * estimate::PACING_FACTOR) as u64,
+    ));
+    // Send-side estimation from the receiver's transport-cc feedback, wire-most so that it
+    // sees every packet as it leaves. Pacing is ours (`write_video`): `rtc`'s pacer is one
+    // FIFO for every packet, so audio waited behind video and padding and was lost on
+    // slow links.
     let estimator = Estimator::new(
         start_bps as f64,
         Some(estimate::Report {
             room: room.clone(),
             id,
+            pacing: pacing.clone(),
         }),
     );
-    let initial_pacing = (start_bps.max(max_tier_bps) as f64 + 100_000.0) * estimate::PACING_FACTOR;
-    let registry = registry
-        .with(
-            Slot::CongestionControl,
-            CongestionControlBuilder::new(estimator).build(),
-        )
-        .with(
-            Slot::Pacer,
-            PacerBuilder::new()
-                .with_target_bitrate(initial_pacing)
-                .build(),
-        );
+    let registry = registry.with(
+        Slot::CongestionControl,
+        CongestionControlBuilder::new(estimator).build(),
+    );
     let registry = registry
         .with(Slot::from(14_000), Tapped::new(KeyframeRequestForwarder))
         .with(
@@ -802,6 +799,7 @@ pub async fn answer(
         media,
         camera,
         connected,
+        pacing,
     };
     match negotiate(&pc, id, offer, plan, link, room, &network.public_ip).await {
         Ok(answer) => {
@@ -823,6 +821,8 @@ struct Link {
     media: mpsc::Receiver<MediaOut>,
     camera: Camera,
     connected: Arc<AtomicBool>,
+    /// The composite's pacing rate, bits per second (2.5 times the receiver's estimate).
+    pacing: Arc<AtomicU64>,
 }
 
 struct Outgoing {
@@ -892,7 +892,8 @@ impl VideoWriter {
         })
     }
 
-    async fn write_frame(&mut self, frame: &EncodedVideo) -> Result<(), String> {
+    /// Writes one frame, its packets no faster than `rate_bps`.
+    async fn write_frame(&mut self, frame: &EncodedVideo, rate_bps: u64) -> Result<(), String> {
         let data = Bytes::copy_from_slice(&frame.data);
         let packets = self
             .packetizer
@@ -906,10 +907,19 @@ impl VideoWriter {
             }
         }
         self.last_ts = Some(ts);
+        let started = tokio::time::Instant::now();
+        let mut sent = 0u64;
         for mut p in packets {
             p.header.timestamp = ts;
             p.header.payload_type = self.pt;
-            self.bytes += (p.payload.len() + 40) as u64;
+            let size = (p.payload.len() + 40) as u64;
+            // Released when the bytes before it have had their time at the pacing rate.
+            let at = started + Duration::from_secs_f64(sent as f64 * 8.0 / rate_bps as f64);
+            if at > tokio::time::Instant::now() + Duration::from_millis(2) {
+                tokio::time::sleep_until(at).await;
+            }
+            sent += size;
+            self.bytes += size;
             self.track.write_rtp(p).await.map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -1147,22 +1157,29 @@ fn spawn_receiver_feedback<T: TrackLocal + ?Sized + 'static>(
 
 /// How often the writer tells the room what it sent.
 const SENT_REPORT_EVERY: Duration = Duration::from_secs(1);
-/// Padding packets sent at most per call while probing (a call per frame or audio packet).
-const MAX_PADDING_BURST: u32 = 40;
+/// Composite frames that may wait for the pacer; a receiver further behind than this loses
+/// one and is held until a keyframe.
+const VIDEO_BACKLOG: usize = 8;
+/// A probe's padding goes out in steps of this.
+const PADDING_TICK: Duration = Duration::from_millis(10);
 
-/// A probe in progress: pad the stream up to `bps` in total until `until`.
-struct Probing {
-    bps: u64,
-    started: Instant,
-    until: Instant,
-    bytes_at_start: u64,
+/// What the audio task hands the video task.
+enum VideoJob {
+    Frame(Arc<EncodedVideo>),
+    /// Pad up to `bps` in total until `until` (0: stop).
+    Probe {
+        bps: u64,
+        until: Instant,
+    },
 }
 
-/// Writes the room's output for one participant to its tracks, in order, pads for probes
-/// and reports what it sent. Ends when the room drops the participant's queue.
+/// Writes the room's output for one participant: audio, PLIs and REMBs at once, composite
+/// frames through a second task that paces them (a keyframe is spread over time instead of
+/// overflowing a slow link's queue, and audio never waits behind it) and pads for probes.
+/// Reports what it sent. Ends when the room drops the participant's queue.
 async fn write_media(
     link: Link,
-    mut video: Option<VideoWriter>,
+    video: Option<VideoWriter>,
     audio: Option<Outgoing>,
     (room, id): (RoomHandle, ParticipantId),
 ) {
@@ -1170,18 +1187,33 @@ async fn write_media(
         mut media,
         camera,
         connected,
+        pacing,
     } = link;
+    let video_bytes = Arc::new(AtomicU64::new(0));
+    let (video_tx, video_rx) = mpsc::channel(VIDEO_BACKLOG);
+    if let Some(v) = video {
+        tokio::spawn(
+            write_video(v, video_rx, connected.clone(), pacing, video_bytes.clone())
+                .in_current_span(),
+        );
+    }
     let mut errors = 0u64;
     let mut audio_bytes = 0u64;
-    let mut probing: Option<Probing> = None;
     let mut last_sent_report = (Instant::now(), 0u64);
     while let Some(m) = media.recv().await {
         let now = Instant::now();
         let result = match m {
-            MediaOut::Video(f, _) => match video.as_mut() {
-                Some(v) if connected.load(Ordering::Acquire) => v.write_frame(&f).await,
-                _ => Ok(()),
-            },
+            MediaOut::Video(f, _) => {
+                if video_tx.try_send(VideoJob::Frame(f)).is_err() {
+                    // Too far behind: it lost a frame, like a receiver's PLI.
+                    room.send(Command::ReceiverKeyframe { id });
+                }
+                Ok(())
+            }
+            MediaOut::Probe { bps, until } => {
+                let _ = video_tx.try_send(VideoJob::Probe { bps, until });
+                Ok(())
+            }
             MediaOut::Audio(p) => match audio.as_ref() {
                 // Before DTLS is up a write only fails; the keyframe on connect starts the picture.
                 Some(out) if connected.load(Ordering::Acquire) => {
@@ -1212,16 +1244,6 @@ async fn write_media(
                 }
                 Ok(())
             }
-            MediaOut::Probe { bps, until } => {
-                let bytes = video.as_ref().map_or(0, |v| v.bytes) + audio_bytes;
-                probing = Some(Probing {
-                    bps,
-                    started: now,
-                    until,
-                    bytes_at_start: bytes,
-                });
-                Ok(())
-            }
         };
         if let Err(e) = result {
             errors += 1;
@@ -1229,22 +1251,7 @@ async fn write_media(
                 debug!(errors, "write failed: {e}");
             }
         }
-        // Probing: pad up to the probe's rate, counting what media already sent.
-        if let (Some(p), Some(v)) = (probing.as_ref(), video.as_mut()) {
-            if now >= p.until {
-                probing = None;
-            } else if connected.load(Ordering::Acquire) {
-                let due = (now.duration_since(p.started).as_secs_f64() * p.bps as f64 / 8.0) as u64;
-                let mut burst = 0;
-                while v.bytes + audio_bytes < p.bytes_at_start + due && burst < MAX_PADDING_BURST {
-                    if v.write_padding().await.is_err() {
-                        break;
-                    }
-                    burst += 1;
-                }
-            }
-        }
-        let total = video.as_ref().map_or(0, |v| v.bytes) + audio_bytes;
+        let total = video_bytes.load(Ordering::Relaxed) + audio_bytes;
         let elapsed = now.duration_since(last_sent_report.0);
         if elapsed >= SENT_REPORT_EVERY {
             let sent_bps =
@@ -1259,6 +1266,79 @@ async fn write_media(
                 jitter_ms: None,
             });
         }
+    }
+}
+
+/// A probe in progress: pad the composite up to `bps` in total until `until`.
+struct Probing {
+    bps: u64,
+    started: Instant,
+    until: Instant,
+    bytes_at_start: u64,
+}
+
+/// The composite's writer: each frame's packets no faster than the pacing rate, padding
+/// between frames while probing.
+async fn write_video(
+    mut v: VideoWriter,
+    mut jobs: mpsc::Receiver<VideoJob>,
+    connected: Arc<AtomicBool>,
+    pacing: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+) {
+    let mut probing: Option<Probing> = None;
+    let mut errors = 0u64;
+    loop {
+        let job = if probing.is_some() {
+            match tokio::time::timeout(PADDING_TICK, jobs.recv()).await {
+                Ok(Some(j)) => Some(j),
+                Ok(None) => return,
+                Err(_) => None,
+            }
+        } else {
+            match jobs.recv().await {
+                Some(j) => Some(j),
+                None => return,
+            }
+        };
+        let now = Instant::now();
+        match job {
+            Some(VideoJob::Frame(f)) if connected.load(Ordering::Acquire) => {
+                let rate = pacing.load(Ordering::Relaxed).max(100_000);
+                if let Err(e) = v.write_frame(&f, rate).await {
+                    errors += 1;
+                    if errors.is_power_of_two() {
+                        debug!(errors, "video write failed: {e}");
+                    }
+                }
+            }
+            Some(VideoJob::Frame(_)) => {}
+            Some(VideoJob::Probe { bps, until }) => {
+                probing = (until > now && bps > 0).then_some(Probing {
+                    bps,
+                    started: now,
+                    until,
+                    bytes_at_start: v.bytes,
+                });
+            }
+            None => {}
+        }
+        if let Some(p) = probing.as_ref() {
+            if now >= p.until {
+                probing = None;
+            } else if connected.load(Ordering::Acquire) {
+                // Pad up to the probe's rate, counting what video already sent (the audio
+                // is left out: it only makes the probe a little stronger).
+                let due = (now.duration_since(p.started).as_secs_f64() * p.bps as f64 / 8.0) as u64;
+                while v.bytes < p.bytes_at_start + due {
+                    if v.write_padding().await.is_err() {
+                        probing = None;
+                        break;
+                    }
+                }
+            }
+        }
+        bytes_out.store(v.bytes, Ordering::Relaxed);
     }
 }
 

@@ -738,6 +738,9 @@ impl RoomThread {
                 self.after_decision(id, probe_before, switched, now);
             }
             Command::AudioLoss { id, loss_pct } => {
+                if let Some(b) = self.members.get_mut(&id).and_then(|m| m.bandwidth.as_mut()) {
+                    b.on_audio_loss(Instant::now(), loss_pct as f32 / 100.0);
+                }
                 self.input(Input::SetAudioLoss { id, loss_pct });
             }
             Command::AudioOnly { id, enabled } => self.set_audio_only(id, enabled),
