@@ -867,6 +867,18 @@ async function main() {
       const text = conn && JSON.stringify({ pc: conn.pc, ice: conn.ice, dtls: conn.dtls, client: conn.client });
       if (text && text !== p.lastConn) log(`  ${p.name} waiting for media: ${text}`);
       p.lastConn = text;
+      // Over the lossy 300 ms link the DTLS handshake sometimes never completes (ICE is
+      // up, DTLS stays "connecting": a lost flight that webrtc-rs 0.21 does not recover,
+      // seen in about one run in five). A person would reload the page: so does the test,
+      // once, and says so.
+      if (conn && conn.dtls === 'connecting' && !p.retried) {
+        p.dtlsSince ??= Date.now();
+        if (Date.now() - p.dtlsSince > 12_000) {
+          p.retried = true;
+          log(`  RETRY ${p.name}: DTLS still connecting after 12 s; reloading the page once`);
+          await join(p);
+        }
+      }
       return { name: p.name, video: v > 0, audio: a > 0, err: p.samplerError, conn };
     }));
     const ok = state.every((s) => s.audio) && state.filter((s) => s.name !== cy.name).every((s) => s.video);
