@@ -1190,15 +1190,15 @@ async fn write_media(
         pacing,
     } = link;
     let video_bytes = Arc::new(AtomicU64::new(0));
+    let audio_bytes = Arc::new(AtomicU64::new(0));
     let (video_tx, video_rx) = mpsc::channel(VIDEO_BACKLOG);
     if let Some(v) = video {
+        let counters = (video_bytes.clone(), audio_bytes.clone());
         tokio::spawn(
-            write_video(v, video_rx, connected.clone(), pacing, video_bytes.clone())
-                .in_current_span(),
+            write_video(v, video_rx, connected.clone(), pacing, counters).in_current_span(),
         );
     }
     let mut errors = 0u64;
-    let mut audio_bytes = 0u64;
     let mut last_sent_report = (Instant::now(), 0u64);
     while let Some(m) = media.recv().await {
         let now = Instant::now();
@@ -1217,7 +1217,7 @@ async fn write_media(
             MediaOut::Audio(p) => match audio.as_ref() {
                 // Before DTLS is up a write only fails; the keyframe on connect starts the picture.
                 Some(out) if connected.load(Ordering::Acquire) => {
-                    audio_bytes += (p.len() + 40) as u64;
+                    audio_bytes.fetch_add((p.len() + 40) as u64, Ordering::Relaxed);
                     let sample = Sample {
                         data: Bytes::from(p),
                         duration: out.duration,
@@ -1251,7 +1251,7 @@ async fn write_media(
                 debug!(errors, "write failed: {e}");
             }
         }
-        let total = video_bytes.load(Ordering::Relaxed) + audio_bytes;
+        let total = video_bytes.load(Ordering::Relaxed) + audio_bytes.load(Ordering::Relaxed);
         let elapsed = now.duration_since(last_sent_report.0);
         if elapsed >= SENT_REPORT_EVERY {
             let sent_bps =
@@ -1284,7 +1284,7 @@ async fn write_video(
     mut jobs: mpsc::Receiver<VideoJob>,
     connected: Arc<AtomicBool>,
     pacing: Arc<AtomicU64>,
-    bytes_out: Arc<AtomicU64>,
+    (bytes_out, audio_bytes): (Arc<AtomicU64>, Arc<AtomicU64>),
 ) {
     let mut probing: Option<Probing> = None;
     let mut errors = 0u64;
@@ -1318,7 +1318,7 @@ async fn write_video(
                     bps,
                     started: now,
                     until,
-                    bytes_at_start: v.bytes,
+                    bytes_at_start: v.bytes + audio_bytes.load(Ordering::Relaxed),
                 });
             }
             None => {}
@@ -1327,10 +1327,10 @@ async fn write_video(
             if now >= p.until {
                 probing = None;
             } else if connected.load(Ordering::Acquire) {
-                // Pad up to the probe's rate, counting what video already sent (the audio
-                // is left out: it only makes the probe a little stronger).
+                // Pad up to the probe's rate, counting what video and audio already sent:
+                // on a link barely above the audio, padding on top of it would drown it.
                 let due = (now.duration_since(p.started).as_secs_f64() * p.bps as f64 / 8.0) as u64;
-                while v.bytes < p.bytes_at_start + due {
+                while v.bytes + audio_bytes.load(Ordering::Relaxed) < p.bytes_at_start + due {
                     if v.write_padding().await.is_err() {
                         probing = None;
                         break;
