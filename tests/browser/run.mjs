@@ -28,6 +28,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { assert, log, pollUntil, sleep, TestError, withTimeout } from './helpers.mjs';
 
 process.env.PUPPETEER_SKIP_DOWNLOAD = '1';
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
@@ -94,42 +95,6 @@ const COLOUR_TOLERANCE = 60;
 
 // ---- Small helpers ----------------------------------------------------------------------
 
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class TestError extends Error {}
-
-function assert(cond, msg) {
-  if (!cond) throw new TestError(msg);
-}
-
-async function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, rej) => {
-    timer = setTimeout(() => rej(new TestError(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-// Polls fn() (which returns {ok, detail}) until ok or the time is up; returns the last result.
-async function pollUntil(fn, ms, every = 300) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-    } catch (e) {
-      last = { ok: false, detail: `error: ${e.message}` };
-    }
-    if (last.ok || Date.now() >= end) return last;
-    await sleep(every);
-  }
-}
 
 function dist(a, b) {
   return Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);

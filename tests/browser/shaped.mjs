@@ -54,6 +54,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { assert, log, pollUntil, sleep, TestError, withTimeout } from './helpers.mjs';
 
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
 
@@ -121,41 +122,6 @@ const CHROMIUM_ARGS = [
 
 // ---- Small helpers ----------------------------------------------------------------------
 
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class TestError extends Error {}
-
-function assert(cond, msg) {
-  if (!cond) throw new TestError(msg);
-}
-
-async function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, rej) => {
-    timer = setTimeout(() => rej(new TestError(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function pollUntil(fn, ms, every = 500) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-    } catch (e) {
-      last = { ok: false, detail: `error: ${e.message}` };
-    }
-    if (last.ok || Date.now() >= end) return last;
-    await sleep(every);
-  }
-}
 
 // Runs a command; throws with its stderr unless it succeeds (or `mayFail`).
 function sh(cmd, args, { mayFail = false, timeout = 15_000 } = {}) {
