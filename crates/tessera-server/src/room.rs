@@ -376,7 +376,8 @@ struct Member {
     keyframe_requests_deferred: u64,
     joined_at: Instant,
     last_hint: Option<Hint>,
-    last_bandwidth_msg: Option<(Instant, Option<String>)>,
+    /// When the participant was last told its tier and estimate.
+    last_bandwidth_msg: Option<Instant>,
     feedback_reports: u64,
     tier_switches: u64,
     /// When this participant's newest camera frame reached the room, and whether a
@@ -1077,7 +1078,7 @@ impl RoomThread {
             }
             None => (None, "none"),
         };
-        m.last_bandwidth_msg = Some((now, m.options.receive_tier.clone()));
+        m.last_bandwidth_msg = Some(now);
         let _ = m.sink.events.send(ServerMessage::Bandwidth {
             tier: m.options.receive_tier.clone(),
             estimate_bps,
@@ -1117,9 +1118,8 @@ impl RoomThread {
         }
         for id in ids {
             let due = self.members.get(&id).is_some_and(|m| {
-                m.last_bandwidth_msg.as_ref().is_none_or(|(at, _)| {
-                    now.saturating_duration_since(*at) >= Duration::from_secs(3)
-                })
+                m.last_bandwidth_msg
+                    .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(3))
             });
             if due {
                 self.report_bandwidth(id, now);
