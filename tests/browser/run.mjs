@@ -112,8 +112,8 @@ async function startServer() {
   assert(fs.existsSync(bin), `no server binary at ${bin} (cargo build -p tessera, or set TESSERA_BIN)`);
   serverLog = fs.createWriteStream(path.join(artifacts, 'server.log'));
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
-  log(`starting ${path.relative(root, bin)} serve --config ${path.relative(root, config)} --listen 127.0.0.1:0`);
-  const child = spawn(bin, ['serve', '--config', config, '--listen', '127.0.0.1:0'], {
+  log(`starting ${path.relative(root, bin)} serve --config ${path.relative(root, config)} --listen 127.0.0.1:0 --udp-port 0`);
+  const child = spawn(bin, ['serve', '--config', config, '--listen', '127.0.0.1:0', '--udp-port', '0'], {
     cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'],
   });
   server = child;

@@ -33,7 +33,9 @@ pub async fn start_server(extra: &str) -> String {
 
 /// Starts the real server on 127.0.0.1:0 with exactly this config text.
 pub async fn start_server_text(text: &str) -> String {
-    let cfg = Config::from_toml(text, "test.toml").expect("test config");
+    let mut cfg = Config::from_toml(text, "test.toml").expect("test config");
+    // Media on an OS-chosen port: tests run many servers side by side.
+    cfg.network.udp_port = 0;
     let server = tessera_server::Server::new(cfg).expect("server");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

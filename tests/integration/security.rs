@@ -402,7 +402,8 @@ async fn https_get(
 }
 
 async fn serve_tls(cfg_text: &str) -> (Arc<tessera_server::Server>, String) {
-    let cfg = tessera_config::Config::from_toml(cfg_text, "tls.toml").expect("config");
+    let mut cfg = tessera_config::Config::from_toml(cfg_text, "tls.toml").expect("config");
+    cfg.network.udp_port = 0;
     let server = tessera_server::Server::new(cfg).expect("server");
     assert_eq!(server.scheme(), "https");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -460,7 +461,7 @@ async fn https_and_wss_with_a_given_or_a_self_signed_certificate() {
     assert!(!st);
 
     // A missing key file is a clear start-up error.
-    let cfg = tessera_config::Config::from_toml(
+    let mut cfg = tessera_config::Config::from_toml(
         &format!(
             "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
             dir.join("cert.pem").display(),
@@ -469,6 +470,7 @@ async fn https_and_wss_with_a_given_or_a_self_signed_certificate() {
         "t.toml",
     )
     .unwrap();
+    cfg.network.udp_port = 0;
     let err = tessera_server::Server::new(cfg)
         .err()
         .expect("refused")
@@ -495,7 +497,14 @@ pub async fn spawn_serve(
     tokio::task::JoinHandle<String>,
 ) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--udp-port",
+            "0",
+            "--config",
+        ])
         .arg(cfg)
         .env_remove("RUST_LOG")
         // One malloc arena: RSS then shows what the server holds, not how glibc spread

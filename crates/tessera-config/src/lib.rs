@@ -164,8 +164,13 @@ pub struct ServerConfig {
 pub struct NetworkConfig {
     pub host_ips: Vec<String>,
     pub public_ip: String,
-    pub udp_port_min: u16,
-    pub udp_port_max: u16,
+    /// The one UDP port every participant's media uses, on each host address (0 = OS-chosen).
+    pub udp_port: u16,
+    /// Replaced by `udp_port`; a config that still sets them is refused with that name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_port_min: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_port_max: Option<u16>,
     pub ice_disconnected_timeout_ms: u32,
     pub ice_failed_timeout_ms: u32,
     pub ice_servers: Vec<IceServerConfig>,
@@ -339,8 +344,9 @@ impl Default for NetworkConfig {
         NetworkConfig {
             host_ips: vec!["127.0.0.1".into()],
             public_ip: String::new(),
-            udp_port_min: 0,
-            udp_port_max: 0,
+            udp_port: 8080,
+            udp_port_min: None,
+            udp_port_max: None,
             ice_disconnected_timeout_ms: 5000,
             ice_failed_timeout_ms: 10_000,
             ice_servers: Vec::new(),

@@ -254,7 +254,7 @@ fn bad_server_network_auth_and_bandwidth_values_are_named() {
         ),
         (
             "[network]\nudp_port_min = 50000\n",
-            "t.toml:2: network.udp_port_min = 50000 / udp_port_max = 0: must both be 0 (any port) or a range min <= max",
+            "t.toml:2: network.udp_port_min: media now uses one UDP port for every participant: set network.udp_port instead (0 = OS-chosen) and remove udp_port_min/udp_port_max",
         ),
         (
             "[network]\nice_failed_timeout_ms = 100\n",

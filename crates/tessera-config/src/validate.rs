@@ -69,12 +69,16 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             ),
         );
     }
-    if (n.udp_port_min == 0) != (n.udp_port_max == 0) || n.udp_port_min > n.udp_port_max {
+    if n.udp_port_min.is_some() || n.udp_port_max.is_some() {
+        let key = if n.udp_port_min.is_some() {
+            "network.udp_port_min"
+        } else {
+            "network.udp_port_max"
+        };
         p.push(
-            "network.udp_port_min".into(),
+            key.into(),
             format!(
-                "network.udp_port_min = {} / udp_port_max = {}: must both be 0 (any port) or a range min <= max",
-                n.udp_port_min, n.udp_port_max
+                "{key}: media now uses one UDP port for every participant: set network.udp_port instead (0 = OS-chosen) and remove udp_port_min/udp_port_max"
             ),
         );
     }

@@ -1,6 +1,6 @@
-//! Tessera's live server: HTTP and WebSocket signalling (warp), one WebRTC PeerConnection
-//! per participant (webrtc-rs, only in `peer`), and one thread per room running the
-//! sans-IO `tessera_engine::Room`.
+//! Tessera's live server: HTTP and WebSocket signalling (warp), one media reactor thread
+//! that owns every participant's PeerConnection (`rtc`'s sans-IO core, in `media`) on one
+//! UDP port, and one thread per room running the sans-IO `tessera_engine::Room`.
 //!
 //! Owns sockets, tasks, threads and the room registry. Must not do media work on tokio's
 //! threads: decoding, composing, mixing and encoding happen on each room's own thread,
@@ -24,6 +24,7 @@ mod estimate;
 pub mod fuzzing;
 mod limits;
 mod listen;
+pub mod media;
 mod metrics;
 mod peer;
 mod reassembly;
@@ -58,7 +59,8 @@ pub struct Server {
     reload_status: Mutex<ReloadStatus>,
     rooms: Mutex<HashMap<String, RoomEntry>>,
     next_id: AtomicU64,
-    ports: Arc<peer::PortAllocator>,
+    /// The reactor that owns every PeerConnection and the media sockets.
+    media: media::MediaPlane,
     /// WHIP/WHEP sessions by resource id, for DELETE.
     resources: Mutex<HashMap<u64, session::Resource>>,
     limits: limits::Limits,
@@ -78,6 +80,8 @@ pub enum StartError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Media(#[from] std::io::Error),
 }
 
 struct RoomEntry {
@@ -104,7 +108,7 @@ impl Server {
             limits: limits::Limits::default(),
             sessions: AtomicUsize::new(0),
             shutdown_tx: tokio::sync::watch::Sender::new(false),
-            ports: Arc::new(peer::PortAllocator::new(&cfg.network)),
+            media: media::MediaPlane::start(&cfg.network)?,
             live: RwLock::new((Arc::new(cfg), Arc::new(assets))),
             reload_status: Mutex::new(ReloadStatus::default()),
             rooms: Mutex::new(HashMap::new()),

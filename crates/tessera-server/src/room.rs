@@ -151,23 +151,21 @@ pub struct TierCaps {
 pub enum MediaOut {
     /// A composite frame and its tier's frame rate (which sets the RTP timestamp step).
     Video(Arc<EncodedVideo>, u32),
-    Audio(Vec<u8>),
+    /// An Opus packet and its pts on the engine's 48 kHz clock.
+    Audio(Vec<u8>, u64),
     /// Ask this participant's camera for a keyframe (send PLI).
     Pli,
     /// Cap this participant's camera at this many bits per second (send REMB).
     Remb(u32),
     /// Pad the composite up to `bps` in total until `until`: a bandwidth probe.
-    Probe {
-        bps: u64,
-        until: Instant,
-    },
+    Probe { bps: u64, until: Instant },
 }
 
 /// A participant's two queues: media (bounded: a stalled receiver loses frames, not the
 /// room) and signalling events (small and rare).
 #[derive(Clone)]
 pub struct Sink {
-    pub media: tmpsc::Sender<MediaOut>,
+    pub media: crate::media::MediaTx,
     pub events: tmpsc::UnboundedSender<ServerMessage>,
 }
 
@@ -1265,12 +1263,17 @@ impl RoomThread {
                     }
                 }
                 Output::Audio {
-                    listener, packet, ..
+                    listener,
+                    packet,
+                    pts_48k,
                 } => match listener {
                     Listener::Participant(id) => {
                         if let Some(m) = self.members.get_mut(&id) {
                             if m.options.receives_audio
-                                && m.sink.media.try_send(MediaOut::Audio(packet)).is_err()
+                                && m.sink
+                                    .media
+                                    .try_send(MediaOut::Audio(packet, pts_48k))
+                                    .is_err()
                             {
                                 m.media_dropped += 1;
                             }
@@ -1282,7 +1285,7 @@ impl RoomThread {
                                 && !m.options.sends_audio
                                 && m.sink
                                     .media
-                                    .try_send(MediaOut::Audio(packet.clone()))
+                                    .try_send(MediaOut::Audio(packet.clone(), pts_48k))
                                     .is_err()
                             {
                                 m.media_dropped += 1;
@@ -1451,7 +1454,7 @@ mod tests {
     }
 
     fn sink() -> (Sink, tmpsc::UnboundedReceiver<ServerMessage>) {
-        let (media, _) = tmpsc::channel(4);
+        let (media, _) = crate::media::MediaTx::channel(4);
         let (events, rx) = tmpsc::unbounded_channel();
         (Sink { media, events }, rx)
     }
@@ -1484,7 +1487,7 @@ mod tests {
             .clone()
     }
 
-    fn receiver(id: u64, media: tmpsc::Sender<MediaOut>) -> Command {
+    fn receiver(id: u64, media: crate::media::MediaTx) -> Command {
         let (events, _) = tmpsc::unbounded_channel();
         Command::Join(Box::new(JoinRequest {
             id: ParticipantId(id),
@@ -1517,9 +1520,9 @@ mod tests {
     /// receiver's (frames, keyframes) and the room's info at the end.
     async fn run_receivers(name: &str, other: Other, secs: u64) -> ((u32, u32), RoomInfo) {
         let room = spawn(name, "grid".into(), settings()).unwrap();
-        let (tx, mut rx) = tmpsc::channel(160);
+        let (tx, mut rx) = crate::media::MediaTx::channel(160);
         assert!(room.send(receiver(2, tx)));
-        let (other_tx, mut other_rx) = tmpsc::channel(4);
+        let (other_tx, mut other_rx) = crate::media::MediaTx::channel(4);
         if other != Other::Absent {
             assert!(room.send(receiver(1, other_tx)));
         }
@@ -1537,7 +1540,7 @@ mod tests {
             });
         }
         let (mut frames, mut keyframes) = (0u32, 0u32);
-        while let Ok(Some(m)) = tokio::time::timeout_at(until, rx.recv()).await {
+        while let Ok(Some((_, m))) = tokio::time::timeout_at(until, rx.recv()).await {
             if let MediaOut::Video(v, _) = m {
                 frames += 1;
                 keyframes += v.keyframe as u32;

@@ -14,34 +14,28 @@ use tessera_types::ParticipantId;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use warp::ws::{Message, WebSocket};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 
 use crate::auth::{self, Perm};
 use crate::limits::{Bucket, Limit};
-use crate::peer::{self, AnswerPlan, PeerContext, PeerEvent};
+use crate::media::{AnswerPlan, ConnState, OpenPeer, PeerError, PeerEvent, PeerKey};
 use crate::room::{Command, JoinRequest, RoomHandle, Sink, TierCaps};
 use crate::{sdp, JoinError, Server};
-
-/// Room output a participant may have queued before frames are dropped (about 2 s of
-/// video and audio at the default tier).
-const MEDIA_QUEUE: usize = 160;
 
 /// A place in a room. Dropping it without `leave` is a bug, so `leave` consumes it.
 pub struct Membership {
     pub id: ParticipantId,
     pub room: RoomHandle,
     server: Arc<Server>,
-    pc: Option<Arc<dyn PeerConnection>>,
+    /// The participant's connection in the media reactor, once its offer is answered.
+    pub peer: Option<PeerKey>,
 }
 
 impl Membership {
     pub async fn leave(self) {
         self.room.send(Command::Leave { id: self.id });
         self.server.exit(&self.room);
-        if let Some(pc) = &self.pc {
-            if let Err(e) = pc.close().await {
-                debug!("close: {e}");
-            }
+        if let Some(key) = self.peer {
+            self.server.media.close(key);
         }
         info!(participant = %self.id, room = %self.room.name, "session ended");
     }
@@ -178,13 +172,13 @@ pub async fn start_media(
             "the offer neither sends nor receives any usable media".into(),
         ));
     }
-    let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-    let ctx = PeerContext {
+    let req = OpenPeer {
         id: m.id,
         room: m.room.clone(),
         network: m.server.config().network.clone(),
+        plan,
+        offer: offer.to_string(),
         events: peer_events,
-        ports: m.server.ports.clone(),
         start_bps: m.server.config().bandwidth.start_kbps as u64 * 1000,
         max_tier_bps: m
             .server
@@ -195,13 +189,12 @@ pub async fn start_media(
             .max()
             .unwrap_or(0),
     };
-    let p = peer::answer(ctx, offer, &plan, media_rx)
-        .await
-        .map_err(|e| match e {
-            peer::PeerError::BadSdp(r) => Refusal(ErrorCode::BadSdp, r),
-            e => Refusal(ErrorCode::Internal, e.to_string()),
-        })?;
-    m.pc = Some(p.pc);
+    let (audio_out, video_out) = (req.plan.audio_out, req.plan.video_out);
+    let (key, answer) = m.server.media.open(req).await.map_err(|e| match e {
+        PeerError::BadSdp(r) => Refusal(ErrorCode::BadSdp, r),
+        e => Refusal(ErrorCode::Internal, e.to_string()),
+    })?;
+    m.peer = Some(key);
     let sent = m.room.send(Command::Join(Box::new(JoinRequest {
         id: m.id,
         name: wants.name.clone(),
@@ -210,9 +203,9 @@ pub async fn start_media(
             sends_video,
             sends_audio,
             receive_tier: receive_tier.clone(),
-            receives_audio: plan.audio_out,
+            receives_audio: audio_out,
         },
-        codec_out: plan.video_out,
+        codec_out: video_out,
         bandwidth: bandwidth_config(&m.server.config()),
         caps: TierCaps {
             max_tier: {
@@ -227,7 +220,7 @@ pub async fn start_media(
             display: wants.display,
         },
         sink: Sink {
-            media: media_tx,
+            media: m.server.media.media_tx(key),
             events,
         },
     })));
@@ -237,7 +230,7 @@ pub async fn start_media(
             "the room is not running".into(),
         ));
     }
-    Ok((p.answer, receive_tier))
+    Ok((answer, receive_tier))
 }
 
 /// Counts a join from `addr`, refusing it past `limits.joins_per_minute_per_ip`.
@@ -300,7 +293,7 @@ pub fn enter(server: &Arc<Server>, room: &str, name: &str) -> Result<Membership,
         id: server.new_id(),
         room: handle,
         server: server.clone(),
-        pc: None,
+        peer: None,
     })
 }
 
@@ -482,9 +475,9 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket, addr: Option<SocketAddr>
                                     }
                                     Ok((answer, _tier)) => {
                                         let _ = tx.send(send_json(&ServerMessage::Answer { sdp: answer })).await;
-                                        if let Some(pc) = &m.pc {
+                                        if let Some(key) = m.peer {
                                             for c in early_candidates.drain(..) {
-                                                if let Err(e) = peer::add_candidate(pc, c).await {
+                                                if let Err(e) = server.media.add_candidate(key, c).await {
                                                     debug!("candidate refused: {e}");
                                                 }
                                             }
@@ -495,9 +488,9 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket, addr: Option<SocketAddr>
                             }
                         },
                         Ok(ClientMessage::Candidate { candidate }) => {
-                            match (candidate, member.as_ref().and_then(|(m, _)| m.pc.as_ref())) {
+                            match (candidate, member.as_ref().and_then(|(m, _)| m.peer)) {
                                 (None, _) => None,
-                                (Some(c), Some(pc)) => peer::add_candidate(pc, c).await.err().map(|e| ServerMessage::error(ErrorCode::BadMessage, format!("candidate refused: {e}"))),
+                                (Some(c), Some(key)) => server.media.add_candidate(key, c).await.err().map(|e| ServerMessage::error(ErrorCode::BadMessage, format!("candidate refused: {e}"))),
                                 (Some(c), None) => {
                                     if early_candidates.len() < 64 { early_candidates.push(c); }
                                     None
@@ -539,12 +532,11 @@ pub async fn run_ws(server: Arc<Server>, ws: WebSocket, addr: Option<SocketAddr>
                     break;
                 }
                 pev = peer_rx.recv() => match pev {
-                    Some(PeerEvent::Candidate(c)) => Some(ServerMessage::Candidate { candidate: c }),
-                    Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => {
+                    Some(PeerEvent::State(ConnState::Connected)) => {
                         connect_by = None;
                         None
                     }
-                    Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
+                    Some(PeerEvent::State(ConnState::Failed)) => {
                         server.limits.refused(Limit::IceTimeout);
                         let _ = tx.send(send_json(&ServerMessage::Error {
                             code: ErrorCode::Timeout,
@@ -656,17 +648,16 @@ pub async fn start_resource(
                 }
             };
             match ev {
-                Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
+                Some(PeerEvent::State(ConnState::Failed)) => {
                     server.limits.refused(Limit::IceTimeout);
                     info!(participant = %id, "{kind} connection lost (ICE timeout); removing it");
                     break;
                 }
-                None | Some(PeerEvent::State(RTCPeerConnectionState::Closed)) => {
+                None | Some(PeerEvent::State(ConnState::Closed)) => {
                     info!(participant = %id, "{kind} connection ended");
                     break;
                 }
-                Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => connect_by = None,
-                _ => {}
+                Some(PeerEvent::State(ConnState::Connected)) => connect_by = None,
             }
         }
         if let Some(r) = server.take_resource(id.0) {

@@ -15,6 +15,9 @@ pub struct ServeArgs {
     /// Listen address, overriding `server.listen` (port 0 picks a free port).
     #[arg(long)]
     listen: Option<String>,
+    /// The media UDP port, overriding `network.udp_port` (0 picks a free port).
+    #[arg(long)]
+    udp_port: Option<u16>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -24,6 +27,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     if let Some(l) = args.listen {
         cfg.server.listen = l;
+    }
+    if let Some(p) = args.udp_port {
+        cfg.network.udp_port = p;
     }
     crate::init_logging(
         &cfg.logging.level,
@@ -55,7 +61,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         server.serve(listener, shutdown_signal()).await;
         anyhow::Ok(())
     })?;
-    // Closing PeerConnections may leave driver tasks; do not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())
 }

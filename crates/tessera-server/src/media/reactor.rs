@@ -1,0 +1,333 @@
+//! The reactor: one thread, a current-thread tokio runtime with a single task, every
+//! connection. It waits on the sockets, the two queues and the earliest timer; after each
+//! wake it drains the connections it touched and sends what they wrote.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tessera_config::NetworkConfig;
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::conn::Conn;
+use super::demux::{self, Demux};
+use super::egress::FrameCache;
+use super::{Control, PeerKey, PlaneStats};
+use crate::room::MediaOut;
+
+/// Datagrams read per socket wake before the queues get a turn.
+const READ_BATCH: usize = 64;
+/// Media items taken per wake.
+const MEDIA_BATCH: usize = 256;
+const MAX_DATAGRAM: usize = 2048;
+
+/// Binds the sockets and starts the thread; returns the bound addresses.
+pub(super) fn spawn(
+    network: &NetworkConfig,
+    control: mpsc::UnboundedReceiver<Control>,
+    media: mpsc::Receiver<(PeerKey, MediaOut)>,
+    shed: Arc<AtomicU64>,
+) -> std::io::Result<Vec<SocketAddr>> {
+    let mut std_sockets = Vec::new();
+    for ip in &network.host_ips {
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("network.host_ips: {ip:?} is not an IP address"),
+            )
+        })?;
+        let addr = SocketAddr::new(ip, network.udp_port);
+        let s = std::net::UdpSocket::bind(addr).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind media socket {addr} (network.udp_port): {e}"),
+            )
+        })?;
+        s.set_nonblocking(true)?;
+        std_sockets.push(s);
+    }
+    let locals = std_sockets
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    info!(addrs = ?locals, "media on one UDP port per host address");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let addrs = locals.clone();
+    std::thread::Builder::new()
+        .name("media-reactor".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let sockets = match std_sockets
+                    .into_iter()
+                    .map(UdpSocket::from_std)
+                    .collect::<std::io::Result<Vec<_>>>()
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!("media sockets: {e}");
+                        return;
+                    }
+                };
+                let mut r = Reactor {
+                    sockets,
+                    locals: addrs,
+                    conns: HashMap::new(),
+                    demux: Demux::default(),
+                    timers: BinaryHeap::new(),
+                    scheduled: HashMap::new(),
+                    dirty: HashSet::new(),
+                    cache: FrameCache::default(),
+                    stats: PlaneStats::default(),
+                    shed,
+                };
+                r.run(control, media).await;
+            })
+        })?;
+    Ok(locals)
+}
+
+struct Reactor {
+    sockets: Vec<UdpSocket>,
+    locals: Vec<SocketAddr>,
+    conns: HashMap<PeerKey, Conn>,
+    demux: Demux,
+    /// (due, key); stale entries (the connection's due time moved) are skipped.
+    timers: BinaryHeap<Reverse<(Instant, PeerKey)>>,
+    scheduled: HashMap<PeerKey, Instant>,
+    /// Connections touched since their last drain.
+    dirty: HashSet<PeerKey>,
+    cache: FrameCache,
+    stats: PlaneStats,
+    shed: Arc<AtomicU64>,
+}
+
+/// Waits for a datagram on any socket: (socket index, sender, length).
+fn recv_any<'a>(
+    sockets: &'a [UdpSocket],
+    buf: &'a mut [u8],
+) -> impl std::future::Future<Output = (usize, SocketAddr, usize)> + 'a {
+    std::future::poll_fn(move |cx| {
+        for (i, s) in sockets.iter().enumerate() {
+            let mut rb = ReadBuf::new(buf);
+            match s.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => return Poll::Ready((i, from, rb.filled().len())),
+                // ICMP errors surface on the next read; the socket stays usable.
+                Poll::Ready(Err(_)) => cx.waker().wake_by_ref(),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+}
+
+impl Reactor {
+    async fn run(
+        &mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut media: mpsc::Receiver<(PeerKey, MediaOut)>,
+    ) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = Vec::with_capacity(MEDIA_BATCH);
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = tokio::time::sleep_until(deadline.map_or_else(
+                || tokio::time::Instant::now() + Duration::from_secs(3600),
+                tokio::time::Instant::from_std,
+            ));
+            tokio::select! {
+                biased;
+                c = control.recv() => match c {
+                    Some(c) => self.control(c),
+                    None => break,
+                },
+                (i, from, n) = recv_any(&self.sockets, &mut buf) => {
+                    let now = Instant::now();
+                    self.datagram(i, from, &buf[..n], now);
+                    // More may be waiting: take a batch before anything else.
+                    for _ in 0..READ_BATCH {
+                        match self.sockets[i].try_recv_from(&mut buf) {
+                            Ok((n, from)) => self.datagram(i, from, &buf[..n], now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                n = media.recv_many(&mut batch, MEDIA_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for (key, m) in batch.drain(..) {
+                        if let Some(c) = self.conns.get_mut(&key) {
+                            c.media(m, &mut self.cache, now);
+                            self.dirty.insert(key);
+                        }
+                    }
+                }
+                _ = sleep => {}
+            }
+            self.run_timers(Instant::now());
+            self.flush();
+        }
+        for c in self.conns.values_mut() {
+            c.close();
+        }
+        self.dirty.extend(self.conns.keys().copied());
+        self.flush();
+        info!("media reactor stopped");
+    }
+
+    fn control(&mut self, c: Control) {
+        let now = Instant::now();
+        match c {
+            Control::Open { key, req, reply } => match Conn::open(key, *req, &self.locals, now) {
+                Ok((conn, answer)) => {
+                    self.demux.add_ufrag(&conn.ufrag, key);
+                    self.conns.insert(key, conn);
+                    self.dirty.insert(key);
+                    let _ = reply.send(Ok(answer));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Control::Candidate {
+                key,
+                candidate,
+                reply,
+            } => {
+                let r = match self.conns.get_mut(&key) {
+                    Some(c) => c.add_candidate(candidate),
+                    None => Ok(()),
+                };
+                self.dirty.insert(key);
+                let _ = reply.send(r);
+            }
+            Control::Close { key } => {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.close();
+                    self.dirty.insert(key);
+                }
+            }
+            Control::Stats { reply } => {
+                let mut s = self.stats.clone();
+                s.udp_sockets = self.sockets.len();
+                s.connections = self.conns.len();
+                s.datagrams_unroutable = self.demux.unroutable;
+                s.media_shed = self.shed.load(Ordering::Relaxed);
+                s.frames_packetized = self.cache.packetized;
+                s.frames_reused = self.cache.reused;
+                let _ = reply.send(s);
+            }
+        }
+    }
+
+    fn datagram(&mut self, socket: usize, from: SocketAddr, data: &[u8], now: Instant) {
+        self.stats.datagrams_in += 1;
+        let local = self.locals[socket];
+        let Some(key) = self.demux.route(local, from, data) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        c.read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        });
+        self.dirty.insert(key);
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if self.scheduled.get(&key) == Some(&at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.scheduled.get(&key) != Some(&at) {
+                continue;
+            }
+            self.scheduled.remove(&key);
+            if let Some(c) = self.conns.get_mut(&key) {
+                c.on_timeout(now);
+                self.dirty.insert(key);
+            }
+        }
+    }
+
+    /// Drains every touched connection: sends its datagrams, learns the addresses its ICE
+    /// agent answered, reschedules its timer, and removes it once closed.
+    fn flush(&mut self) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(c) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            c.drain(now, &mut out);
+            for w in out.drain(..) {
+                let t = w.transport;
+                // A success response goes only to a request that carried our password:
+                // the address is verified.
+                if demux::is_stun_success(&w.message) {
+                    self.demux.learn(t.local_addr, t.peer_addr, key);
+                }
+                let Some(i) = self.locals.iter().position(|l| *l == t.local_addr) else {
+                    self.stats.send_errors += 1;
+                    continue;
+                };
+                match self.sockets[i].try_send_to(&w.message, t.peer_addr) {
+                    Ok(_) => self.stats.datagrams_out += 1,
+                    Err(e) => {
+                        self.stats.send_errors += 1;
+                        if self.stats.send_errors.is_power_of_two() {
+                            debug!(errors = self.stats.send_errors, "send: {e}");
+                        }
+                    }
+                }
+            }
+            if c.closed {
+                self.conns.remove(&key);
+                self.demux.remove(key);
+                self.scheduled.remove(&key);
+                continue;
+            }
+            match c.next_due() {
+                Some(at) if self.scheduled.get(&key) != Some(&at) => {
+                    self.scheduled.insert(key, at);
+                    self.timers.push(Reverse((at, key)));
+                }
+                Some(_) => {}
+                None => {
+                    self.scheduled.remove(&key);
+                }
+            }
+        }
+    }
+}
