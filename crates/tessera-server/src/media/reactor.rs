@@ -28,7 +28,8 @@ use crate::room::MediaOut;
 const READ_BATCH: usize = 64;
 /// Media items taken per wake.
 const MEDIA_BATCH: usize = 256;
-const MAX_DATAGRAM: usize = 2048;
+/// Any UDP datagram fits: a truncated one would fail SRTP authentication unseen.
+const MAX_DATAGRAM: usize = 65_536;
 
 /// Binds the sockets and starts the thread; returns the bound addresses.
 pub(super) fn spawn(
