@@ -162,6 +162,7 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
+    /// Addresses media is received on; empty = every interface address of the machine.
     pub host_ips: Vec<String>,
     pub public_ip: String,
     /// The one UDP port every participant's media uses, on each host address (0 = OS-chosen).
@@ -342,7 +343,7 @@ impl Default for ServerConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            host_ips: vec!["127.0.0.1".into()],
+            host_ips: Vec::new(),
             public_ip: String::new(),
             udp_port: 8080,
             udp_port_min: None,

@@ -54,12 +54,6 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             );
         }
     }
-    if n.host_ips.is_empty() {
-        p.push(
-            "network.host_ips".into(),
-            "network.host_ips = []: must list at least one address to receive media on".into(),
-        );
-    }
     if !n.public_ip.is_empty() && n.public_ip.parse::<std::net::IpAddr>().is_err() {
         p.push(
             "network.public_ip".into(),

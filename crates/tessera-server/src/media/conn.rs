@@ -268,6 +268,7 @@ impl Conn {
             );
             audio = Some((track_id, AudioOut { stamp, bytes: 0 }));
         }
+        tracing::trace!(participant = %id, answer = %sdp_out, "answer");
         let receive = ReceiveCodecs::of_answer(&sdp_out);
         debug!(participant = %id, codecs = ?receive, "payload types accepted");
         let conn = Conn {
@@ -296,6 +297,7 @@ impl Conn {
     }
 
     pub fn add_candidate(&mut self, c: IceCandidate) -> Result<(), PeerError> {
+        debug!(participant = %self.id, candidate = %c.candidate, "remote candidate");
         self.pc
             .add_remote_candidate(RTCIceCandidateInit {
                 candidate: c.candidate,

@@ -2,10 +2,11 @@
 //!
 //! A remote address is known only after that connection's ICE agent answered an
 //! authenticated binding request from it (its checks carry our password's
-//! MESSAGE-INTEGRITY, which the agent verifies before it answers). Until then a datagram is
-//! routed by the STUN USERNAME's first half, which is our local ufrag; anything else from an
-//! unknown address is dropped and counted. An address is never learnt from an
-//! unauthenticated packet.
+//! MESSAGE-INTEGRITY, which the agent verifies before it answers). Until then a binding
+//! request is routed by its USERNAME's first half, which is our local ufrag, and a response
+//! by the transaction id of the check our agent sent (the agent then verifies it with the
+//! remote password); anything else from an unknown address is dropped and counted. An
+//! address is never learnt from an unauthenticated packet.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +31,22 @@ pub fn is_stun_success(data: &[u8]) -> bool {
         t & 0x0110 == 0x0100
     }
 }
+
+/// STUN class bits of the message type: 0b00 request, 0b01 indication, 0b10 success,
+/// 0b11 error.
+fn class(data: &[u8]) -> u16 {
+    let t = u16::from_be_bytes([data[0], data[1]]);
+    ((t & 0x0100) >> 7) | ((t & 0x0010) >> 4)
+}
+
+fn transaction_id(data: &[u8]) -> [u8; 12] {
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&data[8..20]);
+    id
+}
+
+/// Checks our agents sent and have not had answered, kept at most this many.
+const MAX_PENDING_CHECKS: usize = 8192;
 
 /// The local half (ours) of a binding request's USERNAME, `local:remote`.
 pub fn local_ufrag(data: &[u8]) -> Option<&str> {
@@ -58,6 +75,9 @@ pub fn local_ufrag(data: &[u8]) -> Option<&str> {
 pub struct Demux {
     by_ufrag: HashMap<String, PeerKey>,
     by_addr: HashMap<(SocketAddr, SocketAddr), PeerKey>,
+    /// Transaction ids of the checks our agents sent, oldest first.
+    checks: HashMap<[u8; 12], PeerKey>,
+    check_order: std::collections::VecDeque<[u8; 12]>,
     /// Datagrams no connection claimed.
     pub unroutable: u64,
 }
@@ -72,20 +92,43 @@ impl Demux {
         self.by_addr.insert((local, remote), key);
     }
 
+    /// A datagram connection `key` sends: its binding requests are remembered, so that
+    /// their responses find their way back before the address is known.
+    pub fn sent(&mut self, data: &[u8], key: PeerKey) {
+        if !is_stun(data) || class(data) != 0 {
+            return;
+        }
+        if self.check_order.len() >= MAX_PENDING_CHECKS {
+            if let Some(old) = self.check_order.pop_front() {
+                self.checks.remove(&old);
+            }
+        }
+        let id = transaction_id(data);
+        self.checks.insert(id, key);
+        self.check_order.push_back(id);
+    }
+
     /// Forgets every route to `key` (it closed).
     pub fn remove(&mut self, key: PeerKey) {
         self.by_ufrag.retain(|_, k| *k != key);
         self.by_addr.retain(|_, k| *k != key);
+        self.checks.retain(|_, k| *k != key);
     }
 
     /// The connection `data` from `remote` to `local` belongs to.
     pub fn route(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> Option<PeerKey> {
-        if let Some(k) = self.by_addr.get(&(local, remote)) {
-            return Some(*k);
+        if is_stun(data) {
+            // A request's USERNAME names its connection, whatever the address says.
+            if let Some(k) = local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
+                return Some(*k);
+            }
+            if class(data) >= 2 {
+                if let Some(k) = self.checks.remove(&transaction_id(data)) {
+                    return Some(k);
+                }
+            }
         }
-        let found = local_ufrag(data)
-            .and_then(|u| self.by_ufrag.get(u))
-            .copied();
+        let found = self.by_addr.get(&(local, remote)).copied();
         if found.is_none() {
             self.unroutable += 1;
         }
@@ -162,6 +205,22 @@ mod tests {
         d.remove(PeerKey(2));
         assert_eq!(d.route(local, remote, &[22, 254, 253, 0, 0]), None);
         assert_eq!(d.routes(), (1, 0));
+    }
+
+    #[test]
+    fn a_response_to_our_check_goes_to_the_connection_that_sent_it() {
+        let (local, remote) = (addr("127.0.0.1:8080"), addr("127.0.0.1:50000"));
+        let mut d = Demux::default();
+        let mut check = binding_request("theirs:ours");
+        check[8..20].copy_from_slice(&[9; 12]);
+        d.sent(&check, PeerKey(3));
+        let mut response = check.clone();
+        response[1] = 0x01;
+        response[0] = 0x01;
+        assert_eq!(d.route(local, remote, &response), Some(PeerKey(3)));
+        assert_eq!(d.route(local, remote, &response), None, "answered once");
+        // Nothing was learnt from it.
+        assert_eq!(d.route(local, remote, &[22, 254, 253]), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -39,13 +39,7 @@ pub(super) fn spawn(
     shed: Arc<AtomicU64>,
 ) -> std::io::Result<Vec<SocketAddr>> {
     let mut std_sockets = Vec::new();
-    for ip in &network.host_ips {
-        let ip: std::net::IpAddr = ip.parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("network.host_ips: {ip:?} is not an IP address"),
-            )
-        })?;
+    for ip in host_ips(network)? {
         let addr = SocketAddr::new(ip, network.udp_port);
         let s = std::net::UdpSocket::bind(addr).map_err(|e| {
             std::io::Error::new(
@@ -96,6 +90,39 @@ pub(super) fn spawn(
             })
         })?;
     Ok(locals)
+}
+
+/// `network.host_ips`, or when it is empty every interface address of the machine
+/// (loopback included, IPv6 link-local and unspecified excepted).
+fn host_ips(network: &NetworkConfig) -> std::io::Result<Vec<IpAddr>> {
+    if !network.host_ips.is_empty() {
+        return network
+            .host_ips
+            .iter()
+            .map(|ip| {
+                ip.parse().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("network.host_ips: {ip:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect();
+    }
+    let mut ips: Vec<IpAddr> = rtc::shared::ifaces::ifaces()?
+        .into_iter()
+        .filter_map(|i| i.addr.map(|a| a.ip()))
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_link_local(),
+            IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_unicast_link_local(),
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    Ok(ips)
 }
 
 struct Reactor {
@@ -237,6 +264,9 @@ impl Reactor {
         self.stats.datagrams_in += 1;
         let local = self.locals[socket];
         let Some(key) = self.demux.route(local, from, data) else {
+            if self.demux.unroutable.is_power_of_two() {
+                debug!(%from, %local, len = data.len(), stun = demux::is_stun(data), ufrag = ?demux::local_ufrag(data), unroutable = self.demux.unroutable, head = ?&data[..data.len().min(80)], "datagram for no connection");
+            }
             return;
         };
         let Some(c) = self.conns.get_mut(&key) else {
@@ -299,6 +329,7 @@ impl Reactor {
                 if demux::is_stun_success(&w.message) {
                     self.demux.learn(t.local_addr, t.peer_addr, key);
                 }
+                self.demux.sent(&w.message, key);
                 let Some(i) = self.locals.iter().position(|l| *l == t.local_addr) else {
                     self.stats.send_errors += 1;
                     continue;
