@@ -155,7 +155,8 @@ impl Conn {
             );
         let ufrag = ice_chars(8);
         let se = SettingEngineBuilder::new()
-            .with_lite(true)
+            // Full ICE, not lite: our agent's own checks keep the pair alive for clients
+            // that send consent checks rarely (aiortc: every 5 s).
             .with_ice_credentials(ufrag.clone(), ice_chars(24))
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_ice_timeouts(
@@ -165,6 +166,10 @@ impl Conn {
                 Some(Duration::from_millis(network.ice_failed_timeout_ms as u64)),
                 Some(Duration::from_millis(500)),
             )
+            .with_network_types(vec![
+                rtc::ice::network_type::NetworkType::Udp4,
+                rtc::ice::network_type::NetworkType::Udp6,
+            ])
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
