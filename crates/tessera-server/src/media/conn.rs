@@ -52,7 +52,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// What a track the participant sends is to us.
 enum Inbound {
     Audio,
-    Video(VideoIngest),
+    Video(Box<VideoIngest>),
     /// A second track of a kind we already read: counted, dropped.
     Extra,
 }
@@ -502,7 +502,7 @@ impl Conn {
                 } else {
                     info!(participant = %self.id, ssrc = init.ssrc, "receiving video");
                     self.camera = Some((init.receiver_id, init.ssrc));
-                    Inbound::Video(VideoIngest::new(self.receive.video.clone(), now))
+                    Inbound::Video(Box::new(VideoIngest::new(self.receive.video.clone(), now)))
                 };
                 self.inbound
                     .insert(init.track_id, (inbound, init.receiver_id, init.ssrc));
