@@ -117,9 +117,14 @@ pub enum Command {
         reason: String,
     },
     Stop,
+    /// Look at the control queue (sent with every control command).
+    Wake,
     /// Makes the room thread panic, to test that a crash stays in its room.
     #[cfg(test)]
     Crash,
+    /// Blocks the room thread this long, to test a room that falls behind.
+    #[cfg(test)]
+    Stall(Duration),
 }
 
 pub struct JoinRequest {
@@ -204,21 +209,51 @@ const PERIODIC: Duration = Duration::from_millis(500);
 const MIN_HINT_BPS: u32 = 30_000;
 const MAX_HINT_BPS: u32 = 4_000_000;
 
-/// How many commands may wait for a room thread before senders start dropping media.
+/// How many media commands may wait for a room thread before senders start dropping them.
 const COMMAND_QUEUE: usize = 4096;
 
+impl Command {
+    /// Media and feedback, which an overloaded room may shed; everything else is control
+    /// (joins, leaves, mutes, admin actions), which is never dropped.
+    fn is_media(&self) -> bool {
+        matches!(
+            self,
+            Command::Video { .. }
+                | Command::Audio { .. }
+                | Command::Feedback { .. }
+                | Command::AudioLoss { .. }
+                | Command::NetStats { .. }
+                | Command::ReceiverKeyframe { .. }
+        )
+    }
+}
+
 /// The sending side of a room thread. Cheap to clone; `send` never blocks.
+///
+/// Two queues: media is bounded and sheds (counted) when the room falls behind; control is
+/// unbounded and never dropped, and the room takes it before any media. A control command
+/// also leaves a `Wake` on the media queue, so the thread notices it at once.
 #[derive(Clone)]
 pub struct RoomHandle {
     pub name: String,
     tx: SyncSender<Command>,
+    control: mpsc::Sender<Command>,
     alive: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
 }
 
 impl RoomHandle {
-    /// Queues a command; false (and counted) if the room is gone or overloaded.
+    /// Queues a command; false if the room is gone, or (counted) if it is overloaded and
+    /// the command is media.
     pub fn send(&self, cmd: Command) -> bool {
+        if !cmd.is_media() {
+            if self.control.send(cmd).is_err() {
+                return false;
+            }
+            // Full: the room is busy and will reach the control queue first anyway.
+            let _ = self.tx.try_send(Command::Wake);
+            return true;
+        }
         match self.tx.try_send(cmd) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -448,11 +483,13 @@ pub fn spawn(
     settings: RoomSettings,
 ) -> std::io::Result<RoomHandle> {
     let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
+    let (control, control_rx) = mpsc::channel();
     let alive = Arc::new(AtomicBool::new(true));
     let dropped = Arc::new(AtomicU64::new(0));
     let handle = RoomHandle {
         name: name.to_string(),
         tx,
+        control,
         alive: alive.clone(),
         dropped: dropped.clone(),
     };
@@ -479,7 +516,8 @@ pub fn spawn(
                 admin_layout: None,
                 latency: LatencyHistogram::default(),
             };
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&rx)));
+            let result =
+                std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&control_rx, &rx)));
             alive.store(false, Ordering::Release);
             if result.is_err() {
                 error!("room thread panicked; closing the room");
@@ -513,7 +551,17 @@ struct RoomThread {
 }
 
 impl RoomThread {
-    fn run(&mut self, rx: &mpsc::Receiver<Command>) {
+    /// Takes every waiting control command; false when the room should stop.
+    fn take_control(&mut self, control: &mpsc::Receiver<Command>) -> bool {
+        while let Ok(cmd) = control.try_recv() {
+            if !self.handle(cmd) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn run(&mut self, control: &mpsc::Receiver<Command>, rx: &mpsc::Receiver<Command>) {
         let now = Instant::now();
         let settings = self.settings.take().expect("settings are set at spawn");
         let room = match Room::new(settings, now) {
@@ -543,13 +591,16 @@ impl RoomThread {
                 rx.try_recv().ok()
             };
             let work_started = Instant::now();
+            if !self.take_control(control) {
+                return;
+            }
             if let Some(cmd) = cmd {
                 if !self.handle(cmd) {
                     return;
                 }
-                // Drain what else is waiting before running the clock.
+                // Drain what else is waiting before running the clock, control first.
                 while let Ok(cmd) = rx.try_recv() {
-                    if !self.handle(cmd) {
+                    if !self.take_control(control) || !self.handle(cmd) {
                         return;
                     }
                 }
@@ -847,8 +898,11 @@ impl RoomThread {
                 return false;
             }
             Command::Stop => return false,
+            Command::Wake => {}
             #[cfg(test)]
             Command::Crash => panic!("crash requested by a test"),
+            #[cfg(test)]
+            Command::Stall(d) => std::thread::sleep(d),
         }
         true
     }
@@ -1610,20 +1664,35 @@ mod tests {
             },
             jitter_ms: None,
         };
-        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("default"));
+        // Control (Info) overtakes media (Feedback): wait for each switch.
+        let wait_tier = |want: Option<&'static str>| {
+            let room = room.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    let got = tier_of(&room, "p1").await;
+                    if got.as_deref() == want {
+                        return;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "tier {got:?}, want {want:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        wait_tier(Some("default")).await;
         // The link drops to 300 kbit/s: straight to the tier that fits.
         room.send(feedback(300_000));
-        assert_eq!(tier_of(&room, "p1").await.as_deref(), Some("tiny"));
+        wait_tier(Some("tiny")).await;
+        // Audio only below the lowest tier.
         room.send(feedback(60_000));
-        assert_eq!(
-            tier_of(&room, "p1").await,
-            None,
-            "audio only below the lowest tier"
-        );
+        wait_tier(None).await;
         // It recovers (the estimate has the evidence): up one rung per report.
         for want in ["tiny", "low", "default"] {
             room.send(feedback(3_000_000));
-            assert_eq!(tier_of(&room, "p1").await.as_deref(), Some(want));
+            wait_tier(Some(want)).await;
         }
         let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
         assert_eq!(info.participants[0].tier_switches, 5);
@@ -1699,6 +1768,50 @@ mod tests {
             Some("tiny"),
             "the smallest tier whatever the display"
         );
+        room.send(Command::Stop);
+    }
+
+    #[tokio::test]
+    async fn a_leave_sent_while_the_media_queue_is_full_still_removes_the_participant() {
+        let room = spawn("full", "grid".into(), settings()).unwrap();
+        let (s1, _e1) = sink();
+        let (s2, _e2) = sink();
+        join(&room, 1, s1);
+        join(&room, 2, s2);
+        assert!(room.send(Command::Stall(Duration::from_millis(500))));
+        // Media until the queue refuses it: the room is stalled.
+        let mut refused = false;
+        for _ in 0..COMMAND_QUEUE * 2 {
+            if !room.send(Command::Audio {
+                id: ParticipantId(1),
+                packet: vec![0xf8, 0xff, 0xfe],
+            }) {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "the media queue fills while the room is stalled");
+        assert!(room.send(Command::Leave {
+            id: ParticipantId(1)
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (list, _) = room.ask(|reply| Command::List { reply }).await.unwrap();
+            if list.iter().all(|p| p.id != "p1") {
+                assert!(
+                    list.iter().any(|p| p.id == "p2"),
+                    "the other stays: {list:?}"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "p1 never left: {list:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
+        assert!(info.commands_dropped > 0, "the shed media is counted");
         room.send(Command::Stop);
     }
 
