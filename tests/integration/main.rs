@@ -8,6 +8,7 @@ mod check_config;
 mod churn;
 mod hints;
 mod live;
+mod media_plane;
 mod preview;
 mod reload;
 mod render;

@@ -104,6 +104,7 @@ pub fn routes(
                     tasks: tokio::runtime::Handle::current()
                         .metrics()
                         .num_alive_tasks(),
+                    media: server.media.stats().await,
                 });
                 let resp: Resp = Response::builder()
                     .header(

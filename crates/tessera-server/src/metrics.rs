@@ -19,8 +19,10 @@ pub struct Snapshot {
     pub refusals: Vec<(&'static str, u64)>,
     /// WebSocket sessions running.
     pub sessions: usize,
-    /// Tokio tasks alive (network side: sessions, PeerConnection drivers).
+    /// Tokio tasks alive (network side: sessions, HTTP).
     pub tasks: usize,
+    /// The media reactor's counters.
+    pub media: crate::media::PlaneStats,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -119,6 +121,47 @@ impl Collector for Snapshot {
             "Tokio tasks alive in the server process.",
             gauge(self.tasks as f64),
         )?;
+
+        let m = &self.media;
+        single(
+            e,
+            "tessera_media_udp_sockets",
+            "UDP sockets the media reactor owns (one per host address, shared by everyone).",
+            gauge(m.udp_sockets as f64),
+        )?;
+        single(
+            e,
+            "tessera_media_connections",
+            "PeerConnections the media reactor drives.",
+            gauge(m.connections as f64),
+        )?;
+        for (name, help, v) in [
+            ("tessera_media_datagrams_in", "Datagrams received on the media port.", m.datagrams_in),
+            ("tessera_media_datagrams_out", "Datagrams sent from the media port.", m.datagrams_out),
+            (
+                "tessera_media_datagrams_unroutable",
+                "Datagrams from an address no connection verified, without a ufrag of ours: dropped.",
+                m.datagrams_unroutable,
+            ),
+            ("tessera_media_send_errors", "Datagrams the socket refused to send.", m.send_errors),
+            (
+                "tessera_media_shed",
+                "Room output dropped because the media reactor's queue was full.",
+                m.media_shed,
+            ),
+            (
+                "tessera_media_frames_packetized",
+                "Composite frames packetized (once per frame and codec).",
+                m.frames_packetized,
+            ),
+            (
+                "tessera_media_frames_reused",
+                "Composite frames sent to a further receiver without packetizing again.",
+                m.frames_reused,
+            ),
+        ] {
+            single(e, name, help, counter(v))?;
+        }
 
         let room = |r: &RoomInfo| -> Labels { vec![("room", r.room.clone())] };
         let per_room = |f: &dyn Fn(&RoomInfo) -> f64| -> Vec<(Labels, ConstCounter<f64>)> {
@@ -426,7 +469,12 @@ mod tests {
             refusals: vec![("join_rate", 3)],
             sessions: 1,
             tasks: 7,
+            media: crate::media::PlaneStats {
+                udp_sockets: 2,
+                ..Default::default()
+            },
         });
+        assert!(text.contains("tessera_media_udp_sockets 2"), "{text}");
         assert!(
             text.contains("tessera_limit_refusals_total{limit=\"join_rate\"} 3"),
             "{text}"
