@@ -147,6 +147,8 @@ pub fn load_media(fx: &Fixture, codec: VideoCodec) -> Media {
         video_fps: 30,
         audio,
         token: None,
+        tier: None,
+        receive_video: true,
     }
 }
 

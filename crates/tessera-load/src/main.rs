@@ -49,6 +49,13 @@ struct Args {
     /// Seconds between the last join and the start of the measured window.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// Ask for this output tier in `join` (a key under the server's [tiers]).
+    #[arg(long)]
+    tier: Option<String>,
+    /// Participants send and receive audio only: no camera, and the join asks for no video
+    /// (an audio-only room, as Janus AudioBridge hosts).
+    #[arg(long)]
+    audio_only: bool,
 }
 
 /// Frames of one IVF file.
@@ -90,19 +97,25 @@ fn load_ladder(dir: &std::path::Path, n: usize) -> anyhow::Result<Ladder> {
     Ok(Ladder { renditions, start })
 }
 
-fn load(dir: &std::path::Path, n: usize) -> anyhow::Result<Media> {
+fn load(dir: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Media> {
     let name = format!("p{}", n % 9 + 1);
-    let frames = read_ivf(&dir.join(format!("{name}.ivf")))?;
+    let frames = if args.audio_only {
+        None
+    } else {
+        Some((VideoCodec::Vp8, read_ivf(&dir.join(format!("{name}.ivf")))?))
+    };
     let mut audio = Vec::new();
     let mut r = OggOpusReader::open(dir.join(format!("{name}.ogg")))?;
     while let Some(p) = r.next_packet()? {
         audio.push(p.data);
     }
     Ok(Media {
-        video: Some((VideoCodec::Vp8, frames)),
+        video: frames,
         video_fps: 30,
         audio,
         token: None,
+        tier: args.tier.clone(),
+        receive_video: !args.audio_only,
     })
 }
 
@@ -234,10 +247,10 @@ async fn main() -> anyhow::Result<()> {
     for r in 0..args.rooms {
         for p in 0..args.participants {
             let n = r * args.participants + p;
-            let media = load(&fixtures, n)?;
+            let media = load(&fixtures, n, &args)?;
             let room = format!("load-{r}");
             let name = format!("L{r}-{p}");
-            let ladder = if args.no_hints {
+            let ladder = if args.no_hints || args.audio_only {
                 None
             } else {
                 Some(load_ladder(&fixtures, n)?)

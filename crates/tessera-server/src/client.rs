@@ -50,6 +50,10 @@ pub struct Media {
     pub audio: Vec<Vec<u8>>,
     /// Join token to present (`tessera token`), for servers with `auth.token_secret`.
     pub token: Option<String>,
+    /// The output tier to ask for in `join` (None: the room's default).
+    pub tier: Option<String>,
+    /// Offer to receive the composite (false with no camera: an audio-only participant).
+    pub receive_video: bool,
 }
 
 /// One size of a camera clip, for a client that follows `send_hint`.
@@ -353,6 +357,8 @@ impl Client {
             video_fps: 30,
             audio: Vec::new(),
             token: None,
+            tier: None,
+            receive_video: true,
         };
         Self::start(base, room, name, media, tracks, None).await
     }
@@ -378,7 +384,7 @@ impl Client {
                 name: name.into(),
                 video: media.video.is_some(),
                 audio: !media.audio.is_empty() || raw.audio,
-                tier: None,
+                tier: media.tier.clone(),
                 token: media.token.clone(),
                 display: None,
             }))
@@ -474,6 +480,7 @@ impl Client {
                 }
                 video_track = Some(t);
             }
+            None if !media.receive_video => {}
             None => {
                 pc.add_transceiver_from_kind(
                     RtpCodecKind::Video,
