@@ -1,5 +1,8 @@
 //! `tessera`: the MCU's command line. `serve` runs the live server; `render` runs the room
 //! engine offline on files; `check-config` validates a config file.
+// warp's filter chain for the whole API is a deep type; the release build needs more room
+// to check it.
+#![recursion_limit = "256"]
 
 mod preview;
 mod render;
