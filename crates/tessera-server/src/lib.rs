@@ -19,6 +19,7 @@ mod admin;
 mod api;
 pub mod auth;
 pub mod client;
+mod cluster;
 mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -69,6 +70,8 @@ pub struct Server {
     /// Flips to true when shutdown begins; every WebSocket session watches it, and joins
     /// are refused from then on.
     shutdown_tx: tokio::sync::watch::Sender<bool>,
+    /// Redis-backed placement and routing when `cluster.redis_url` is set.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Why the server could not start.
@@ -105,6 +108,7 @@ impl Server {
             sessions: AtomicUsize::new(0),
             shutdown_tx: tokio::sync::watch::Sender::new(false),
             ports: Arc::new(peer::PortAllocator::new(&cfg.network)),
+            cluster: cluster::Cluster::new(&cfg.cluster),
             live: RwLock::new((Arc::new(cfg), Arc::new(assets))),
             reload_status: Mutex::new(ReloadStatus::default()),
             rooms: Mutex::new(HashMap::new()),
@@ -143,7 +147,12 @@ impl Server {
             info!(fingerprint = %t.fingerprint, self_signed = t.self_signed_pem.is_some(), "HTTPS certificate (SHA-256)");
         }
         let routes = warp::service(api::routes(self.clone()));
-        listen::accept_loop(listener, routes, self.tls.clone(), shutdown).await;
+        if let Some(c) = &self.cluster {
+            c.start(Arc::downgrade(&self), self.config().cluster.redis_url.clone());
+        }
+        // In a cluster, the signal drains the node first.
+        let stop = self.clone().stop_when(shutdown);
+        listen::accept_loop(listener, routes, self.tls.clone(), stop).await;
         self.shut_down().await;
     }
 
@@ -198,6 +207,9 @@ impl Server {
             sessions_left = self.sessions.load(Ordering::SeqCst),
             "shut down"
         );
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
     }
 
     fn new_id(&self) -> ParticipantId {
@@ -248,6 +260,7 @@ impl Server {
                 )));
             }
             e.participants += 1;
+            self.cluster_changed();
             return Ok(e.handle.clone());
         }
         if rooms.len() >= cfg.rooms.max_rooms as usize {
@@ -273,6 +286,7 @@ impl Server {
                 created: Instant::now(),
             },
         );
+        self.cluster_changed();
         Ok(handle)
     }
 
@@ -289,7 +303,9 @@ impl Server {
         if e.participants == 0 {
             e.handle.send(room::Command::Stop);
             rooms.remove(&handle.name);
+            self.cluster_room_closed(&handle.name);
         }
+        self.cluster_changed();
     }
 
     fn room(&self, name: &str) -> Option<(RoomHandle, usize, Instant)> {
