@@ -36,7 +36,7 @@ fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infalli
 
 /// The hop header of a request forwarded by another node of the cluster (`Hop::None` on a
 /// single node, or from a client).
-fn hop(server: Arc<Server>) -> impl Filter<Extract = (Hop,), Error = Rejection> + Clone {
+fn hop(server: Arc<Server>) -> warp::filters::BoxedFilter<(Hop,)> {
     warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>(crate::cluster::net::HOP_HEADER))
@@ -48,6 +48,7 @@ fn hop(server: Arc<Server>) -> impl Filter<Extract = (Hop,), Error = Rejection> 
                 None => Hop::None,
             },
         )
+        .boxed()
 }
 
 /// The raw query string, "" if none.
@@ -486,20 +487,37 @@ pub fn routes(
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
             }
         });
-    ws.or(cert)
-        .or(admin)
-        .or(healthz)
-        .or(status)
-        .or(metrics)
-        .or(snapshot)
-        .or(room)
-        .or(rooms)
-        .or(publish)
-        .or(delete)
-        .or(patch)
-        .or(nodes)
-        .or(files)
+    // Each route boxed, tried in this order: one flat type (a deep `Or` chain overflows
+    // the compiler's recursion limit).
+    let all = [
+        boxed(ws),
+        boxed(cert),
+        boxed(admin),
+        boxed(healthz),
+        boxed(status),
+        boxed(metrics),
+        boxed(snapshot),
+        boxed(room),
+        boxed(rooms),
+        boxed(publish),
+        boxed(delete),
+        boxed(patch),
+        boxed(nodes),
+        boxed(files),
+    ];
+    let first = all[0].clone();
+    all.into_iter()
+        .skip(1)
+        .fold(first, |acc, f| acc.or(f).unify().boxed())
         .with(warp::trace::request())
+}
+
+fn boxed<F, R>(f: F) -> warp::filters::BoxedFilter<(Resp,)>
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply + 'static,
+{
+    f.map(|r: R| r.into_response()).boxed()
 }
 
 fn content_type(file: &str) -> &'static str {
@@ -538,7 +556,7 @@ struct Forwardable {
 
 fn forwardable(
     server: Arc<Server>,
-) -> impl Filter<Extract = (Forwardable,), Error = Rejection> + Clone {
+) -> warp::filters::BoxedFilter<(Forwardable,)> {
     hop(server)
         .and(warp::method())
         .and(warp::path::full())
@@ -555,6 +573,7 @@ fn forwardable(
                 addr,
             },
         )
+        .boxed()
 }
 
 impl Forwardable {

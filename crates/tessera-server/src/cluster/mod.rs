@@ -277,22 +277,26 @@ impl Cluster {
         } else {
             (cpu / rooms.len() as f32).clamp(0.01, 0.5)
         };
-        let fields = [
-            ("url", self.url.clone()),
-            ("cpu", format!("{cpu:.3}")),
-            ("rooms", rooms.len().to_string()),
+        let draining = if self.is_draining() { "1" } else { "0" };
+        let mut fields = vec![
             ("participants", participants.to_string()),
-            ("pending", "0".to_string()),
-            ("room_cost", format!("{room_cost:.3}")),
-            ("max_load", format!("{:.3}", cfg.cluster.max_load)),
-            ("max_rooms", cfg.rooms.max_rooms.to_string()),
-            (
-                "draining",
-                if self.is_draining() { "1" } else { "0" }.to_string(),
-            ),
-            ("started", self.started_unix.to_string()),
+            ("draining", draining.to_string()),
             ("beat", now.to_string()),
         ];
+        // The load placement reads changes only with a CPU sample (`renew`, the full
+        // heartbeat): `rooms` and `pending` (claims since) must describe the same moment.
+        if renew {
+            fields.extend([
+                ("url", self.url.clone()),
+                ("cpu", format!("{cpu:.3}")),
+                ("rooms", rooms.len().to_string()),
+                ("pending", "0".to_string()),
+                ("room_cost", format!("{room_cost:.3}")),
+                ("max_load", format!("{:.3}", cfg.cluster.max_load)),
+                ("max_rooms", cfg.rooms.max_rooms.to_string()),
+                ("started", self.started_unix.to_string()),
+            ]);
+        }
         let table: Vec<(String, String)> = rooms
             .iter()
             .map(|(name, n, created)| {

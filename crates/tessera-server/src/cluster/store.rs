@@ -4,7 +4,10 @@
 //! - `P:nodes`: set of node ids that registered (members whose heartbeat key is gone are
 //!   removed by whoever reads the set);
 //! - `P:node:ID`: hash, the node's heartbeat (url, cpu, rooms, participants, pending,
-//!   room_cost, max_load, max_rooms, draining, started, beat), expiring after the TTL;
+//!   room_cost, max_load, max_rooms, draining, started, beat), expiring after the TTL.
+//!   `cpu` and `rooms` are as of the last full heartbeat, `pending` counts the rooms
+//!   claimed for the node since then (placement adds it at once), so a burst of new rooms
+//!   spreads before the node's CPU shows them;
 //! - `P:node:ID:rooms`: hash, room name -> `{"participants":N,"created":UNIX}`, same TTL;
 //! - `P:room:NAME`: string `ID/EPOCH`, the room's claim, expiring after the TTL unless the
 //!   owner renews it at each heartbeat;
@@ -29,7 +32,10 @@ if cur then
     if url then return {owner, cur, url, '0'} end
   end
 end
-local best, best_url, best_load
+-- Loads within TIE of each other count as equal: then the node with fewer rooms wins,
+-- then this node (no proxy hop), then the smaller id.
+local TIE = 0.02
+local best, best_url, best_load, best_rooms
 local live, busy = 0, 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local f = redis.call('HMGET', prefix .. ':node:' .. id,
@@ -43,9 +49,13 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     local rooms = (tonumber(f[3]) or 0) + pending
     if f[8] == '1' or load >= (tonumber(f[6]) or 0.8) or rooms >= (tonumber(f[7]) or 100) then
       busy = busy + 1
-    elseif not best or load < best_load - 1e-6
-        or (math.abs(load - best_load) <= 1e-6 and (id == me or (best ~= me and id < best))) then
-      best, best_url, best_load = id, f[1], load
+    else
+      local better = not best or load < best_load - TIE
+      if best and not better and load <= best_load + TIE then
+        better = rooms < best_rooms
+          or (rooms == best_rooms and (id == me or (best ~= me and id < best)))
+      end
+      if better then best, best_url, best_load, best_rooms = id, f[1], load, rooms end
     end
   end
 end
@@ -119,6 +129,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   else
     local t = {id = id}
     for i = 1, #h, 2 do t[h[i]] = h[i + 1] end
+    t.rooms = tostring(redis.call('HLEN', ARGV[1] .. ':node:' .. id .. ':rooms'))
     out[#out + 1] = t
   end
 end
