@@ -267,6 +267,23 @@ async fn next_error(ws: &mut Ws, timeout: Duration) -> Option<(ErrorCode, bool)>
     None
 }
 
+/// Waits for a fatal `moved` error at `c`.
+async fn told_to_move(c: &Client, what: &str) {
+    wait_until(what, Duration::from_secs(20), || {
+        c.received.lock().unwrap().messages.iter().any(|m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::Moved,
+                    fatal: true,
+                    ..
+                }
+            )
+        })
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
     let dir = scratch("cluster-media");
@@ -283,12 +300,22 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
     }
     let (_, list) = fixtures();
     let people = [&list[0], &list[1]];
-    let ann = Client::join(&nodes[0].base, "conf", "Ann", load_media(people[0], VideoCodec::Vp8))
-        .await
-        .expect("Ann joins through n1");
-    let bo = Client::join(&nodes[1].base, "conf", "Bo", load_media(people[1], VideoCodec::Vp8))
-        .await
-        .expect("Bo joins through n2");
+    let ann = Client::join(
+        &nodes[0].base,
+        "conf",
+        "Ann",
+        load_media(people[0], VideoCodec::Vp8),
+    )
+    .await
+    .expect("Ann joins through n1");
+    let bo = Client::join(
+        &nodes[1].base,
+        "conf",
+        "Bo",
+        load_media(people[1], VideoCodec::Vp8),
+    )
+    .await
+    .expect("Bo joins through n2");
     let viewer = Client::join(&nodes[2].base, "conf", "View", Media::default())
         .await
         .expect("the viewer joins through n3");
@@ -361,11 +388,20 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
     )
     .await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
-    poll("the layout set through another node", Duration::from_secs(10), || async {
-        get_json(&others[1].base, "/api/rooms/conf").await.1["layout"] == "speaker"
-    })
+    poll(
+        "the layout set through another node",
+        Duration::from_secs(10),
+        || async { get_json(&others[1].base, "/api/rooms/conf").await.1["layout"] == "speaker" },
+    )
     .await;
-    let (st, body) = http(&others[1].base, "GET", "/api/admin/rooms", Some(ADMIN), None).await;
+    let (st, body) = http(
+        &others[1].base,
+        "GET",
+        "/api/admin/rooms",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
     let rooms: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(
@@ -376,17 +412,32 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
             .any(|r| r["room"] == "conf" && r["node"] == home.as_str()),
         "{rooms}"
     );
-    let (st, _) = http(&others[1].base, "GET", "/api/admin/rooms", Some("wrong-token-0123456789"), None).await;
+    let (st, _) = http(
+        &others[1].base,
+        "GET",
+        "/api/admin/rooms",
+        Some("wrong-token-0123456789"),
+        None,
+    )
+    .await;
     assert_eq!(st, 403);
 
     // WHIP/WHEP reach the room's node (its answer comes back as it is); DELETE and PATCH
     // at a `Location` go to the node the id names.
     let sdp = Some(("application/sdp", "v=0\r\n"));
     let (st, body) = http_with(&others[0].base, "POST", "/whip/conf?name=P", None, sdp).await;
-    assert_eq!(st, 400, "the room's node parses the offer: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        st,
+        400,
+        "the room's node parses the offer: {}",
+        String::from_utf8_lossy(&body)
+    );
     let path = format!("/whip/conf/p999~{home}");
     let (st, body) = http(&others[0].base, "DELETE", &path, None, None).await;
-    assert_eq!((st, String::from_utf8_lossy(&body).as_ref()), (404, "no such session\n"));
+    assert_eq!(
+        (st, String::from_utf8_lossy(&body).as_ref()),
+        (404, "no such session\n")
+    );
     let (st, _) = http(&others[0].base, "PATCH", &path, None, None).await;
     assert_eq!(st, 405);
     let (st, body) = http(&others[0].base, "DELETE", "/whep/conf/p1~gone", None, None).await;
@@ -403,14 +454,20 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
     s.write_all(forged.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 403"), "{}", String::from_utf8_lossy(&buf));
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
 
     for c in [ann, bo, viewer] {
         c.leave().await;
     }
-    poll("the room closed everywhere", Duration::from_secs(15), || async {
-        owner(&nodes[0].base, "conf").await.is_none()
-    })
+    poll(
+        "the room closed everywhere",
+        Duration::from_secs(15),
+        || async { owner(&nodes[0].base, "conf").await.is_none() },
+    )
     .await;
     drop(nodes);
     redis.kill().await;
@@ -436,12 +493,17 @@ async fn new_rooms_spread_and_proxied_joins_keep_the_client_address() {
         assert!(joined(&m), "{m:?}");
         sockets.push(ws);
     }
-    eprintln!("10 new rooms placed and joined through one node in {:?}", t0.elapsed());
+    eprintln!(
+        "10 new rooms placed and joined through one node in {:?}",
+        t0.elapsed()
+    );
     let per_node = || async {
         let (_, v) = get_json(&b.base, "/api/rooms").await;
         let mut count = std::collections::HashMap::<String, usize>::new();
         for r in v.as_array().cloned().unwrap_or_default() {
-            *count.entry(r["node"].as_str().unwrap_or("").to_string()).or_default() += 1;
+            *count
+                .entry(r["node"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
         }
         count
     };
@@ -491,7 +553,11 @@ async fn a_killed_node_disappears_and_its_rooms_rejoin_on_a_live_node() {
     let (_first, m) = ws_join(&a.base, "phoenix", "Ann").await;
     assert!(joined(&m), "{m:?}");
     let home = owner(&a.base, "phoenix").await.expect("listed");
-    let (dead, live) = if home == "a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let (dead, live) = if home == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
     // Bo comes through the other node: proxied to the room's node.
     let (mut bo, m) = ws_join(&live.base, "phoenix", "Bo").await;
     assert!(joined(&m), "{m:?}");
@@ -514,7 +580,10 @@ async fn a_killed_node_disappears_and_its_rooms_rejoin_on_a_live_node() {
             matches!(code(&m), Some(ErrorCode::Unavailable)),
             "while the dead node's claim lasts, a rejoin is told to retry: {m:?}"
         );
-        assert!(killed.elapsed() < Duration::from_secs(15), "no rejoin within 15 s");
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "no rejoin within 15 s"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     eprintln!(
@@ -522,12 +591,20 @@ async fn a_killed_node_disappears_and_its_rooms_rejoin_on_a_live_node() {
         landed.1
     );
     assert!(landed.1 < Duration::from_secs(15));
-    assert_eq!(owner(&live.base, "phoenix").await.as_deref(), Some(live.id.as_str()));
-    poll("the dead node gone from the list", Duration::from_secs(TTL_SECS + 5), || async {
-        node_ids(&live.base).await == vec![live.id.clone()]
-    })
+    assert_eq!(
+        owner(&live.base, "phoenix").await.as_deref(),
+        Some(live.id.as_str())
+    );
+    poll(
+        "the dead node gone from the list",
+        Duration::from_secs(TTL_SECS + 5),
+        || async { node_ids(&live.base).await == vec![live.id.clone()] },
+    )
     .await;
-    eprintln!("dead node gone from /api/cluster/nodes {:?} after SIGKILL", killed.elapsed());
+    eprintln!(
+        "dead node gone from /api/cluster/nodes {:?} after SIGKILL",
+        killed.elapsed()
+    );
     let _ = dead.log().await;
     drop((a, b));
     redis.kill().await;
@@ -546,15 +623,23 @@ async fn a_draining_node_takes_no_new_rooms_and_exits_when_empty() {
     let (first, m) = ws_join(&a.base, "stay", "Ann").await;
     assert!(joined(&m), "{m:?}");
     let home = owner(&a.base, "stay").await.expect("listed");
-    let (drained, other) = if home == "a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let (drained, other) = if home == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
 
     drained.signal("-TERM");
-    poll("the node shown draining", Duration::from_secs(10), || async {
-        live_nodes(&other.base)
-            .await
-            .iter()
-            .any(|n| n["id"] == drained.id.as_str() && n["draining"] == true)
-    })
+    poll(
+        "the node shown draining",
+        Duration::from_secs(10),
+        || async {
+            live_nodes(&other.base)
+                .await
+                .iter()
+                .any(|n| n["id"] == drained.id.as_str() && n["draining"] == true)
+        },
+    )
     .await;
     let (st, body) = http_get(&drained.base, "/healthz").await;
     assert_eq!(st, 503, "{}", String::from_utf8_lossy(&body));
@@ -566,12 +651,21 @@ async fn a_draining_node_takes_no_new_rooms_and_exits_when_empty() {
         let (ws, m) = ws_join(&drained.base, &room, "P").await;
         assert!(joined(&m), "{m:?}");
         keep.push(ws);
-        assert_eq!(owner(&other.base, &room).await.as_deref(), Some(other.id.as_str()));
+        assert_eq!(
+            owner(&other.base, &room).await.as_deref(),
+            Some(other.id.as_str())
+        );
     }
     let (second, m) = ws_join(&other.base, "stay", "Bo").await;
     assert!(joined(&m), "{m:?}");
-    assert_eq!(owner(&other.base, "stay").await.as_deref(), Some(drained.id.as_str()));
-    assert!(drained.child.try_wait().unwrap().is_none(), "still running with a room");
+    assert_eq!(
+        owner(&other.base, "stay").await.as_deref(),
+        Some(drained.id.as_str())
+    );
+    assert!(
+        drained.child.try_wait().unwrap().is_none(),
+        "still running with a room"
+    );
 
     drop(first);
     drop(second);
@@ -582,7 +676,11 @@ async fn a_draining_node_takes_no_new_rooms_and_exits_when_empty() {
     assert!(status.success(), "{status}");
     let log = drained.log().await;
     assert!(log.contains("drained"), "{log}");
-    assert_eq!(node_ids(&other.base).await, vec![other.id.clone()], "deregistered at exit");
+    assert_eq!(
+        node_ids(&other.base).await,
+        vec![other.id.clone()],
+        "deregistered at exit"
+    );
     drop(keep);
     drop((a, b));
     redis.kill().await;
@@ -601,24 +699,30 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
 
     // A node stalled past its TTL (SIGSTOP) loses its room to a newer claim; when it runs
     // again it tells its participants to rejoin.
-    let (mut ann, m) = ws_join(&a.base, "stolen", "Ann").await;
-    assert!(joined(&m), "{m:?}");
+    // Ann offers (a viewer): only participants with media are members of the room thread.
+    let ann = Client::join(&a.base, "stolen", "Ann", Media::default())
+        .await
+        .expect("Ann joins");
     let home = owner(&a.base, "stolen").await.expect("listed");
     let (stalled, other) = if home == "a" { (&a, &b) } else { (&b, &a) };
     stalled.signal("-STOP");
-    poll("the stalled node gone", Duration::from_secs(TTL_SECS + 5), || async {
-        node_ids(&other.base).await == vec![other.id.clone()]
-    })
+    poll(
+        "the stalled node gone",
+        Duration::from_secs(TTL_SECS + 5),
+        || async { node_ids(&other.base).await == vec![other.id.clone()] },
+    )
     .await;
     let (_bo, m) = ws_join(&other.base, "stolen", "Bo").await;
-    assert!(joined(&m), "the room is claimed anew on the live node: {m:?}");
-    stalled.signal("-CONT");
-    assert_eq!(
-        next_error(&mut ann, Duration::from_secs(15)).await,
-        Some((ErrorCode::Moved, true)),
-        "the old node tells Ann to rejoin"
+    assert!(
+        joined(&m),
+        "the room is claimed anew on the live node: {m:?}"
     );
-    assert_eq!(owner(&other.base, "stolen").await.as_deref(), Some(other.id.as_str()));
+    stalled.signal("-CONT");
+    told_to_move(&ann, "the old node tells Ann to rejoin").await;
+    assert_eq!(
+        owner(&other.base, "stolen").await.as_deref(),
+        Some(other.id.as_str())
+    );
 
     // An admin drain with drain_timeout_secs = 1: the participant left is moved, the node
     // exits, and the rejoin lands on the other node.
@@ -626,17 +730,14 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
         node_ids(&other.base).await.len() == 2
     })
     .await;
-    let (mut cy, m) = ws_join(&other.base, "lingering", "Cy").await;
-    assert!(joined(&m), "{m:?}");
+    let cy = Client::join(&other.base, "lingering", "Cy", Media::default())
+        .await
+        .expect("Cy joins");
     let home = owner(&other.base, "lingering").await.expect("listed");
     let (mut drained, survivor) = if home == "a" { (a, b) } else { (b, a) };
     let (st, body) = http(&drained.base, "POST", "/api/admin/drain", Some(ADMIN), None).await;
     assert_eq!(st, 202, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(
-        next_error(&mut cy, Duration::from_secs(15)).await,
-        Some((ErrorCode::Moved, true)),
-        "the drain timeout moves Cy"
-    );
+    told_to_move(&cy, "the drain timeout moves Cy").await;
     let status = tokio::time::timeout(Duration::from_secs(20), drained.child.wait())
         .await
         .expect("the drained node exits after its timeout")
@@ -644,8 +745,14 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
     assert!(status.success(), "{status}");
     let (_cy, m) = ws_join(&survivor.base, "lingering", "Cy").await;
     assert!(joined(&m), "{m:?}");
-    assert_eq!(owner(&survivor.base, "lingering").await.as_deref(), Some(survivor.id.as_str()));
+    assert_eq!(
+        owner(&survivor.base, "lingering").await.as_deref(),
+        Some(survivor.id.as_str())
+    );
     let _ = drained.log().await;
+    for c in [ann, cy] {
+        c.leave().await;
+    }
     drop(survivor);
     redis.kill().await;
 }
@@ -670,18 +777,22 @@ async fn without_redis_running_rooms_go_on_and_new_rooms_are_refused() {
 
     // Redis comes: the node registers and takes rooms.
     let redis = Redis::start(redis_port).await;
-    poll("healthy once Redis is up", Duration::from_secs(20), || async {
-        http_get(&n.base, "/healthz").await.0 == 200
-    })
+    poll(
+        "healthy once Redis is up",
+        Duration::from_secs(20),
+        || async { http_get(&n.base, "/healthz").await.0 == 200 },
+    )
     .await;
     let (_ann, m) = ws_join(&n.base, "steady", "Ann").await;
     assert!(joined(&m), "{m:?}");
 
     // Redis goes: the running room keeps taking joins, a new room is refused.
     redis.kill().await;
-    poll("unhealthy once Redis is gone", Duration::from_secs(20), || async {
-        http_get(&n.base, "/healthz").await.0 == 503
-    })
+    poll(
+        "unhealthy once Redis is gone",
+        Duration::from_secs(20),
+        || async { http_get(&n.base, "/healthz").await.0 == 503 },
+    )
     .await;
     let (_bo, m) = ws_join(&n.base, "steady", "Bo").await;
     assert!(joined(&m), "a running room goes on: {m:?}");

@@ -124,7 +124,14 @@ impl fmt::Debug for ClusterConfig {
             .field("advertise_url", &self.advertise_url)
             .field(
                 "secret",
-                &format_args!("{}", if self.secret.is_empty() { "\"\"" } else { "<redacted>" }),
+                &format_args!(
+                    "{}",
+                    if self.secret.is_empty() {
+                        "\"\""
+                    } else {
+                        "<redacted>"
+                    }
+                ),
             )
             .field("max_load", &self.max_load)
             .field("drain_timeout_secs", &self.drain_timeout_secs)

@@ -409,19 +409,41 @@ fn a_cluster_needs_its_id_url_and_secret() {
     for (toml, want) in cases {
         let err = Config::from_toml(toml, "t.toml").unwrap_err().to_string();
         assert_eq!(err, want, "{toml}");
-        assert!(!err.contains("hunter2"), "the Redis password is never shown: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the Redis password is never shown: {err}"
+        );
     }
     let ok = "[cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\nnode_id = \"tessera-0\"\nadvertise_url = \"http://[::1]:8080/\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
     let cfg = Config::from_toml(ok, "t.toml").unwrap();
     assert!(cfg.cluster.enabled());
-    for url in ["https://node1.example.org", "http://10.0.0.5:8080", "http://h:8080/"] {
+    for url in [
+        "https://node1.example.org",
+        "http://10.0.0.5:8080",
+        "http://h:8080/",
+    ] {
         let t = ok.replace("http://[::1]:8080/", url);
         assert!(Config::from_toml(&t, "t.toml").is_ok(), "{url}");
     }
-    for url in ["ftp://h", "http://", "http://h:0", "http://h:x", "http://[::1", "http://a b"] {
+    for url in [
+        "ftp://h",
+        "http://",
+        "http://h:0",
+        "http://h:x",
+        "http://[::1",
+        "http://a b",
+    ] {
         let t = ok.replace("http://[::1]:8080/", url);
         assert!(Config::from_toml(&t, "t.toml").is_err(), "{url}");
     }
-    let shown = format!("{:?}", Config::from_toml(&ok.replace("redis://", "redis://:pw@"), "t.toml").unwrap().cluster);
-    assert!(!shown.contains("pw@") && !shown.contains("0123456789abcdef"), "{shown}");
+    let shown = format!(
+        "{:?}",
+        Config::from_toml(&ok.replace("redis://", "redis://:pw@"), "t.toml")
+            .unwrap()
+            .cluster
+    );
+    assert!(
+        !shown.contains("pw@") && !shown.contains("0123456789abcdef"),
+        "{shown}"
+    );
 }

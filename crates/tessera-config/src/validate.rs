@@ -437,11 +437,18 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
 /// `[cluster]`: with `redis_url` set, a node needs its id, its URL and the shared secret.
 fn cluster(p: &mut Problems, c: &crate::ClusterConfig) {
     p.range("cluster.max_load", c.max_load, 0.1, 1.0);
-    p.range("cluster.drain_timeout_secs", c.drain_timeout_secs, 0, 86_400);
+    p.range(
+        "cluster.drain_timeout_secs",
+        c.drain_timeout_secs,
+        0,
+        86_400,
+    );
     p.range("cluster.node_ttl_secs", c.node_ttl_secs, 2, 10);
     if c.key_prefix.is_empty()
         || c.key_prefix.len() > 64
-        || c.key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        || c.key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
     {
         p.push(
             "cluster.key_prefix".into(),
@@ -455,7 +462,9 @@ fn cluster(p: &mut Problems, c: &crate::ClusterConfig) {
         return;
     }
     let url = &c.redis_url;
-    if !(url.starts_with("redis://") || url.starts_with("redis+unix://") || url.starts_with("unix://"))
+    if !(url.starts_with("redis://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://"))
     {
         p.push(
             "cluster.redis_url".into(),
@@ -532,17 +541,20 @@ fn is_base_url(url: &str) -> bool {
         return false;
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
+    {
         return false;
     }
     // An IPv6 literal is bracketed; a port follows the host after a colon.
     let port = match rest.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             Some((ip, "")) if ip.parse::<std::net::Ipv6Addr>().is_ok() => None,
-            Some((ip, tail)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => match tail.strip_prefix(':') {
-                Some(p) => Some(p),
-                None => return false,
-            },
+            Some((ip, tail)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => {
+                match tail.strip_prefix(':') {
+                    Some(p) => Some(p),
+                    None => return false,
+                }
+            }
             _ => return false,
         },
         None => rest.split_once(':').map(|(_, p)| p),

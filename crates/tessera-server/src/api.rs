@@ -39,7 +39,9 @@ fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infalli
 fn hop(server: Arc<Server>) -> warp::filters::BoxedFilter<(Hop,)> {
     warp::method()
         .and(warp::path::full())
-        .and(warp::header::optional::<String>(crate::cluster::net::HOP_HEADER))
+        .and(warp::header::optional::<String>(
+            crate::cluster::net::HOP_HEADER,
+        ))
         .map(
             move |m: warp::http::Method, p: warp::path::FullPath, v: Option<String>| match &server
                 .cluster
@@ -51,11 +53,22 @@ fn hop(server: Arc<Server>) -> warp::filters::BoxedFilter<(Hop,)> {
         .boxed()
 }
 
+/// Refuses a declared body over `max` bytes. Bodiless requests (GET, DELETE) carry no
+/// Content-Length; only cap those that do.
+fn body_at_most(max: u64) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |n: Option<u64>| async move {
+            match n {
+                Some(n) if n > max => Err(warp::reject::custom(TooLarge)),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+}
+
 /// The raw query string, "" if none.
 fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
+    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 /// The client's address: the one a valid hop carries, else the connection's.
@@ -113,8 +126,10 @@ pub fn routes(
                 let max = server.config().limits.ws_max_message_bytes as usize;
                 let ws = ws.max_message_size(max).max_frame_size(max);
                 if server.cluster.is_some() {
-                    ws.on_upgrade(move |socket| crate::cluster::ws::accept(server, socket, addr, hop))
-                        .into_response()
+                    ws.on_upgrade(move |socket| {
+                        crate::cluster::ws::accept(server, socket, addr, hop)
+                    })
+                    .into_response()
                 } else {
                     ws.on_upgrade(move |socket| session::run_ws(server, socket, addr))
                         .into_response()
@@ -174,17 +189,7 @@ pub fn routes(
         .and(warp::method())
         .and(warp::path::tail())
         .and(warp::header::optional::<String>("authorization"))
-        // Bodiless requests (GET, DELETE) carry no Content-Length; only cap those that do.
-        .and(
-            warp::header::optional::<u64>("content-length")
-                .and_then(|n: Option<u64>| async move {
-                    match n {
-                        Some(n) if n > 64 * 1024 => Err(warp::reject::custom(TooLarge)),
-                        _ => Ok(()),
-                    }
-                })
-                .untuple_one(),
-        )
+        .and(body_at_most(64 * 1024))
         .and(forwardable(server.clone()))
         .and(warp::body::bytes())
         .and(s())
@@ -199,15 +204,14 @@ pub fn routes(
                     return r;
                 }
                 if server.cluster.is_some() && !fwd.hop.is_hop() {
-                    let parts: Vec<&str> = tail.as_str().split('/').filter(|p| !p.is_empty()).collect();
+                    let parts: Vec<&str> =
+                        tail.as_str().split('/').filter(|p| !p.is_empty()).collect();
                     match parts.as_slice() {
-                        ["rooms", room, ..] => {
-                            match server.owner_elsewhere(room, &fwd.hop).await {
-                                Ok(Some(url)) => return fwd.to(&server, &url, body).await,
-                                Ok(None) => {}
-                                Err(e) => return unavailable(e),
-                            }
-                        }
+                        ["rooms", room, ..] => match server.owner_elsewhere(room, &fwd.hop).await {
+                            Ok(Some(url)) => return fwd.to(&server, &url, body).await,
+                            Ok(None) => {}
+                            Err(e) => return unavailable(e),
+                        },
                         ["rooms"] if method == warp::http::Method::GET => {
                             let local =
                                 crate::admin::handle(server.clone(), method, "rooms", auth, body)
@@ -242,70 +246,73 @@ pub fn routes(
                 Err(e) => unavailable(e),
             }
         });
-    let rooms =
-        warp::path!("api" / "rooms")
-            .and(warp::get())
-            .and(s())
-            .then(|server: Arc<Server>| async move {
-                if let Some(c) = &server.cluster {
-                    return match c.rooms().await {
-                        Ok(rows) => json(&rows),
-                        Err(e) => unavailable(e),
-                    };
-                }
-                #[derive(Serialize)]
-                struct Row {
-                    room: String,
-                    participants: usize,
-                    created_secs_ago: u64,
-                }
-                let rows: Vec<Row> = server
-                    .room_names()
-                    .into_iter()
-                    .map(|(room, participants, created)| Row {
-                        room,
-                        participants,
-                        created_secs_ago: created.elapsed().as_secs(),
-                    })
-                    .collect();
-                json(&rows)
-            });
+    let rooms = warp::path!("api" / "rooms").and(warp::get()).and(s()).then(
+        |server: Arc<Server>| async move {
+            if let Some(c) = &server.cluster {
+                return match c.rooms().await {
+                    Ok(rows) => json(&rows),
+                    Err(e) => unavailable(e),
+                };
+            }
+            #[derive(Serialize)]
+            struct Row {
+                room: String,
+                participants: usize,
+                created_secs_ago: u64,
+            }
+            let rows: Vec<Row> = server
+                .room_names()
+                .into_iter()
+                .map(|(room, participants, created)| Row {
+                    room,
+                    participants,
+                    created_secs_ago: created.elapsed().as_secs(),
+                })
+                .collect();
+            json(&rows)
+        },
+    );
     let room = warp::path!("api" / "rooms" / String)
         .and(warp::get())
         .and(forwardable(server.clone()))
         .and(s())
-        .then(|name: String, fwd: Forwardable, server: Arc<Server>| async move {
-            let Some((handle, _, _)) = server.room(&name) else {
-                return elsewhere(&server, &name, fwd).await;
-            };
-            match handle.ask(|reply| Command::Info { reply }).await {
-                Some(info) => json(&info),
-                None => text(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer\n"),
-            }
-        });
+        .then(
+            |name: String, fwd: Forwardable, server: Arc<Server>| async move {
+                let Some((handle, _, _)) = server.room(&name) else {
+                    return elsewhere(&server, &name, fwd).await;
+                };
+                match handle.ask(|reply| Command::Info { reply }).await {
+                    Some(info) => json(&info),
+                    None => text(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer\n"),
+                }
+            },
+        );
     let snapshot = warp::path!("api" / "rooms" / String / "snapshot.png")
         .and(warp::get())
         .and(forwardable(server.clone()))
         .and(s())
-        .then(|name: String, fwd: Forwardable, server: Arc<Server>| async move {
-            let Some((handle, _, _)) = server.room(&name) else {
-                return elsewhere(&server, &name, fwd).await;
-            };
-            let Some(Some(frame)) = handle.ask(|reply| Command::Snapshot { reply }).await else {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no composite yet: nobody in the room receives video\n",
-                );
-            };
-            match tokio::task::spawn_blocking(move || png(&frame)).await {
-                Ok(Ok(bytes)) => Response::builder()
-                    .header(header::CONTENT_TYPE, "image/png")
-                    .header(header::CACHE_CONTROL, "no-store")
-                    .body(bytes.into())
-                    .unwrap_or_default(),
-                _ => text(StatusCode::INTERNAL_SERVER_ERROR, "PNG encoding failed\n"),
-            }
-        });
+        .then(
+            |name: String, fwd: Forwardable, server: Arc<Server>| async move {
+                let Some((handle, _, _)) = server.room(&name) else {
+                    return elsewhere(&server, &name, fwd).await;
+                };
+                let Some(Some(frame)) = handle.ask(|reply| Command::Snapshot { reply }).await
+                else {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no composite yet: nobody in the room receives video\n",
+                    );
+                };
+                match tokio::task::spawn_blocking(move || png(&frame)).await {
+                    Ok(Ok(bytes)) => Response::builder()
+                        .header(header::CONTENT_TYPE, "image/png")
+                        .header(header::CACHE_CONTROL, "no-store")
+                        .body(bytes.into())
+                        .unwrap_or_default(),
+                    _ => text(StatusCode::INTERNAL_SERVER_ERROR, "PNG encoding failed\n"),
+                }
+            },
+        );
     let publish = warp::path!(String / String)
         .and(warp::post())
         .and(client_addr())
@@ -446,13 +453,16 @@ pub fn routes(
     let patch = warp::path!(String / String / String)
         .and(warp::patch())
         .and(forwardable(server.clone()))
-        .and(warp::body::content_length_limit(
-            tessera_proto::MAX_MESSAGE_BYTES as u64,
-        ))
+        .and(body_at_most(tessera_proto::MAX_MESSAGE_BYTES as u64))
         .and(warp::body::bytes())
         .and(s())
         .and_then(
-            |_kind: String, _room: String, id: String, fwd: Forwardable, body: Bytes, server: Arc<Server>| async move {
+            |_kind: String,
+             _room: String,
+             id: String,
+             fwd: Forwardable,
+             body: Bytes,
+             server: Arc<Server>| async move {
                 match resource_node(&server, &id, &fwd.hop).await {
                     ResourceAt::Node(url) => Ok(fwd.to(&server, &url, body).await),
                     ResourceAt::Refused(resp) => Ok(resp),
@@ -554,9 +564,7 @@ struct Forwardable {
     addr: Option<SocketAddr>,
 }
 
-fn forwardable(
-    server: Arc<Server>,
-) -> warp::filters::BoxedFilter<(Forwardable,)> {
+fn forwardable(server: Arc<Server>) -> warp::filters::BoxedFilter<(Forwardable,)> {
     hop(server)
         .and(warp::method())
         .and(warp::path::full())
@@ -688,7 +696,10 @@ async fn admin_rooms_everywhere(server: &Server, local: Resp, fwd: &Forwardable)
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        rows.extend(tag(serde_json::from_slice(&body).unwrap_or_default(), &n.id));
+        rows.extend(tag(
+            serde_json::from_slice(&body).unwrap_or_default(),
+            &n.id,
+        ));
     }
     json(&rows)
 }

@@ -148,7 +148,10 @@ impl Server {
         }
         let routes = warp::service(api::routes(self.clone()));
         if let Some(c) = &self.cluster {
-            c.start(Arc::downgrade(&self), self.config().cluster.redis_url.clone());
+            c.start(
+                Arc::downgrade(&self),
+                self.config().cluster.redis_url.clone(),
+            );
         }
         // In a cluster, the signal drains the node first.
         let stop = self.clone().stop_when(shutdown);

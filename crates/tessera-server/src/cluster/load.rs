@@ -21,7 +21,9 @@ impl CpuMeter {
     }
 
     pub fn sample(&mut self) -> f32 {
-        let Some(now_cpu) = cpu_secs() else { return 0.0 };
+        let Some(now_cpu) = cpu_secs() else {
+            return 0.0;
+        };
         let now = Instant::now();
         let share = match self.last {
             Some((t, cpu)) => {

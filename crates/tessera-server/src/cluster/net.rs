@@ -127,7 +127,9 @@ impl Target {
         let rest = rest.trim_end_matches('/');
         let default = if tls { 443 } else { 80 };
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (ip, tail) = v6.split_once(']').ok_or(format!("{url:?}: bad IPv6 host"))?;
+            let (ip, tail) = v6
+                .split_once(']')
+                .ok_or(format!("{url:?}: bad IPv6 host"))?;
             let port = match tail.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port"))?,
                 None => default,
@@ -319,7 +321,14 @@ mod tests {
         check(&v.replace("10.1.2.3", "10.9.9.9"), "GET", "/ws", 1000);
         check("n1 - 1000", "GET", "/ws", 1000);
         check("n1 - x sig", "GET", "/ws", 1000);
-        let other = sign("another-secret-of-32-characters!", "n1", None, "GET", "/ws", 1000);
+        let other = sign(
+            "another-secret-of-32-characters!",
+            "n1",
+            None,
+            "GET",
+            "/ws",
+            1000,
+        );
         check(&other, "GET", "/ws", 1000);
         let anon = sign(SECRET, "n1", None, "GET", "/ws", 1000);
         assert_eq!(

@@ -271,7 +271,11 @@ impl Store {
         format!("{}:room:{room}", self.prefix)
     }
 
-    pub async fn place(&self, con: &mut ConnectionManager, room: &str) -> redis::RedisResult<Placed> {
+    pub async fn place(
+        &self,
+        con: &mut ConnectionManager,
+        room: &str,
+    ) -> redis::RedisResult<Placed> {
         let v: Vec<String> = self
             .place
             .key(self.room_key(room))

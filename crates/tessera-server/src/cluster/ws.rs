@@ -75,7 +75,12 @@ fn fatal(code: ErrorCode, reason: String) -> Message {
 }
 
 /// One WebSocket connection to a node of a cluster: routes its `join`.
-pub async fn accept(server: Arc<Server>, mut socket: WebSocket, addr: Option<SocketAddr>, hop: Hop) {
+pub async fn accept(
+    server: Arc<Server>,
+    mut socket: WebSocket,
+    addr: Option<SocketAddr>,
+    hop: Hop,
+) {
     let Some(cluster) = server.cluster.clone() else {
         return crate::session::run_ws(server, socket, addr).await;
     };
@@ -228,9 +233,8 @@ async fn proxy(
     };
     if lost {
         info!(%room, %node, "cluster: lost the room's node; telling the client to rejoin");
-        let reason = format!(
-            "lost the connection to node {node:?}, which holds room {room:?}; join again"
-        );
+        let reason =
+            format!("lost the connection to node {node:?}, which holds room {room:?}; join again");
         let _ = tx.send(fatal(ErrorCode::Moved, reason)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), tx.close()).await;
@@ -261,7 +265,12 @@ async fn open(server: &Server, url: &str, addr: Option<SocketAddr>) -> Result<Up
         tokio_tungstenite::client_async_with_config(req, io, Some(ws_cfg)),
     )
     .await
-    .map_err(|_| format!("{} did not answer the WebSocket upgrade in time", t.authority()))?
+    .map_err(|_| {
+        format!(
+            "{} did not answer the WebSocket upgrade in time",
+            t.authority()
+        )
+    })?
     .map_err(|e| format!("WebSocket to {}: {e}", t.authority()))?;
     Ok(ws)
 }
