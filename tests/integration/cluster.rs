@@ -459,6 +459,14 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
         "{}",
         String::from_utf8_lossy(&buf)
     );
+    let (_, metrics) = http_get(&others[0].base, "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    for counted in [
+        "tessera_cluster_hop_refused_total 1",
+        "tessera_cluster_redis_up 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted} in /metrics:\n{metrics}");
+    }
 
     for c in [ann, bo, viewer] {
         c.leave().await;

@@ -174,6 +174,7 @@ pub fn routes(
                     tasks: tokio::runtime::Handle::current()
                         .metrics()
                         .num_alive_tasks(),
+                    cluster: server.cluster.as_ref().map(|c| c.stats()),
                 });
                 let resp: Resp = Response::builder()
                     .header(

@@ -620,6 +620,34 @@ impl Cluster {
     }
 }
 
+/// The cluster's part of `/metrics`.
+#[derive(Debug)]
+pub struct Stats {
+    pub redis_up: bool,
+    pub draining: bool,
+    pub proxied_ws: u64,
+    pub proxied_http: u64,
+    pub bad_hops: u64,
+    pub rooms_lost: u64,
+    pub redis_errors: u64,
+}
+
+impl Cluster {
+    pub fn stats(&self) -> Stats {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &self.counters;
+        Stats {
+            redis_up: self.health.lock().unwrap_or_else(|e| e.into_inner()).ok,
+            draining: self.is_draining(),
+            proxied_ws: n(&c.proxied_ws),
+            proxied_http: n(&c.proxied_http),
+            bad_hops: n(&c.bad_hops),
+            rooms_lost: n(&c.rooms_lost),
+            redis_errors: n(&c.redis_errors),
+        }
+    }
+}
+
 /// A row of `GET /api/cluster/nodes`.
 #[derive(Debug, Serialize)]
 pub struct NodeRow {
