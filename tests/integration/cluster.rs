@@ -69,12 +69,13 @@ impl Redis {
     }
 }
 
-/// A `tessera serve` node of the cluster, killed when dropped.
+/// A `tessera serve` node of the cluster, killed when dropped. Its log is `ID.log` in the
+/// test's scratch directory.
 struct Node {
     id: String,
     base: String,
     child: tokio::process::Child,
-    log: Option<tokio::task::JoinHandle<String>>,
+    log: std::path::PathBuf,
 }
 
 /// Node `id` on Redis at `redis_port`, media on UDP ports `udp..udp+199`; `tables` adds
@@ -121,12 +122,13 @@ node_ttl_secs = {TTL_SECS}
         ),
     )
     .unwrap();
+    let log = dir.join(format!("{id}.log"));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--config"])
         .arg(&cfg)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -137,17 +139,11 @@ node_ttl_secs = {TTL_SECS}
         .unwrap()
         .expect("listening line");
     assert_eq!(line, format!("listening on {base}"));
-    let mut stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    });
     Node {
         id: id.to_string(),
         base,
         child,
-        log: Some(log),
+        log,
     }
 }
 
@@ -161,11 +157,8 @@ impl Node {
             .success());
     }
 
-    async fn log(&mut self) -> String {
-        match self.log.take() {
-            Some(l) => l.await.unwrap_or_default(),
-            None => String::new(),
-        }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -269,19 +262,24 @@ async fn next_error(ws: &mut Ws, timeout: Duration) -> Option<(ErrorCode, bool)>
 
 /// Waits for a fatal `moved` error at `c`.
 async fn told_to_move(c: &Client, what: &str) {
-    wait_until(what, Duration::from_secs(20), || {
-        c.received.lock().unwrap().messages.iter().any(|m| {
-            matches!(
-                m,
-                ServerMessage::Error {
-                    code: ErrorCode::Moved,
-                    fatal: true,
-                    ..
-                }
-            )
-        })
-    })
-    .await;
+    let moved = |m: &ServerMessage| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Moved,
+                fatal: true,
+                ..
+            }
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.received.lock().unwrap().messages.iter().any(moved) {
+        if Instant::now() > deadline {
+            let r = c.received.lock().unwrap();
+            panic!("timed out waiting for {what}; messages: {:?}", r.messages);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,18 +340,22 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
     }
     let (w, h, tiles) = room_tiles(&others[0].base, "conf").await;
     assert_eq!((w, h, tiles.len()), (640, 360, 2), "{tiles:?}");
-    {
-        let r = viewer.received.lock().unwrap();
+    // Everyone sees both publishers in the one composite.
+    for (who, c) in [("Ann", &ann), ("Bo", &bo), ("the viewer", &viewer)] {
+        let r = c.received.lock().unwrap();
         let frame = decode_last(r.codec.unwrap(), &r.video).expect("the composite decodes");
-        for (c, fx) in [(&ann, people[0]), (&bo, people[1])] {
-            let got = tile_colour(&frame, tiles[&c.id]);
+        for (p, fx) in [(&ann, people[0]), (&bo, people[1])] {
+            let got = tile_colour(&frame, tiles[&p.id]);
             assert!(
                 distance(got, fx.rgb) < 60,
-                "the viewer sees {}'s tile as {got:?}, want {:?}",
+                "{who} sees {}'s tile as {got:?}, want {:?}",
                 fx.name,
                 fx.rgb
             );
         }
+    }
+    {
+        let r = viewer.received.lock().unwrap();
         let pcm = decode_audio(&r.audio);
         let body = &pcm[pcm.len().saturating_sub(48_000 * 2)..];
         let floor = tessera_mixer::analysis::goertzel_power(body, 2500.0, 48_000).max(1e-12);
@@ -465,7 +467,10 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
         "tessera_cluster_hop_refused_total 1",
         "tessera_cluster_redis_up 1",
     ] {
-        assert!(metrics.contains(counted), "{counted} in /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(counted),
+            "{counted} in /metrics:\n{metrics}"
+        );
     }
 
     for c in [ann, bo, viewer] {
@@ -613,7 +618,6 @@ async fn a_killed_node_disappears_and_its_rooms_rejoin_on_a_live_node() {
         "dead node gone from /api/cluster/nodes {:?} after SIGKILL",
         killed.elapsed()
     );
-    let _ = dead.log().await;
     drop((a, b));
     redis.kill().await;
 }
@@ -682,7 +686,7 @@ async fn a_draining_node_takes_no_new_rooms_and_exits_when_empty() {
         .expect("the drained node exits once its room is empty")
         .unwrap();
     assert!(status.success(), "{status}");
-    let log = drained.log().await;
+    let log = drained.log();
     assert!(log.contains("drained"), "{log}");
     assert_eq!(
         node_ids(&other.base).await,
@@ -711,6 +715,10 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
     let ann = Client::join(&a.base, "stolen", "Ann", Media::default())
         .await
         .expect("Ann joins");
+    wait_until("Ann's composite", Duration::from_secs(20), || {
+        !ann.received.lock().unwrap().video.is_empty()
+    })
+    .await;
     let home = owner(&a.base, "stolen").await.expect("listed");
     let (stalled, other) = if home == "a" { (&a, &b) } else { (&b, &a) };
     stalled.signal("-STOP");
@@ -757,7 +765,6 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
         owner(&survivor.base, "lingering").await.as_deref(),
         Some(survivor.id.as_str())
     );
-    let _ = drained.log().await;
     for c in [ann, cy] {
         c.leave().await;
     }

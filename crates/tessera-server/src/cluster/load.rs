@@ -10,12 +10,21 @@ const TICKS_PER_SEC: f64 = 100.0;
 pub struct CpuMeter {
     cores: f64,
     last: Option<(Instant, f64)>,
+    share: f32,
 }
+
+/// Shorter intervals repeat the last share: one 10 ms clock tick over a few ms would read
+/// as a full machine.
+const MIN_INTERVAL_SECS: f64 = 0.25;
 
 impl CpuMeter {
     pub fn new() -> CpuMeter {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let mut m = CpuMeter { cores, last: None };
+        let mut m = CpuMeter {
+            cores,
+            last: None,
+            share: 0.0,
+        };
         m.last = cpu_secs().map(|s| (Instant::now(), s));
         m
     }
@@ -25,19 +34,15 @@ impl CpuMeter {
             return 0.0;
         };
         let now = Instant::now();
-        let share = match self.last {
-            Some((t, cpu)) => {
-                let wall = now.duration_since(t).as_secs_f64();
-                if wall <= 0.0 {
-                    0.0
-                } else {
-                    ((now_cpu - cpu) / (wall * self.cores)).clamp(0.0, 1.0)
-                }
+        if let Some((t, cpu)) = self.last {
+            let wall = now.duration_since(t).as_secs_f64();
+            if wall < MIN_INTERVAL_SECS {
+                return self.share;
             }
-            None => 0.0,
-        };
+            self.share = ((now_cpu - cpu) / (wall * self.cores)).clamp(0.0, 1.0) as f32;
+        }
         self.last = Some((now, now_cpu));
-        share as f32
+        self.share
     }
 }
 
@@ -72,14 +77,18 @@ mod tests {
     #[test]
     fn the_meter_reads_a_share() {
         let mut m = CpuMeter::new();
+        assert_eq!(m.sample(), 0.0, "too soon for a share");
         let t = Instant::now();
-        // Burn a little CPU so the share is above zero where /proc exists.
+        // Burn CPU so the share is above zero where /proc exists.
         let mut x = 0u64;
-        while t.elapsed().as_millis() < 30 {
+        while t.elapsed().as_millis() < 300 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);
         let s = m.sample();
         assert!((0.0..=1.0).contains(&s), "{s}");
+        if std::path::Path::new("/proc/self/stat").exists() {
+            assert!(s > 0.0, "a busy thread shows");
+        }
     }
 }

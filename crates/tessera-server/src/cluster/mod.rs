@@ -116,6 +116,10 @@ pub struct Cluster {
     /// never came is forgotten after a TTL (its key expires in Redis too).
     claims: Mutex<HashMap<String, (String, Instant)>>,
     draining: AtomicBool,
+    /// Set when the node deregisters: the heartbeat stops, so it cannot register again.
+    left: AtomicBool,
+    /// Held through a heartbeat and through leaving, so that no beat lands after it.
+    beat_gate: tokio::sync::Mutex<()>,
     /// Set by SIGTERM or `POST /api/admin/drain`; `Server::serve` watches it.
     drain_tx: tokio::sync::watch::Sender<bool>,
     /// Wakes the heartbeat task to publish the room table at once.
@@ -142,6 +146,8 @@ impl Cluster {
             health: Mutex::new(Health::default()),
             claims: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            left: AtomicBool::new(false),
+            beat_gate: tokio::sync::Mutex::new(()),
             drain_tx: tokio::sync::watch::Sender::new(false),
             dirty: tokio::sync::Notify::new(),
             cpu: Mutex::new(0.0),
@@ -221,6 +227,10 @@ impl Cluster {
             let Some(server) = server.upgrade() else {
                 return;
             };
+            let _gate = self.beat_gate.lock().await;
+            if self.left.load(Ordering::SeqCst) {
+                return;
+            }
             let result = match self.connect(&redis_url).await {
                 Ok(mut con) => self.beat(&server, &mut con, full).await,
                 Err(e) => Err(e),
@@ -244,7 +254,7 @@ impl Cluster {
             }
             Err(e) => {
                 self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
-                if h.ok || h.failures == 0 || h.failures % 30 == 0 {
+                if h.ok || h.failures.is_multiple_of(30) {
                     warn!(redis = %self.redis_url, "cluster: Redis unreachable: {e}; running rooms go on, new rooms are refused");
                 }
                 h.ok = false;
@@ -537,6 +547,8 @@ impl Cluster {
 
     /// Deregisters this node and gives its claims back (clean shutdown).
     pub async fn leave(&self) {
+        let _gate = self.beat_gate.lock().await;
+        self.left.store(true, Ordering::SeqCst);
         let claims: Vec<(String, String)> = self
             .claims
             .lock()
@@ -787,6 +799,11 @@ impl Server {
                         "this node is shutting down; join again to continue on another node",
                     )
                     .await;
+                }
+                // Let the sessions pass `moved` on before shutdown tells them `shutdown`.
+                let flushed = Instant::now() + Duration::from_secs(2);
+                while self.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < flushed {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 break;
             }
