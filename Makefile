@@ -48,8 +48,11 @@ test: fixtures setup-test
 test-rust: fixtures
 	$(CARGO) test --workspace --no-fail-fast
 
+# run.mjs: one server, Chromium and Firefox ESR. cluster.mjs: two nodes on a private
+# redis-server, a page joining through the node without the room, the room's node killed.
 test-browser:
 	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/run.mjs
+	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/cluster.mjs
 
 # Three Chromium participants, two behind links shaped with tc tbf and tessera-netem in
 # network namespaces (needs root; prints SKIP otherwise). `node tests/browser/shaped.mjs

@@ -12,6 +12,7 @@ packages=(
   ffmpeg           # fixtures and output checks
   time             # CPU seconds in benches/render-vs-ffmpeg.sh
   fonts-dejavu-core # tile labels and placeholder initials
+  redis-server     # the cluster tests start a private one on loopback (docs/cluster.md)
 )
 
 missing=()

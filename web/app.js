@@ -21,7 +21,9 @@
 //         localStream, remoteStream, autoplayBlocked, errors, display, videoSender,
 //         lastHint, sendParams, lastBandwidth, paused, audioOnly, join(), leave() }:
 //       live getters over the client's state. `state` is one of "idle", "media",
-//       "connecting", "joined", "negotiating", "connected", "failed", "left".
+//       "connecting", "joined", "negotiating", "connected", "reconnecting", "failed",
+//       "left". `server` is the base URL of the node the socket went to; `reconnects`
+//       counts the rejoins after losing the server or being told `moved`.
 //       `participants` is an array of {id, name, audio_muted, video_muted, self}.
 //       `lastHint` / `lastBandwidth` are the last `send_hint` / `bandwidth` messages as
 //       received; `sendParams` is what the camera sender last had applied.
@@ -54,8 +56,17 @@ const ui = {
 
 const params = new URLSearchParams(location.search);
 
-// Everything about the current session; replaced on every join.
+// Everything about the current session; replaced on every join (and rejoin).
 let s = freshSession();
+
+// Rejoining: after losing the server (the socket closed without a goodbye) or an error with
+// one of these codes, the client joins the same room again with the same camera and
+// microphone, trying its own origin first and then the other nodes of a cluster
+// (GET /api/cluster/nodes, read after each join), for up to REJOIN_FOR_MS.
+const REJOIN_CODES = new Set(['moved', 'shutdown', 'unavailable']);
+const REJOIN_FOR_MS = 60000;
+let clusterUrls = []; // other nodes' base URLs, as the last join's server listed them
+let reconnects = 0;
 
 function freshSession() {
   return {
@@ -92,6 +103,9 @@ function freshSession() {
     autoplayBlocked: false,
     name: '',
     queue: Promise.resolve(), // server messages are handled one after another
+    server: null, // the base URL the socket went to
+    fatalCode: null, // the code of a fatal error received (before its handler ran)
+    rejoin: null, // {until, attempt} while rejoining
   };
 }
 
@@ -117,6 +131,8 @@ window.tessera = {
   get lastBandwidth() { return s.bandwidth && { ...s.bandwidth }; },
   get paused() { return s.paused; },
   get audioOnly() { return s.audioOnly; },
+  get server() { return s.server; },
+  get reconnects() { return reconnects; },
   get participants() { return [...s.participants.values()].map((p) => ({ ...p })); },
   get errors() { return errors.slice(); },
   join: (opts) => join(opts),
@@ -259,15 +275,21 @@ async function join({ room, name, video = true, audio = true } = {}) {
   updateButtons();
 
   setState('connecting');
-  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
-  s.ws = ws;
+  connect(session, location.origin);
+}
+
+// Opens the signalling socket to the node at `base` and joins the session's room.
+function connect(session, base) {
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/ws`);
+  session.ws = ws;
+  session.server = base;
+  const stream = session.localStream;
   ws.onopen = () => {
     s.display = displaySize();
     const msg = {
       type: 'join',
-      room,
-      name,
+      room: session.room,
+      name: session.name,
       video: stream.getVideoTracks().length > 0,
       audio: stream.getAudioTracks().length > 0,
       display: s.display,
@@ -275,7 +297,8 @@ async function join({ room, name, video = true, audio = true } = {}) {
     if (params.get('tier')) msg.tier = params.get('tier');
     if (params.get('token')) msg.token = params.get('token');
     ws.send(JSON.stringify(msg));
-    s.pingTimer = setInterval(() => send({ type: 'ping' }), 25000);
+    clearInterval(session.pingTimer);
+    session.pingTimer = setInterval(() => send({ type: 'ping' }), 25000);
   };
   ws.onmessage = (ev) => {
     if (session !== s) return;
@@ -286,19 +309,91 @@ async function join({ room, name, video = true, audio = true } = {}) {
       showError(`server sent something that is not JSON: ${String(ev.data).slice(0, 100)}`);
       return;
     }
+    if (msg.type === 'error' && msg.fatal) session.fatalCode = msg.code;
     session.queue = session.queue.then(() => onMessage(msg)).catch((e) => {
       console.error(e);
       if (session === s) showError(`${msg.type}: ${e.message || e}`);
     });
   };
   ws.onerror = () => {
-    if (session === s) showError('connection to the server failed');
+    if (session === s && !session.rejoin) showError('connection to the server failed');
   };
   ws.onclose = (ev) => {
     if (session !== s || s.state === 'left') return;
+    if (session.rejoin && !session.id) {
+      rejoinNext(); // this attempt failed; its error, if any, was handled
+      return;
+    }
+    const code = session.fatalCode;
+    if (session.id && (!code || REJOIN_CODES.has(code))) {
+      // The handler of a queued `moved`/`shutdown` error starts the rejoin; a socket that
+      // just dropped starts it here.
+      if (!code) rejoin(`lost the connection to the server (code ${ev.code})`);
+      return;
+    }
     showError(`disconnected from the server${ev.reason ? `: ${ev.reason}` : ''} (code ${ev.code})`);
     endCall('failed');
   };
+}
+
+// Starts over in the same room: the same camera and microphone and switches, a new socket
+// and PeerConnection.
+function rejoin(reason) {
+  if (s.rejoin || s.state === 'left' || s.state === 'idle') return;
+  const old = s;
+  reconnects += 1;
+  cleanup({ keepMedia: true });
+  s = freshSession();
+  for (const k of ['room', 'name', 'localStream', 'fake', 'audioMuted', 'videoMuted', 'paused', 'audioOnly']) {
+    s[k] = old[k];
+  }
+  s.rejoin = { until: Date.now() + REJOIN_FOR_MS, attempt: 0, reason };
+  ui.preview.srcObject = s.localStream.getVideoTracks().length ? s.localStream : null;
+  ui.preview.play().catch(() => {});
+  setState('reconnecting');
+  ui.stats.textContent = `reconnecting: ${reason}`;
+  rejoinNext();
+}
+
+// The next rejoin attempt: this page's origin, then the cluster's other nodes, in turn,
+// waiting a little longer each round.
+function rejoinNext() {
+  const session = s;
+  const r = session.rejoin;
+  if (!r) return;
+  if (Date.now() > r.until) {
+    showError(`could not rejoin within ${REJOIN_FOR_MS / 1000} s: ${r.reason}`);
+    endCall('failed');
+    return;
+  }
+  const urls = [location.origin, ...clusterUrls.filter((u) => u !== location.origin)];
+  const base = urls[r.attempt % urls.length];
+  const delay = r.attempt === 0 ? 0 : Math.min(3000, 250 * 2 ** Math.floor(r.attempt / urls.length));
+  r.attempt += 1;
+  setTimeout(() => {
+    if (session !== s || s.rejoin !== r) return;
+    if (session.ws) {
+      session.ws.onclose = null;
+      session.ws.onmessage = null;
+      if (session.ws.readyState <= WebSocket.OPEN) session.ws.close(1000, 'retry');
+    }
+    session.id = null;
+    session.fatalCode = null;
+    connect(session, base);
+  }, delay);
+}
+
+// The cluster's other nodes, for rejoining when this one is lost (404 on a single node).
+async function learnNodes(base) {
+  try {
+    const r = await fetch(`${location.origin}/api/cluster/nodes`, { cache: 'no-store' });
+    if (!r.ok) return;
+    const rows = await r.json();
+    clusterUrls = rows.filter((n) => !n.draining && n.url).map((n) => n.url.replace(/\/$/, ''));
+    if (base && !clusterUrls.includes(base)) clusterUrls.push(base);
+  } catch {
+    // A single node, or the page's server is gone: keep what was known.
+  }
 }
 
 async function onMessage(msg) {
@@ -339,6 +434,17 @@ async function onMessage(msg) {
     case 'pong':
       return undefined;
     case 'error':
+      if (REJOIN_CODES.has(msg.code) && (msg.fatal || !s.id) && s.state !== 'left') {
+        if (s.rejoin) {
+          // A failed attempt: its socket closes next, and the next attempt follows.
+          if (!msg.fatal) rejoinNext();
+          return undefined;
+        }
+        if (s.id) {
+          rejoin(`${msg.code}: ${msg.reason}`);
+          return undefined;
+        }
+      }
       showError(`server: ${msg.code}: ${msg.reason}`);
       // A fatal error, the join refused, or the offer refused (no answer will come): the
       // call cannot go on.
@@ -367,7 +473,10 @@ function upsertParticipant(p) {
 }
 
 async function onJoined(msg) {
+  if (s.rejoin) clearError();
+  s.rejoin = null;
   s.id = msg.id;
+  learnNodes(s.server);
   s.room = msg.room;
   s.layout = msg.layout;
   s.tier = msg.tier;
@@ -387,6 +496,7 @@ async function onJoined(msg) {
   updateButtons();
   // Buttons pressed while waiting for `joined` could not be sent yet.
   if (s.audioMuted) send({ type: 'mute', audio: true });
+  if (s.audioOnly) send({ type: 'audio_only', enabled: true });
   syncVideoOff();
 
   const iceServers = (msg.ice_servers || []).map((x) => {
@@ -685,7 +795,9 @@ function endCall(state) {
   ui.play.hidden = true;
 }
 
-function cleanup() {
+// Closes the session's socket and PeerConnection and, unless `keepMedia`, its camera and
+// microphone.
+function cleanup({ keepMedia = false } = {}) {
   const old = s;
   clearInterval(old.statsTimer);
   clearInterval(old.pingTimer);
@@ -702,8 +814,10 @@ function cleanup() {
     old.ws.onmessage = null;
     if (old.ws.readyState <= WebSocket.OPEN) old.ws.close(1000, 'leave');
   }
-  stopLocalMedia(old);
-  old.localStream = null;
+  if (!keepMedia) {
+    stopLocalMedia(old);
+    old.localStream = null;
+  }
   ui.composite.srcObject = null;
   ui.preview.srcObject = null;
 }

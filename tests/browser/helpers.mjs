@@ -37,3 +37,12 @@ export async function pollUntil(fn, ms, every = 300) {
     await sleep(every);
   }
 }
+
+// Debian Chromium, headless, with fake devices; playback with sound without a gesture, and
+// loopback candidates (the servers listen on 127.0.0.1).
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+];

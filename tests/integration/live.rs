@@ -170,7 +170,7 @@ pub(crate) fn tile_colour(frame: &VideoFrame, r: Rect) -> Rgb {
     frame.mean_yuv(inner).to_rgb()
 }
 
-fn decode_last(codec: VideoCodec, frames: &[Vec<u8>]) -> Option<VideoFrame> {
+pub(crate) fn decode_last(codec: VideoCodec, frames: &[Vec<u8>]) -> Option<VideoFrame> {
     let mut dec = new_video_decoder(codec).ok()?;
     let mut last = None;
     for f in frames {
@@ -217,7 +217,7 @@ pub(crate) async fn room_tiles(base: &str, room: &str) -> (u32, u32, HashMap<Str
     )
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -6,6 +6,7 @@ mod bad_input;
 mod bad_rtp;
 mod check_config;
 mod churn;
+mod cluster;
 mod hints;
 mod live;
 mod media_plane;

@@ -46,6 +46,99 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub bandwidth: BandwidthConfig,
     pub logging: LoggingConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Several nodes as one service, through Redis; `redis_url = ""` is a single node.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://[:password@]host:port[/db]`; "" = a single node (no cluster).
+    pub redis_url: String,
+    /// This node's name in the cluster: unique, 1..=64 of `A-Za-z0-9_.-`.
+    pub node_id: String,
+    /// The base URL (`http://host:port` or `https://host:port`) clients and other nodes
+    /// use to reach this node.
+    pub advertise_url: String,
+    /// Shared by the nodes (at least 32 characters): signs node-to-node calls.
+    pub secret: String,
+    /// Share of this node's cores (0.1..=1.0) above which it takes no new rooms.
+    pub max_load: f32,
+    /// A draining node keeps its rooms at most this long before it shuts down, in s.
+    pub drain_timeout_secs: u32,
+    /// A node whose heartbeat stops is gone from the cluster after this long, in s (2..=10).
+    pub node_ttl_secs: u32,
+    /// Prefix of every Redis key, so that several clusters can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: String::new(),
+            node_id: String::new(),
+            advertise_url: String::new(),
+            secret: String::new(),
+            max_load: 0.8,
+            drain_timeout_secs: 300,
+            node_ttl_secs: 10,
+            key_prefix: "tessera".into(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster (`redis_url` set).
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+
+    /// `redis_url` with any password replaced by `***`, for logs.
+    pub fn redis_url_redacted(&self) -> String {
+        redact_url_password(&self.redis_url)
+    }
+}
+
+/// `scheme://user:password@host` -> `scheme://user:***@host`; other URLs unchanged.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+    if auth.contains(':') {
+        format!("{scheme}://{user}:***@{host}")
+    } else {
+        format!("{scheme}://***@{host}")
+    }
+}
+
+/// Never prints the secret or the Redis password.
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &self.redis_url_redacted())
+            .field("node_id", &self.node_id)
+            .field("advertise_url", &self.advertise_url)
+            .field(
+                "secret",
+                &format_args!(
+                    "{}",
+                    if self.secret.is_empty() {
+                        "\"\""
+                    } else {
+                        "<redacted>"
+                    }
+                ),
+            )
+            .field("max_load", &self.max_load)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
+            .field("node_ttl_secs", &self.node_ttl_secs)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 /// Per-client and per-server limits against abuse; each refusal is counted in `/metrics`.
@@ -468,6 +561,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             bandwidth: BandwidthConfig::default(),
             logging: LoggingConfig::default(),
+            cluster: ClusterConfig::default(),
             rooms: RoomsConfig::default(),
             video: VideoConfig::default(),
             labels: LabelsConfig::default(),

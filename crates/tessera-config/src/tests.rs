@@ -375,3 +375,71 @@ fn every_default_key_is_documented() {
         "keys missing from docs/config.md: {missing:?}"
     );
 }
+
+#[test]
+fn a_cluster_needs_its_id_url_and_secret() {
+    let cases = [
+        (
+            "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n",
+            "t.toml:2: cluster.redis_url is set, so cluster.node_id is required: this node's unique name, 1 to 64 of A-Z a-z 0-9 _ . -\n\
+             t.toml:2: cluster.redis_url is set, so cluster.advertise_url is required: the base URL clients and other nodes reach this node at, like \"http://10.0.0.5:8080\"\n\
+             t.toml:2: cluster.redis_url is set, so cluster.secret is required: at least 32 characters, the same on every node",
+        ),
+        (
+            "[cluster]\nredis_url = \"http://x:1\"\nnode_id = \"a\"\nadvertise_url = \"http://127.0.0.1:8080\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+            "t.toml:2: cluster.redis_url = \"http://x:1\": must be \"\" (a single node) or a URL like \"redis://10.0.0.5:6379\" (or unix:///path/to/redis.sock); rediss:// (TLS) is not supported",
+        ),
+        (
+            "[cluster]\nredis_url = \"redis://:hunter2hunter2@x:1\"\nnode_id = \"node 1\"\nadvertise_url = \"http://127.0.0.1:8080/app\"\nsecret = \"short\"\n",
+            "t.toml:3: cluster.node_id = \"node 1\": must be 1 to 64 of A-Z a-z 0-9 _ . -\n\
+             t.toml:4: cluster.advertise_url = \"http://127.0.0.1:8080/app\": must be a base URL like \"http://10.0.0.5:8080\" or \"https://node1.example.org\" (http or https, a host, an optional port, no path)\n\
+             t.toml:5: cluster.secret: must be at least 32 characters, the same on every node",
+        ),
+        (
+            "[cluster]\nmax_load = 1.5\ndrain_timeout_secs = 100000\nnode_ttl_secs = 30\n",
+            "t.toml:2: cluster.max_load = 1.5: must be 0.1..=1\n\
+             t.toml:3: cluster.drain_timeout_secs = 100000: must be 0..=86400\n\
+             t.toml:4: cluster.node_ttl_secs = 30: must be 2..=10",
+        ),
+    ];
+    for (toml, want) in cases {
+        let err = Config::from_toml(toml, "t.toml").unwrap_err().to_string();
+        assert_eq!(err, want, "{toml}");
+        assert!(
+            !err.contains("hunter2"),
+            "the Redis password is never shown: {err}"
+        );
+    }
+    let ok = "[cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\nnode_id = \"tessera-0\"\nadvertise_url = \"http://[::1]:8080/\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let cfg = Config::from_toml(ok, "t.toml").unwrap();
+    assert!(cfg.cluster.enabled());
+    for url in [
+        "https://node1.example.org",
+        "http://10.0.0.5:8080",
+        "http://h:8080/",
+    ] {
+        let t = ok.replace("http://[::1]:8080/", url);
+        assert!(Config::from_toml(&t, "t.toml").is_ok(), "{url}");
+    }
+    for url in [
+        "ftp://h",
+        "http://",
+        "http://h:0",
+        "http://h:x",
+        "http://[::1",
+        "http://a b",
+    ] {
+        let t = ok.replace("http://[::1]:8080/", url);
+        assert!(Config::from_toml(&t, "t.toml").is_err(), "{url}");
+    }
+    let shown = format!(
+        "{:?}",
+        Config::from_toml(&ok.replace("redis://", "redis://:pw@"), "t.toml")
+            .unwrap()
+            .cluster
+    );
+    assert!(
+        !shown.contains("pw@") && !shown.contains("0123456789abcdef"),
+        "{shown}"
+    );
+}

@@ -117,6 +117,7 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             "auth.token_secret: must be \"\" (no tokens needed) or at least 32 characters".into(),
         );
     }
+    cluster(&mut p, &cfg.cluster);
     let s = &cfg.server;
     if s.tls_cert.is_empty() != s.tls_key.is_empty() {
         p.push(
@@ -429,4 +430,132 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
         }
     }
     p.0
+}
+
+/// `[cluster]`: with `redis_url` set, a node needs its id, its URL and the shared secret.
+fn cluster(p: &mut Problems, c: &crate::ClusterConfig) {
+    p.range("cluster.max_load", c.max_load, 0.1, 1.0);
+    p.range(
+        "cluster.drain_timeout_secs",
+        c.drain_timeout_secs,
+        0,
+        86_400,
+    );
+    p.range("cluster.node_ttl_secs", c.node_ttl_secs, 2, 10);
+    if c.key_prefix.is_empty()
+        || c.key_prefix.len() > 64
+        || c.key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        p.push(
+            "cluster.key_prefix".into(),
+            format!(
+                "cluster.key_prefix = {:?}: must be 1 to 64 characters without spaces",
+                c.key_prefix
+            ),
+        );
+    }
+    if !c.enabled() {
+        return;
+    }
+    let url = &c.redis_url;
+    if !(url.starts_with("redis://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://"))
+    {
+        p.push(
+            "cluster.redis_url".into(),
+            format!(
+                "cluster.redis_url = {:?}: must be \"\" (a single node) or a URL like \"redis://10.0.0.5:6379\" (or unix:///path/to/redis.sock); rediss:// (TLS) is not supported",
+                c.redis_url_redacted()
+            ),
+        );
+    }
+    let required = |what: &str| -> String {
+        format!("cluster.redis_url is set, so cluster.{what} is required")
+    };
+    if c.node_id.is_empty() {
+        p.push(
+            "cluster.redis_url".into(),
+            format!(
+                "{}: this node's unique name, 1 to 64 of A-Z a-z 0-9 _ . -",
+                required("node_id")
+            ),
+        );
+    } else if c.node_id.len() > 64
+        || !c
+            .node_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+    {
+        p.push(
+            "cluster.node_id".into(),
+            format!(
+                "cluster.node_id = {:?}: must be 1 to 64 of A-Z a-z 0-9 _ . -",
+                c.node_id
+            ),
+        );
+    }
+    if c.advertise_url.is_empty() {
+        p.push(
+            "cluster.redis_url".into(),
+            format!(
+                "{}: the base URL clients and other nodes reach this node at, like \"http://10.0.0.5:8080\"",
+                required("advertise_url")
+            ),
+        );
+    } else if !is_base_url(&c.advertise_url) {
+        p.push(
+            "cluster.advertise_url".into(),
+            format!(
+                "cluster.advertise_url = {:?}: must be a base URL like \"http://10.0.0.5:8080\" or \"https://node1.example.org\" (http or https, a host, an optional port, no path)",
+                c.advertise_url
+            ),
+        );
+    }
+    if c.secret.is_empty() {
+        p.push(
+            "cluster.redis_url".into(),
+            format!(
+                "{}: at least 32 characters, the same on every node",
+                required("secret")
+            ),
+        );
+    } else if c.secret.len() < 32 {
+        p.push(
+            "cluster.secret".into(),
+            "cluster.secret: must be at least 32 characters, the same on every node".into(),
+        );
+    }
+}
+
+/// `http(s)://host[:port]` with an optional trailing `/`.
+fn is_base_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
+    {
+        return false;
+    }
+    // An IPv6 literal is bracketed; a port follows the host after a colon.
+    let port = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, "")) if ip.parse::<std::net::Ipv6Addr>().is_ok() => None,
+            Some((ip, tail)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => {
+                match tail.strip_prefix(':') {
+                    Some(p) => Some(p),
+                    None => return false,
+                }
+            }
+            _ => return false,
+        },
+        None => rest.split_once(':').map(|(_, p)| p),
+    };
+    port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
 }

@@ -209,6 +209,13 @@ pub enum ErrorCode {
     RateLimited,
     /// The server is shutting down; reconnect later.
     Shutdown,
+    /// Cluster: the room is (now) on another node, or the node it was on is gone, or the
+    /// node this connection came through is going away; join again on a new connection
+    /// (the web client does at once).
+    Moved,
+    /// Cluster: the room cannot be placed now (Redis unreachable, or the room's node
+    /// cannot be reached); try again in a few seconds.
+    Unavailable,
 }
 
 /// Why a message from a client was refused, in words for the client.

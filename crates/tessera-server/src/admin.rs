@@ -152,6 +152,24 @@ pub async fn handle(
             }
             reply(StatusCode::OK, json!(rooms))
         }
+        (Method::POST, ["drain"]) => match &server.cluster {
+            Some(c) => {
+                c.request_drain();
+                reply(
+                    StatusCode::ACCEPTED,
+                    json!({
+                        "node": c.id,
+                        "draining": true,
+                        "rooms": server.room_names().len(),
+                        "drain_timeout_secs": server.config().cluster.drain_timeout_secs,
+                    }),
+                )
+            }
+            None => error(
+                StatusCode::CONFLICT,
+                "drain is for a node of a cluster (cluster.redis_url is empty); a single node shuts down on SIGTERM",
+            ),
+        },
         (Method::GET, ["config"]) => {
             let cfg = server.config();
             let layouts: Vec<String> = tessera_config::BUILTIN_LAYOUTS
@@ -284,6 +302,17 @@ impl Server {
     /// Removes `room` from the registry (the next join creates a new one), tells its
     /// participants, and ends WHIP/WHEP sessions in it.
     pub(crate) async fn close_room(&self, room: &str, reason: &str) {
+        self.close_room_code(room, tessera_proto::ErrorCode::Removed, reason)
+            .await
+    }
+
+    /// `close_room`, telling the participants `code` (`moved`: rejoin elsewhere).
+    pub(crate) async fn close_room_code(
+        &self,
+        room: &str,
+        code: tessera_proto::ErrorCode,
+        reason: &str,
+    ) {
         let entry = self
             .rooms
             .lock()
@@ -291,9 +320,10 @@ impl Server {
             .remove(room);
         if let Some(e) = entry {
             e.handle.send(Command::Close {
-                code: tessera_proto::ErrorCode::Removed,
+                code,
                 reason: reason.to_string(),
             });
+            self.cluster_room_closed(room);
         }
         let ids: Vec<u64> = self
             .resources

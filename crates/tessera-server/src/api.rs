@@ -11,6 +11,7 @@ use tessera_proto::ErrorCode;
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use crate::cluster::Hop;
 use crate::listen::ClientAddr;
 use crate::room::Command;
 use crate::session::{self, Refusal};
@@ -31,6 +32,63 @@ fn with_server(
 /// The client's address, as the accept loop recorded it.
 fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
     warp::ext::optional::<ClientAddr>().map(|a: Option<ClientAddr>| a.map(|a| a.0))
+}
+
+/// The hop header of a request forwarded by another node of the cluster (`Hop::None` on a
+/// single node, or from a client).
+fn hop(server: Arc<Server>) -> warp::filters::BoxedFilter<(Hop,)> {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::optional::<String>(
+            crate::cluster::net::HOP_HEADER,
+        ))
+        .map(
+            move |m: warp::http::Method, p: warp::path::FullPath, v: Option<String>| match &server
+                .cluster
+            {
+                Some(c) => c.check_hop(v.as_deref(), m.as_str(), p.as_str()),
+                None => Hop::None,
+            },
+        )
+        .boxed()
+}
+
+/// Refuses a declared body over `max` bytes. Bodiless requests (GET, DELETE) carry no
+/// Content-Length; only cap those that do.
+fn body_at_most(max: u64) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |n: Option<u64>| async move {
+            match n {
+                Some(n) if n > max => Err(warp::reject::custom(TooLarge)),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+}
+
+/// The raw query string, "" if none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// The client's address: the one a valid hop carries, else the connection's.
+fn client_of(hop: &Hop, addr: Option<SocketAddr>) -> Option<SocketAddr> {
+    match hop {
+        Hop::Valid {
+            client: Some(c), ..
+        } => Some(*c),
+        _ => addr,
+    }
+}
+
+fn bad_hop(hop: &Hop) -> Option<Resp> {
+    match hop {
+        Hop::Invalid(reason) => Some(text(
+            StatusCode::FORBIDDEN,
+            format!("refused node-to-node call: {reason}\n"),
+        )),
+        _ => None,
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Resp {
@@ -57,13 +115,25 @@ pub fn routes(
     let ws = warp::path!("ws")
         .and(warp::ws())
         .and(client_addr())
+        .and(hop(server.clone()))
         .and(s())
         .map(
-            |ws: warp::ws::Ws, addr: Option<SocketAddr>, server: Arc<Server>| {
+            |ws: warp::ws::Ws, addr: Option<SocketAddr>, hop: Hop, server: Arc<Server>| -> Resp {
+                if let Some(r) = bad_hop(&hop) {
+                    return r;
+                }
+                let addr = client_of(&hop, addr);
                 let max = server.config().limits.ws_max_message_bytes as usize;
-                ws.max_message_size(max)
-                    .max_frame_size(max)
-                    .on_upgrade(move |socket| session::run_ws(server, socket, addr))
+                let ws = ws.max_message_size(max).max_frame_size(max);
+                if server.cluster.is_some() {
+                    ws.on_upgrade(move |socket| {
+                        crate::cluster::ws::accept(server, socket, addr, hop)
+                    })
+                    .into_response()
+                } else {
+                    ws.on_upgrade(move |socket| session::run_ws(server, socket, addr))
+                        .into_response()
+                }
             },
         );
     let cert = warp::path!("cert.pem")
@@ -105,6 +175,7 @@ pub fn routes(
                         .metrics()
                         .num_alive_tasks(),
                     media: server.media.stats().await,
+                    cluster: server.cluster.as_ref().map(|c| c.stats()),
                 });
                 let resp: Resp = Response::builder()
                     .header(
@@ -120,93 +191,137 @@ pub fn routes(
         .and(warp::method())
         .and(warp::path::tail())
         .and(warp::header::optional::<String>("authorization"))
-        // Bodiless requests (GET, DELETE) carry no Content-Length; only cap those that do.
-        .and(
-            warp::header::optional::<u64>("content-length")
-                .and_then(|n: Option<u64>| async move {
-                    match n {
-                        Some(n) if n > 64 * 1024 => Err(warp::reject::custom(TooLarge)),
-                        _ => Ok(()),
-                    }
-                })
-                .untuple_one(),
-        )
+        .and(body_at_most(64 * 1024))
+        .and(forwardable(server.clone()))
         .and(warp::body::bytes())
         .and(s())
         .then(
-            |method,
+            |method: warp::http::Method,
              tail: warp::path::Tail,
              auth: Option<String>,
+             fwd: Forwardable,
              body: Bytes,
              server: Arc<Server>| async move {
+                if let Some(r) = bad_hop(&fwd.hop) {
+                    return r;
+                }
+                if server.cluster.is_some() && !fwd.hop.is_hop() {
+                    let parts: Vec<&str> =
+                        tail.as_str().split('/').filter(|p| !p.is_empty()).collect();
+                    match parts.as_slice() {
+                        ["rooms", room, ..] => match server.owner_elsewhere(room, &fwd.hop).await {
+                            Ok(Some(url)) => return fwd.to(&server, &url, body).await,
+                            Ok(None) => {}
+                            Err(e) => return unavailable(e),
+                        },
+                        ["rooms"] if method == warp::http::Method::GET => {
+                            let local =
+                                crate::admin::handle(server.clone(), method, "rooms", auth, body)
+                                    .await;
+                            return admin_rooms_everywhere(&server, local, &fwd).await;
+                        }
+                        _ => {}
+                    }
+                }
                 crate::admin::handle(server, method, tail.as_str(), auth, body).await
             },
         );
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .map(|| text(StatusCode::OK, "ok\n"));
-    let rooms =
-        warp::path!("api" / "rooms")
-            .and(warp::get())
-            .and(s())
-            .map(|server: Arc<Server>| {
-                #[derive(Serialize)]
-                struct Row {
-                    room: String,
-                    participants: usize,
-                    created_secs_ago: u64,
-                }
-                let rows: Vec<Row> = server
-                    .room_names()
-                    .into_iter()
-                    .map(|(room, participants, created)| Row {
-                        room,
-                        participants,
-                        created_secs_ago: created.elapsed().as_secs(),
-                    })
-                    .collect();
-                json(&rows)
-            });
-    let room = warp::path!("api" / "rooms" / String)
-        .and(warp::get())
         .and(s())
-        .then(|name: String, server: Arc<Server>| async move {
-            let Some((handle, _, _)) = server.room(&name) else {
-                return text(StatusCode::NOT_FOUND, format!("no room {name:?}\n"));
-            };
-            match handle.ask(|reply| Command::Info { reply }).await {
-                Some(info) => json(&info),
-                None => text(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer\n"),
-            }
+        .map(|server: Arc<Server>| match &server.cluster {
+            Some(c) => c.healthz(),
+            None => text(StatusCode::OK, "ok\n"),
         });
-    let snapshot = warp::path!("api" / "rooms" / String / "snapshot.png")
+    let nodes = warp::path!("api" / "cluster" / "nodes")
         .and(warp::get())
         .and(s())
-        .then(|name: String, server: Arc<Server>| async move {
-            let Some((handle, _, _)) = server.room(&name) else {
-                return text(StatusCode::NOT_FOUND, format!("no room {name:?}\n"));
-            };
-            let Some(Some(frame)) = handle.ask(|reply| Command::Snapshot { reply }).await else {
+        .then(|server: Arc<Server>| async move {
+            let Some(c) = &server.cluster else {
                 return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no composite yet: nobody in the room receives video\n",
+                    StatusCode::NOT_FOUND,
+                    "not in a cluster: cluster.redis_url is empty (a single node)\n",
                 );
             };
-            match tokio::task::spawn_blocking(move || png(&frame)).await {
-                Ok(Ok(bytes)) => Response::builder()
-                    .header(header::CONTENT_TYPE, "image/png")
-                    .header(header::CACHE_CONTROL, "no-store")
-                    .body(bytes.into())
-                    .unwrap_or_default(),
-                _ => text(StatusCode::INTERNAL_SERVER_ERROR, "PNG encoding failed\n"),
+            match c.nodes().await {
+                Ok(rows) => json(&rows),
+                Err(e) => unavailable(e),
             }
         });
+    let rooms = warp::path!("api" / "rooms").and(warp::get()).and(s()).then(
+        |server: Arc<Server>| async move {
+            if let Some(c) = &server.cluster {
+                return match c.rooms().await {
+                    Ok(rows) => json(&rows),
+                    Err(e) => unavailable(e),
+                };
+            }
+            #[derive(Serialize)]
+            struct Row {
+                room: String,
+                participants: usize,
+                created_secs_ago: u64,
+            }
+            let rows: Vec<Row> = server
+                .room_names()
+                .into_iter()
+                .map(|(room, participants, created)| Row {
+                    room,
+                    participants,
+                    created_secs_ago: created.elapsed().as_secs(),
+                })
+                .collect();
+            json(&rows)
+        },
+    );
+    let room = warp::path!("api" / "rooms" / String)
+        .and(warp::get())
+        .and(forwardable(server.clone()))
+        .and(s())
+        .then(
+            |name: String, fwd: Forwardable, server: Arc<Server>| async move {
+                let Some((handle, _, _)) = server.room(&name) else {
+                    return elsewhere(&server, &name, fwd).await;
+                };
+                match handle.ask(|reply| Command::Info { reply }).await {
+                    Some(info) => json(&info),
+                    None => text(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer\n"),
+                }
+            },
+        );
+    let snapshot = warp::path!("api" / "rooms" / String / "snapshot.png")
+        .and(warp::get())
+        .and(forwardable(server.clone()))
+        .and(s())
+        .then(
+            |name: String, fwd: Forwardable, server: Arc<Server>| async move {
+                let Some((handle, _, _)) = server.room(&name) else {
+                    return elsewhere(&server, &name, fwd).await;
+                };
+                let Some(Some(frame)) = handle.ask(|reply| Command::Snapshot { reply }).await
+                else {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no composite yet: nobody in the room receives video\n",
+                    );
+                };
+                match tokio::task::spawn_blocking(move || png(&frame)).await {
+                    Ok(Ok(bytes)) => Response::builder()
+                        .header(header::CONTENT_TYPE, "image/png")
+                        .header(header::CACHE_CONTROL, "no-store")
+                        .body(bytes.into())
+                        .unwrap_or_default(),
+                    _ => text(StatusCode::INTERNAL_SERVER_ERROR, "PNG encoding failed\n"),
+                }
+            },
+        );
     let publish = warp::path!(String / String)
         .and(warp::post())
         .and(client_addr())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(forwardable(server.clone()))
         .and(warp::body::content_length_limit(
             tessera_proto::MAX_MESSAGE_BYTES as u64,
         ))
@@ -219,6 +334,7 @@ pub fn routes(
              auth: Option<String>,
              ct: Option<String>,
              q: std::collections::HashMap<String, String>,
+             fwd: Forwardable,
              body: Bytes,
              server: Arc<Server>| async move {
                 let kind: &'static str = match kind.as_str() {
@@ -238,6 +354,22 @@ pub fn routes(
                 let Ok(offer) = std::str::from_utf8(&body) else {
                     return text(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8\n");
                 };
+                if let Some(r) = bad_hop(&fwd.hop) {
+                    return r;
+                }
+                let addr = client_of(&fwd.hop, addr);
+                // In a cluster, a room another node holds (or gets) is served there.
+                if let Some(c) = &server.cluster {
+                    if !fwd.hop.is_hop() && server.room(&room).is_none() {
+                        match c.route(&room).await {
+                            Ok(crate::cluster::Route::Remote { url, .. }) => {
+                                return fwd.to(&server, &url, body.clone()).await
+                            }
+                            Ok(crate::cluster::Route::Local) => {}
+                            Err(e) => return unavailable(e),
+                        }
+                    }
+                }
                 let default_name = if kind == "whip" {
                     "Publisher"
                 } else {
@@ -251,14 +383,18 @@ pub fn routes(
                     Ok((id, answer)) => Response::builder()
                         .status(StatusCode::CREATED)
                         .header(header::CONTENT_TYPE, "application/sdp")
-                        .header(header::LOCATION, format!("/{kind}/{room}/{id}"))
+                        .header(
+                            header::LOCATION,
+                            format!("/{kind}/{room}/{}", server.resource_id(id)),
+                        )
                         .body(answer.into())
                         .unwrap_or_default(),
                     Err(Refusal(code, reason)) => {
                         let status = match code {
-                            ErrorCode::Full | ErrorCode::Shutdown => {
-                                StatusCode::SERVICE_UNAVAILABLE
-                            }
+                            ErrorCode::Full
+                            | ErrorCode::Shutdown
+                            | ErrorCode::Moved
+                            | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
                             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -282,9 +418,14 @@ pub fn routes(
         );
     let delete = warp::path!(String / String / String)
         .and(warp::delete())
+        .and(forwardable(server.clone()))
         .and(s())
         .then(
-            |kind: String, room: String, id: String, server: Arc<Server>| async move {
+            |kind: String, room: String, id: String, fwd: Forwardable, server: Arc<Server>| async move {
+                let id = match resource_at(&server, &id, &fwd).await {
+                    Ok(local) => local,
+                    Err(resp) => return resp,
+                };
                 let num = id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok());
                 let found = num.and_then(|n| {
                     let r = server.take_resource(n)?;
@@ -306,6 +447,28 @@ pub fn routes(
                         text(StatusCode::OK, "")
                     }
                     None => text(StatusCode::NOT_FOUND, "no such session\n"),
+                }
+            },
+        );
+    // PATCH (trickle ICE, ICE restart) is not supported; in a cluster it reaches the
+    // resource's node, which answers as a single node does (405).
+    let patch = warp::path!(String / String / String)
+        .and(warp::patch())
+        .and(forwardable(server.clone()))
+        .and(body_at_most(tessera_proto::MAX_MESSAGE_BYTES as u64))
+        .and(warp::body::bytes())
+        .and(s())
+        .and_then(
+            |_kind: String,
+             _room: String,
+             id: String,
+             fwd: Forwardable,
+             body: Bytes,
+             server: Arc<Server>| async move {
+                match resource_node(&server, &id, &fwd.hop).await {
+                    ResourceAt::Node(url) => Ok(fwd.to(&server, &url, body).await),
+                    ResourceAt::Refused(resp) => Ok(resp),
+                    ResourceAt::Here(_) => Err(warp::reject::not_found()),
                 }
             },
         );
@@ -336,18 +499,37 @@ pub fn routes(
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
             }
         });
-    ws.or(cert)
-        .or(admin)
-        .or(healthz)
-        .or(status)
-        .or(metrics)
-        .or(snapshot)
-        .or(room)
-        .or(rooms)
-        .or(publish)
-        .or(delete)
-        .or(files)
+    // Each route boxed, tried in this order: one flat type (a deep `Or` chain overflows
+    // the compiler's recursion limit).
+    let all = [
+        boxed(ws),
+        boxed(cert),
+        boxed(admin),
+        boxed(healthz),
+        boxed(status),
+        boxed(metrics),
+        boxed(snapshot),
+        boxed(room),
+        boxed(rooms),
+        boxed(publish),
+        boxed(delete),
+        boxed(patch),
+        boxed(nodes),
+        boxed(files),
+    ];
+    let first = all[0].clone();
+    all.into_iter()
+        .skip(1)
+        .fold(first, |acc, f| acc.or(f).unify().boxed())
         .with(warp::trace::request())
+}
+
+fn boxed<F, R>(f: F) -> warp::filters::BoxedFilter<(Resp,)>
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply + 'static,
+{
+    f.map(|r: R| r.into_response()).boxed()
 }
 
 fn content_type(file: &str) -> &'static str {
@@ -372,4 +554,154 @@ fn png(frame: &VideoFrame) -> Result<Vec<u8>, image::ImageError> {
         image::ExtendedColorType::Rgb8,
     )?;
     Ok(out)
+}
+
+/// What a request needs to be forwarded to another node as it came.
+struct Forwardable {
+    hop: Hop,
+    method: warp::http::Method,
+    path: String,
+    query: String,
+    headers: warp::http::HeaderMap,
+    addr: Option<SocketAddr>,
+}
+
+fn forwardable(server: Arc<Server>) -> warp::filters::BoxedFilter<(Forwardable,)> {
+    hop(server)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(client_addr())
+        .map(
+            |hop, method, path: warp::path::FullPath, query, headers, addr| Forwardable {
+                hop,
+                method,
+                path: path.as_str().to_string(),
+                query,
+                headers,
+                addr,
+            },
+        )
+        .boxed()
+}
+
+impl Forwardable {
+    async fn to(&self, server: &Server, url: &str, body: Bytes) -> Resp {
+        let Some(c) = &server.cluster else {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        c.forward(
+            url,
+            self.method.clone(),
+            &self.path,
+            &self.query,
+            &self.headers,
+            body,
+            client_of(&self.hop, self.addr),
+        )
+        .await
+    }
+}
+
+/// A request for a room that is not here: forwarded to its node in a cluster, else 404.
+async fn elsewhere(server: &Server, room: &str, fwd: Forwardable) -> Resp {
+    if let Some(r) = bad_hop(&fwd.hop) {
+        return r;
+    }
+    match server.owner_elsewhere(room, &fwd.hop).await {
+        Ok(Some(url)) => fwd.to(server, &url, Bytes::new()).await,
+        Ok(None) => text(StatusCode::NOT_FOUND, format!("no room {room:?}\n")),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn unavailable(e: crate::cluster::RouteError) -> Resp {
+    let reason = match e {
+        crate::cluster::RouteError::Unavailable(r) | crate::cluster::RouteError::Full(r) => r,
+    };
+    text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
+}
+
+/// Where a WHIP/WHEP resource id (`p7`, or `p7~NODE` in a cluster) lives.
+enum ResourceAt {
+    /// Here, under this id.
+    Here(String),
+    /// On another live node, at this URL.
+    Node(String),
+    /// A bad hop, a node that is gone, or Redis down.
+    Refused(Resp),
+}
+
+async fn resource_node(server: &Server, id: &str, hop: &Hop) -> ResourceAt {
+    if let Some(r) = bad_hop(hop) {
+        return ResourceAt::Refused(r);
+    }
+    let (Some(c), Some((local, node))) = (&server.cluster, id.split_once('~')) else {
+        return ResourceAt::Here(id.to_string());
+    };
+    if node == c.id || hop.is_hop() {
+        return ResourceAt::Here(local.to_string());
+    }
+    match c.node_url(node).await {
+        Ok(Some(url)) => ResourceAt::Node(url),
+        Ok(None) => ResourceAt::Refused(text(
+            StatusCode::NOT_FOUND,
+            format!("no such session: node {node:?} is not in the cluster (any more)\n"),
+        )),
+        Err(e) => ResourceAt::Refused(unavailable(e)),
+    }
+}
+
+/// The local id of a resource this request is for, or the response (forwarded, or a
+/// refusal) when it lives elsewhere.
+async fn resource_at(server: &Server, id: &str, fwd: &Forwardable) -> Result<String, Resp> {
+    match resource_node(server, id, &fwd.hop).await {
+        ResourceAt::Here(local) => Ok(local),
+        ResourceAt::Node(url) => Err(fwd.to(server, &url, Bytes::new()).await),
+        ResourceAt::Refused(r) => Err(r),
+    }
+}
+
+/// `GET /api/admin/rooms` in a cluster: this node's rooms (`local`, already checked for
+/// the token) and every other live node's, each with a `node` field.
+async fn admin_rooms_everywhere(server: &Server, local: Resp, fwd: &Forwardable) -> Resp {
+    let Some(c) = &server.cluster else {
+        return local;
+    };
+    if local.status() != StatusCode::OK {
+        return local;
+    }
+    let tag = |v: serde_json::Value, node: &str| -> Vec<serde_json::Value> {
+        let mut rows = v.as_array().cloned().unwrap_or_default();
+        for r in &mut rows {
+            r["node"] = serde_json::Value::from(node);
+        }
+        rows
+    };
+    let body = http_body_util::BodyExt::collect(local.into_body())
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut rows = tag(serde_json::from_slice(&body).unwrap_or_default(), &c.id);
+    let nodes = match c.nodes().await {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
+    };
+    for n in nodes.into_iter().filter(|n| !n.this) {
+        let resp = fwd.to(server, &n.url, Bytes::new()).await;
+        if resp.status() != StatusCode::OK {
+            tracing::warn!(node = %n.id, status = %resp.status(), "cluster: a node did not list its rooms");
+            continue;
+        }
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        rows.extend(tag(
+            serde_json::from_slice(&body).unwrap_or_default(),
+            &n.id,
+        ));
+    }
+    json(&rows)
 }

@@ -19,6 +19,7 @@ mod admin;
 mod api;
 pub mod auth;
 pub mod client;
+mod cluster;
 mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -71,6 +72,8 @@ pub struct Server {
     /// Flips to true when shutdown begins; every WebSocket session watches it, and joins
     /// are refused from then on.
     shutdown_tx: tokio::sync::watch::Sender<bool>,
+    /// Redis-backed placement and routing when `cluster.redis_url` is set.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Why the server could not start.
@@ -109,6 +112,7 @@ impl Server {
             sessions: AtomicUsize::new(0),
             shutdown_tx: tokio::sync::watch::Sender::new(false),
             media: media::MediaPlane::start(&cfg.network)?,
+            cluster: cluster::Cluster::new(&cfg.cluster),
             live: RwLock::new((Arc::new(cfg), Arc::new(assets))),
             reload_status: Mutex::new(ReloadStatus::default()),
             rooms: Mutex::new(HashMap::new()),
@@ -147,7 +151,15 @@ impl Server {
             info!(fingerprint = %t.fingerprint, self_signed = t.self_signed_pem.is_some(), "HTTPS certificate (SHA-256)");
         }
         let routes = warp::service(api::routes(self.clone()));
-        listen::accept_loop(listener, routes, self.tls.clone(), shutdown).await;
+        if let Some(c) = &self.cluster {
+            c.start(
+                Arc::downgrade(&self),
+                self.config().cluster.redis_url.clone(),
+            );
+        }
+        // In a cluster, the signal drains the node first.
+        let stop = self.clone().stop_when(shutdown);
+        listen::accept_loop(listener, routes, self.tls.clone(), stop).await;
         self.shut_down().await;
     }
 
@@ -202,6 +214,9 @@ impl Server {
             sessions_left = self.sessions.load(Ordering::SeqCst),
             "shut down"
         );
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
     }
 
     fn new_id(&self) -> ParticipantId {
@@ -252,6 +267,7 @@ impl Server {
                 )));
             }
             e.participants += 1;
+            self.cluster_changed();
             return Ok(e.handle.clone());
         }
         if rooms.len() >= cfg.rooms.max_rooms as usize {
@@ -277,6 +293,7 @@ impl Server {
                 created: Instant::now(),
             },
         );
+        self.cluster_changed();
         Ok(handle)
     }
 
@@ -293,7 +310,9 @@ impl Server {
         if e.participants == 0 {
             e.handle.send(room::Command::Stop);
             rooms.remove(&handle.name);
+            self.cluster_room_closed(&handle.name);
         }
+        self.cluster_changed();
     }
 
     fn room(&self, name: &str) -> Option<(RoomHandle, usize, Instant)> {

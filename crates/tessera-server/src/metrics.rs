@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub tasks: usize,
     /// The media reactor's counters.
     pub media: crate::media::PlaneStats,
+    /// A node of a cluster: its Redis state and routing counts.
+    pub cluster: Option<crate::cluster::Stats>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -121,6 +123,48 @@ impl Collector for Snapshot {
             "Tokio tasks alive in the server process.",
             gauge(self.tasks as f64),
         )?;
+        if let Some(c) = &self.cluster {
+            let flag = |b: bool| gauge(if b { 1.0 } else { 0.0 });
+            single(
+                e,
+                "tessera_cluster_redis_up",
+                "1 while the last heartbeat reached Redis.",
+                flag(c.redis_up),
+            )?;
+            single(
+                e,
+                "tessera_cluster_draining",
+                "1 while this node drains (takes no new rooms).",
+                flag(c.draining),
+            )?;
+            family(
+                e,
+                "tessera_cluster_proxied",
+                "Requests this node passed on to the room's node: WebSocket sessions (ws) and HTTP requests (http).",
+                vec![
+                    (vec![("kind", "ws".to_string())], counter(c.proxied_ws)),
+                    (vec![("kind", "http".to_string())], counter(c.proxied_http)),
+                ],
+            )?;
+            single(
+                e,
+                "tessera_cluster_hop_refused",
+                "Node-to-node calls refused for a bad or stale signature (cluster.secret).",
+                counter(c.bad_hops),
+            )?;
+            single(
+                e,
+                "tessera_cluster_rooms_lost",
+                "Rooms this node lost to a newer claim after its own lapsed (participants told to rejoin).",
+                counter(c.rooms_lost),
+            )?;
+            single(
+                e,
+                "tessera_cluster_redis_errors",
+                "Redis calls and heartbeats that failed.",
+                counter(c.redis_errors),
+            )?;
+        }
 
         let m = &self.media;
         single(
@@ -473,12 +517,28 @@ mod tests {
                 udp_sockets: 2,
                 ..Default::default()
             },
+            cluster: Some(crate::cluster::Stats {
+                redis_up: true,
+                draining: false,
+                proxied_ws: 4,
+                proxied_http: 2,
+                bad_hops: 1,
+                rooms_lost: 0,
+                redis_errors: 0,
+            }),
         });
         assert!(text.contains("tessera_media_udp_sockets 2"), "{text}");
         assert!(
             text.contains("tessera_limit_refusals_total{limit=\"join_rate\"} 3"),
             "{text}"
         );
+        for line in [
+            "tessera_cluster_redis_up 1",
+            "tessera_cluster_proxied_total{kind=\"ws\"} 4",
+            "tessera_cluster_hop_refused_total 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains("tessera_mix_latency_seconds_bucket{le=\"0.01\",room=\"r\"} 2"),
             "{text}"

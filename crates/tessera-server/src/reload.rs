@@ -42,6 +42,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
     if tls(&old.server) != tls(&new.server) {
         keys.push("server.tls_cert/tls_key/tls_self_signed".to_string());
     }
+    if crate::cluster::restart_needed(&old.cluster, &new.cluster) {
+        keys.push("cluster (all but max_load and drain_timeout_secs)".to_string());
+    }
     if old.logging != new.logging {
         keys.push("logging".to_string());
     }

@@ -358,6 +358,7 @@ async fn join_ws(
             ));
         }
     }
+    server.admit(&j.room).await?;
     let m = enter(server, &j.room, &j.name)?;
     let (others, layout) = m
         .room
@@ -391,6 +392,17 @@ async fn join_ws(
 
 /// One WebSocket client from `join` to leave or disconnect.
 pub async fn run_ws(server: Arc<Server>, ws: WebSocket, addr: Option<SocketAddr>) {
+    run_ws_on(server, ws, addr).await
+}
+
+/// `run_ws` on any WebSocket-like stream (in a cluster: one whose `join` was already read).
+pub async fn run_ws_on<W>(server: Arc<Server>, ws: W, addr: Option<SocketAddr>)
+where
+    W: futures_util::Stream<Item = Result<Message, warp::Error>>
+        + futures_util::Sink<Message, Error = warp::Error>
+        + Send
+        + 'static,
+{
     let _count = SessionCount::new(&server);
     let (mut tx, mut rx) = ws.split();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<ServerMessage>();
@@ -602,6 +614,7 @@ pub async fn start_resource(
     }
     check_sdp_size(server, offer)?;
     sdp::sections(offer).map_err(|e| Refusal(ErrorCode::BadSdp, e.0))?;
+    server.admit(room).await?;
     let mut m = enter(server, room, name)?;
     let wants = Wants {
         name: name.to_string(),
