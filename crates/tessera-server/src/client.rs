@@ -42,8 +42,8 @@ use crate::peer::{self, KeyframeRequestForwarder, Tap, Tapped};
 use crate::reassembly::{self, Event, Reassembler, SafeH264};
 
 /// Encoded media to send: whole frames (IVF VP8 frames or Annex-B access units), first
-/// one a keyframe, and Opus packets of 20 ms.
-#[derive(Clone, Default)]
+/// one a keyframe, and Opus packets of 20 ms. The default sends nothing and receives both.
+#[derive(Clone)]
 pub struct Media {
     pub video: Option<(VideoCodec, Vec<Vec<u8>>)>,
     pub video_fps: u32,
@@ -54,6 +54,19 @@ pub struct Media {
     pub tier: Option<String>,
     /// Offer to receive the composite (false with no camera: an audio-only participant).
     pub receive_video: bool,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            video: None,
+            video_fps: 30,
+            audio: Vec::new(),
+            token: None,
+            tier: None,
+            receive_video: true,
+        }
+    }
 }
 
 /// One size of a camera clip, for a client that follows `send_hint`.
