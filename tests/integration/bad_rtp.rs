@@ -475,7 +475,24 @@ async fn garbage_oversized_and_empty_rtp_are_counted() {
 
     // Oversized and empty payloads, each in a packet of its own between frames: 5 video
     // and 10 audio of each in 10 ticks. They only use up their sequence numbers: no loss.
-    let lost = w.counter(&id, "net.video_frames_lost").await;
+    // The counters reach the room once a second: take the baseline once the garbage's
+    // losses have all been reported (unchanged for 1.5 s of good ticks).
+    let mut lost = w.counter(&id, "net.video_frames_lost").await;
+    let mut since = Instant::now();
+    flow_until(
+        &mut s,
+        &mut w,
+        "the loss counter to settle",
+        15,
+        async |w| {
+            let now = w.counter(&id, "net.video_frames_lost").await;
+            if now != lost {
+                (lost, since) = (now, Instant::now());
+            }
+            since.elapsed() >= Duration::from_millis(1500)
+        },
+    )
+    .await;
     let frames = w.frames();
     let mut tick = 0;
     run(&mut s, 20, &mut |_, t| {

@@ -41,13 +41,12 @@ pub(super) fn spawn(
     let mut std_sockets = Vec::new();
     for ip in host_ips(network)? {
         let addr = SocketAddr::new(ip, network.udp_port);
-        let s = std::net::UdpSocket::bind(addr).map_err(|e| {
+        let s = media_socket(addr).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("cannot bind media socket {addr} (network.udp_port): {e}"),
             )
         })?;
-        s.set_nonblocking(true)?;
         std_sockets.push(s);
     }
     let locals = std_sockets
@@ -90,6 +89,29 @@ pub(super) fn spawn(
             })
         })?;
     Ok(locals)
+}
+
+/// Kernel buffers asked for on each media socket. One socket carries every participant, so
+/// the default (about 200 KiB) overflows in a burst of keyframes; the kernel caps the request
+/// at `net.core.rmem_max`/`wmem_max` (operations.md says how to raise them).
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// A non-blocking UDP socket bound to `addr`, with large kernel buffers.
+fn media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer than asked for still works, it only drops sooner.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    if let (Ok(r), Ok(w)) = (s.recv_buffer_size(), s.send_buffer_size()) {
+        debug!(%addr, recv = r, send = w, "media socket buffers");
+    }
+    Ok(s.into())
 }
 
 /// `network.host_ips`, or when it is empty every interface address of the machine
