@@ -26,7 +26,8 @@ fn proc_status(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("Threads:"))
 }
 
-async fn metric(base: &str, name: &str) -> f64 {
+/// A metric without labels from the server's `/metrics`.
+pub(crate) async fn metric(base: &str, name: &str) -> f64 {
     let (_, body) = http_get(base, "/metrics").await;
     String::from_utf8_lossy(&body)
         .lines()

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tessera_server::client::Client;
 use tessera_types::VideoCodec;
 
-use crate::live::{http_get, load_media};
+use crate::churn::metric;
+use crate::live::load_media;
 use crate::security::spawn_serve;
 use crate::{fixtures, scratch};
 
@@ -35,15 +36,6 @@ fn udp_inodes() -> HashSet<u64> {
                 .collect::<Vec<u64>>()
         })
         .collect()
-}
-
-async fn metric(base: &str, name: &str) -> f64 {
-    let (_, body) = http_get(base, "/metrics").await;
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
