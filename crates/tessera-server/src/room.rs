@@ -714,6 +714,17 @@ impl RoomThread {
                     ServerMessage::ParticipantJoined { participant: info },
                     Some(id),
                 );
+                // The newcomer's `joined` list was taken at its WebSocket join; whoever
+                // entered the room since (before this offer) is only known from here.
+                if let Some(m) = self.members.get(&id) {
+                    for other in self.order.iter().filter(|o| **o != id) {
+                        if let Some(o) = self.members.get(other) {
+                            let _ = m.sink.events.send(ServerMessage::ParticipantUpdated {
+                                participant: o.info.clone(),
+                            });
+                        }
+                    }
+                }
                 self.report_bandwidth(id, now);
             }
             Command::Leave { id } => {
@@ -1768,6 +1779,27 @@ mod tests {
             Some("tiny"),
             "the smallest tier whatever the display"
         );
+        room.send(Command::Stop);
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_hears_of_everyone_already_in_the_room() {
+        let room = spawn("newcomer", "grid".into(), settings()).unwrap();
+        let (s1, _e1) = sink();
+        let (s2, mut e2) = sink();
+        join(&room, 1, s1);
+        join(&room, 2, s2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, e2.recv()).await {
+                Ok(Some(ServerMessage::ParticipantUpdated { participant })) => {
+                    assert_eq!(participant.id, "p1");
+                    break;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("p2 never heard of p1: {other:?}"),
+            }
+        }
         room.send(Command::Stop);
     }
 
