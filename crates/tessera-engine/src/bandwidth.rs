@@ -237,12 +237,20 @@ impl BandwidthController {
             return (t, EstimateSource::Twcc);
         }
         let loss = self.loss.bps as u64;
+        // A better signal that went quiet (its feedback lost on a flooded uplink) still
+        // bounds the fallback: the loss-based estimate only shrinks on reports about video,
+        // so for a receiver on audio only it is still its start guess, and taking it would
+        // climb without evidence.
+        let last = |s: Option<(Instant, u64)>| s.map_or(u64::MAX, |(_, v)| v);
         if let Some(r) = fresh(self.remb) {
             // REMB is the receiver's view of delay; loss it reports still counts.
             let bound = if self.loss.seen.is_some() { loss } else { r };
-            return (r.min(bound), EstimateSource::Remb);
+            return (r.min(bound).min(last(self.twcc)), EstimateSource::Remb);
         }
-        (loss, EstimateSource::Loss)
+        (
+            loss.min(last(self.twcc)).min(last(self.remb)),
+            EstimateSource::Loss,
+        )
     }
 
     /// The probe in progress, if any.
@@ -722,5 +730,36 @@ mod tests {
             },
         );
         assert_eq!(c.estimate(t0), (2_000_000, EstimateSource::Remb));
+    }
+
+    #[test]
+    fn an_audio_only_receiver_whose_feedback_goes_quiet_stays_on_audio_only() {
+        let t0 = Instant::now();
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        let mut switches = Vec::new();
+        // An 80 kbit/s link: GCC settles at ~60k, below every tier.
+        for i in 0..100u64 {
+            let fb = Feedback {
+                twcc_bps: Some(60_000),
+                sent_bps: Some(50_000),
+                ..Default::default()
+            };
+            if let Some(r) = c.on_feedback(t0 + Duration::from_millis(i * 100), fb) {
+                switches.push((i * 100, tier(&r).to_string()));
+            }
+        }
+        assert_eq!(tier(c.current()), "audio", "{switches:?}");
+        // Then its feedback is lost for a minute; only the server's own sent rate goes in.
+        for i in 100..700u64 {
+            let fb = Feedback {
+                sent_bps: Some(50_000),
+                ..Default::default()
+            };
+            if let Some(r) = c.on_feedback(t0 + Duration::from_millis(i * 100), fb) {
+                switches.push((i * 100, tier(&r).to_string()));
+            }
+        }
+        assert_eq!(tier(c.current()), "audio", "{switches:?}");
+        assert_eq!(c.estimate(t0 + Duration::from_secs(70)).0, 60_000);
     }
 }
