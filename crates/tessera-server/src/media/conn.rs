@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{CongestionControlBuilder, Registry, Slot};
+use rtc::interceptor::{
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
+};
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_twcc,
+    configure_rtcp_reports, configure_twcc,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -84,6 +86,13 @@ pub struct Conn {
 }
 
 /// A random string of `n` ICE characters (letters and digits).
+/// How often a lost camera packet is asked for again (every 100 ms). Unlimited (`rtc`'s
+/// default) NACKs each loss every 100 ms while it stays in the 512-packet window: on a
+/// sender's uplink that overflows, every drop was asked for dozens of times and answered
+/// with a retransmission each, which flooded the link further (an 80 kbit/s client sent
+/// 400-500 kbit/s into it). libwebrtc's receiver asks about once per round trip, a few times.
+const NACKS_PER_PACKET: u16 = 3;
+
 fn ice_chars(n: usize) -> String {
     use ring::rand::SecureRandom;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -126,7 +135,15 @@ impl Conn {
             max_tier_bps,
         } = req;
         let mut me = peer::media_engine()?;
-        let registry = configure_nack(Registry::new(), &mut me);
+        // The codecs already carry `nack` and `nack pli` (peer::media_engine).
+        let registry = Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                    .build(),
+            );
         let registry = configure_rtcp_reports(registry);
         let registry = configure_twcc(registry, &mut me).map_err(werr)?;
         let net_tap = Arc::new(Mutex::new(NetStats::default()));
