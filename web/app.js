@@ -65,6 +65,11 @@ let s = freshSession();
 // (GET /api/cluster/nodes, read after each join), for up to REJOIN_FOR_MS.
 const REJOIN_CODES = new Set(['moved', 'shutdown', 'unavailable']);
 const REJOIN_FOR_MS = 60000;
+// A media path that stays `disconnected` this long is restarted (a new offer with new ICE
+// credentials, over the same signalling socket): a network change (Wi-Fi to cellular) then
+// recovers within the server's network.ice_failed_timeout_ms instead of ending the call.
+const ICE_RESTART_AFTER_MS = 2000;
+const ICE_RESTARTS = 3;
 let clusterUrls = []; // other nodes' base URLs, as the last join's server listed them
 let reconnects = 0;
 
@@ -128,6 +133,9 @@ window.tessera = {
   get videoSender() { return videoSender(s); },
   get lastHint() { return s.hint && { ...s.hint }; },
   get sendParams() { return s.sendParams && { ...s.sendParams }; },
+  get iceRestarts() { return s.iceRestarts || 0; },
+  // Restart ICE now, as a path lost for ICE_RESTART_AFTER_MS would (tests).
+  restartIce() { return !!s.pc && restartIce(s.pc); },
   get lastBandwidth() { return s.bandwidth && { ...s.bandwidth }; },
   get paused() { return s.paused; },
   get audioOnly() { return s.audioOnly; },
@@ -545,10 +553,19 @@ async function onJoined(msg) {
       setState('connected');
       // Browsers may refuse setParameters before the transport is up; apply again.
       scheduleSenderUpdate();
+      s.iceRestartTries = 0;
     } else if (st === 'failed') {
-      showError('media connection failed (ICE/DTLS)');
-      setState('failed');
-    } else if (st === 'disconnected') ui.status.textContent = 'reconnecting…';
+      if (!restartIce(pc)) {
+        showError('media connection failed (ICE/DTLS)');
+        setState('failed');
+      }
+    } else if (st === 'disconnected') {
+      ui.status.textContent = 'reconnecting…';
+      clearTimeout(s.iceRestartTimer);
+      s.iceRestartTimer = setTimeout(() => {
+        if (pc === s.pc && pc.connectionState === 'disconnected') restartIce(pc);
+      }, ICE_RESTART_AFTER_MS);
+    }
   };
 
   setState('negotiating');
@@ -556,6 +573,22 @@ async function onJoined(msg) {
   await pc.setLocalDescription(offer);
   send({ type: 'offer', sdp: pc.localDescription.sdp });
   startStats();
+}
+
+// An ICE restart: a new offer with new ICE credentials, answered like the first. Returns
+// false when the restarts are spent.
+function restartIce(pc) {
+  if ((s.iceRestartTries || 0) >= ICE_RESTARTS || !s.ws || s.ws.readyState !== WebSocket.OPEN) return false;
+  s.iceRestartTries = (s.iceRestartTries || 0) + 1;
+  s.iceRestarts = (s.iceRestarts || 0) + 1;
+  s.remoteDescriptionSet = false;
+  (async () => {
+    const offer = await pc.createOffer({ iceRestart: true });
+    if (pc !== s.pc) return;
+    await pc.setLocalDescription(offer);
+    send({ type: 'offer', sdp: pc.localDescription.sdp });
+  })().catch((e) => console.warn('ICE restart failed', e));
+  return true;
 }
 
 async function onAnswer(msg) {
@@ -801,6 +834,7 @@ function cleanup({ keepMedia = false } = {}) {
   const old = s;
   clearInterval(old.statsTimer);
   clearInterval(old.pingTimer);
+  clearTimeout(old.iceRestartTimer);
   old.statsTimer = null;
   old.pingTimer = null;
   if (old.pc) {

@@ -758,6 +758,34 @@ async function chromiumTests(base, report) {
     }
   }, { needs: 0 });
 
+  await report('chromium: an ICE restart (a new offer with new credentials) keeps the call going', async () => {
+    const cy = people[2];
+    const ufrags = () => cy.page.evaluate(() => {
+      const pc = window.tessera.pc;
+      const u = (d) => d && (d.sdp.match(/a=ice-ufrag:(\S+)/) || [])[1];
+      return { local: u(pc.localDescription), remote: u(pc.remoteDescription), state: pc.connectionState };
+    });
+    const before = await ufrags();
+    const errs0 = (await pageState(cy.page)).errors.length;
+    const frames0 = (await cy.page.evaluate(probeRtp)).inVideo.framesDecoded;
+    assert(await cy.page.evaluate(() => window.tessera.restartIce()), `${cy.name}: restartIce() refused`);
+    const r = await pollUntil(async () => {
+      const now = await ufrags();
+      const rtp = await cy.page.evaluate(probeRtp);
+      const restarts = await cy.page.evaluate(() => window.tessera.iceRestarts);
+      const frames = rtp.inVideo ? rtp.inVideo.framesDecoded - frames0 : 0;
+      return {
+        ok: restarts === 1 && now.local !== before.local && now.remote !== before.remote && now.state === 'connected' && frames >= 30,
+        detail: `ufrags ${JSON.stringify(before)} -> ${JSON.stringify(now)}, ${restarts} restart(s), ${frames} frames decoded since`,
+      };
+    }, 15_000, 250);
+    log(`  ${cy.name}: ${r.detail}`);
+    assert(r.ok, `${cy.name}: after an ICE restart: ${r.detail}`);
+    const errs = (await pageState(cy.page)).errors.slice(errs0);
+    assert(errs.length === 0, `${cy.name}: errors after the restart: ${JSON.stringify(errs)}`);
+    await checkColours(base, room, people, 10_000);
+  }, { needs: 0 });
+
   await report('chromium: a participant leaves and its tile goes within 5 s', async () => {
     const leaver = people[2];
     const stay = people.slice(0, 2);

@@ -476,7 +476,14 @@ where
                         }
                         Ok(ClientMessage::Offer { sdp }) => match member.as_mut() {
                             None => Some(ServerMessage::error(ErrorCode::BadState, "send join before offer")),
-                            Some(_) if offered => Some(ServerMessage::error(ErrorCode::BadState, "one offer per session; renegotiation is never needed")),
+                            // A later offer is an ICE restart (the client's network changed).
+                            Some((m, _)) if offered => match m.peer {
+                                None => Some(ServerMessage::error(ErrorCode::BadState, "the first offer is still being answered")),
+                                Some(key) => match server.media.restart(key, sdp).await {
+                                    Ok(answer) => Some(ServerMessage::Answer { sdp: answer }),
+                                    Err(e) => Some(ServerMessage::error(ErrorCode::BadSdp, format!("ICE restart refused: {e}"))),
+                                },
+                            },
                             Some((m, wants)) => {
                                 offered = true;
                                 match start_media(m, wants, &sdp, ev_tx.clone(), peer_tx.clone()).await {

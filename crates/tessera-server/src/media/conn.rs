@@ -63,7 +63,12 @@ pub struct Conn {
     pub key: PeerKey,
     pub id: ParticipantId,
     pub pc: RTCPeerConnection,
+    /// Our current ICE username fragment (a restart adds a new one).
     pub ufrag: String,
+    /// The client's, from its last offer.
+    remote_ufrag: String,
+    /// `network.public_ip`: candidates in our answers are rewritten to it.
+    public_ip: String,
     room: RoomHandle,
     events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
     connected: bool,
@@ -85,7 +90,6 @@ pub struct Conn {
     write_errors: u64,
 }
 
-/// A random string of `n` ICE characters (letters and digits).
 /// How often a lost camera packet is asked for again (every 100 ms). Unlimited (`rtc`'s
 /// default) NACKs each loss every 100 ms while it stays in the 512-packet window: on a
 /// sender's uplink that overflows, every drop was asked for dozens of times and answered
@@ -93,6 +97,24 @@ pub struct Conn {
 /// 400-500 kbit/s into it). libwebrtc's receiver asks about once per round trip, a few times.
 const NACKS_PER_PACKET: u16 = 3;
 
+/// The first `a=ice-ufrag` of a description.
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+}
+
+/// The media kinds of a description's m-lines, in order.
+fn media_kinds(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("m="))
+        .filter_map(|m| m.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A random string of `n` ICE characters (letters and digits).
 fn ice_chars(n: usize) -> String {
     use ring::rand::SecureRandom;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -195,6 +217,7 @@ impl Conn {
             .with_interceptor_registry(registry)
             .build(now)
             .map_err(werr)?;
+        let offer_text = offer.clone();
         let desc =
             RTCSessionDescription::offer(offer).map_err(|e| PeerError::BadSdp(e.to_string()))?;
         pc.set_remote_description(now, desc)
@@ -292,12 +315,15 @@ impl Conn {
         }
         tracing::trace!(participant = %id, answer = %sdp_out, "answer");
         let receive = ReceiveCodecs::of_answer(&sdp_out);
+        let remote_ufrag = ice_ufrag(&offer_text).unwrap_or_default();
         debug!(participant = %id, codecs = ?receive, "payload types accepted");
         let conn = Conn {
             key,
             id,
             pc,
             ufrag,
+            remote_ufrag,
+            public_ip: network.public_ip.clone(),
             room,
             events,
             connected: false,
@@ -316,6 +342,52 @@ impl Conn {
             write_errors: 0,
         };
         Ok((conn, sdp_out))
+    }
+
+    /// An ICE restart: the client's new offer differs from its first only in its ICE
+    /// credentials. The agent takes new local credentials and checks anew (the DTLS and
+    /// SRTP sessions and the media carry on); returns the answer with our new ufrag in
+    /// `self.ufrag`. Any other renegotiation is refused.
+    pub fn restart(&mut self, offer: String, now: Instant) -> Result<String, PeerError> {
+        let ufrag = ice_ufrag(&offer)
+            .ok_or_else(|| PeerError::BadSdp("the offer has no a=ice-ufrag".into()))?;
+        if ufrag == self.remote_ufrag {
+            return Err(PeerError::BadSdp(
+                "a second offer must be an ICE restart (a new a=ice-ufrag): nothing else is renegotiated"
+                    .into(),
+            ));
+        }
+        let before = self
+            .pc
+            .remote_description()
+            .map(|d| media_kinds(&d.sdp))
+            .unwrap_or_default();
+        if media_kinds(&offer) != before {
+            return Err(PeerError::BadSdp(format!(
+                "an ICE restart must offer the same media sections ({})",
+                before.join(", ")
+            )));
+        }
+        let desc =
+            RTCSessionDescription::offer(offer).map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(now, desc)
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let answer = self.pc.create_answer(None).map_err(werr)?;
+        self.pc.set_local_description(now, answer).map_err(werr)?;
+        let mut sdp_out = self
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        if !self.public_ip.is_empty() {
+            sdp_out = sdp::rewrite_candidates(&sdp_out, &self.public_ip);
+        }
+        let local = ice_ufrag(&sdp_out).ok_or_else(|| werr("the answer has no a=ice-ufrag"))?;
+        info!(participant = %self.id, old = %self.ufrag, new = %local, "ICE restart");
+        self.ufrag = local;
+        self.remote_ufrag = ufrag;
+        Ok(sdp_out)
     }
 
     pub fn add_candidate(&mut self, c: IceCandidate) -> Result<(), PeerError> {

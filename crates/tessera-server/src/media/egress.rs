@@ -284,9 +284,24 @@ impl VideoOut {
         }
         let due = (now.duration_since(pr.started).as_secs_f64() * pr.bps as f64 / 8.0) as u64;
         let target = pr.bytes_at_start + due;
+        // Padding is paced like media, at the probe's rate (or the pacer's, if higher): a
+        // probe that fell behind while a keyframe drained must not catch up in one burst,
+        // which a shallow bottleneck queue drops, and the estimate with it.
+        let pad_rate = (pr.bps as f64).max(rate);
         while self.bytes + audio_bytes < target {
+            let at = self.next_send.unwrap_or(now);
+            if at > now + Duration::from_millis(2) {
+                break;
+            }
+            let before = self.bytes;
             match self.padding() {
-                Some(p) => out.push(p),
+                Some(p) => {
+                    let size = self.bytes - before;
+                    let floor = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
+                    self.next_send =
+                        Some(at.max(floor) + Duration::from_secs_f64(size as f64 * 8.0 / pad_rate));
+                    out.push(p);
+                }
                 None => {
                     self.probing = None;
                     break;
@@ -419,6 +434,37 @@ mod tests {
         }
         let spread = t.duration_since(t0).as_secs_f64();
         assert!((0.4..0.7).contains(&spread), "spread over {spread} s");
+    }
+
+    #[test]
+    fn probe_padding_is_paced_even_after_a_keyframe_held_it_back() {
+        let mut cache = FrameCache::default();
+        let mut r = VideoOut::new(VideoCodec::Vp8, Stamp::new(1, 96, 0, 0), vec![5, 6]);
+        let t0 = Instant::now();
+        // A probe at 400 kbit/s starts as a 6 kB keyframe goes out at 100 kbit/s: by the
+        // time it has drained, the probe is 18 kB short.
+        r.push_frame(&cache.get(&frame(6_000, true, 0), VideoCodec::Vp8));
+        r.probe(400_000, t0 + Duration::from_secs(3), t0, 0);
+        let mut sent: Vec<(Duration, u64)> = Vec::new();
+        let mut out = Vec::new();
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(2500) {
+            let before = r.bytes;
+            r.poll(t, 100_000, 0, &mut out);
+            sent.push((t - t0, r.bytes - before));
+            t += Duration::from_millis(1);
+        }
+        assert!(r.padding_packets > 50, "{} padding packets", r.padding_packets);
+        // No 50 ms window carries more than the probe's rate allows, plus two packets.
+        let most = 400_000.0 / 8.0 * 0.05 + 2.0 * 1300.0;
+        for (i, (at, _)) in sent.iter().enumerate() {
+            let bytes: u64 = sent[i..]
+                .iter()
+                .take_while(|(b, _)| *b < *at + Duration::from_millis(50))
+                .map(|(_, n)| n)
+                .sum();
+            assert!(bytes as f64 <= most, "{bytes} bytes in 50 ms from {at:?}");
+        }
     }
 
     #[test]

@@ -71,6 +71,11 @@ enum Control {
         candidate: IceCandidate,
         reply: oneshot::Sender<Result<(), PeerError>>,
     },
+    Restart {
+        key: PeerKey,
+        offer: String,
+        reply: oneshot::Sender<Result<String, PeerError>>,
+    },
     Close {
         key: PeerKey,
     },
@@ -189,6 +194,15 @@ impl MediaPlane {
             candidate,
             reply,
         });
+        rx.await
+            .map_err(|_| PeerError::Webrtc("the media plane has stopped".into()))?
+    }
+
+    /// An ICE restart with the client's new offer: returns the answer, with our new ICE
+    /// credentials, which the demultiplexer routes from then on.
+    pub async fn restart(&self, key: PeerKey, offer: String) -> Result<String, PeerError> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.control.send(Control::Restart { key, offer, reply });
         rx.await
             .map_err(|_| PeerError::Webrtc("the media plane has stopped".into()))?
     }

@@ -263,6 +263,18 @@ impl Reactor {
                 self.dirty.insert(key);
                 let _ = reply.send(r);
             }
+            Control::Restart { key, offer, reply } => {
+                let r = match self.conns.get_mut(&key) {
+                    Some(c) => c.restart(offer, now).inspect(|_| {
+                        // The old ufrag keeps routing checks still in flight; both go
+                        // when the connection closes.
+                        self.demux.add_ufrag(&c.ufrag, key);
+                    }),
+                    None => Err(super::PeerError::Webrtc("no such connection".into())),
+                };
+                self.dirty.insert(key);
+                let _ = reply.send(r);
+            }
             Control::Close { key } => {
                 if let Some(c) = self.conns.get_mut(&key) {
                     c.close();
