@@ -19,7 +19,7 @@ cargo build --release -q -p tessera -p tessera-load
 bin=target/release
 
 # The live server.
-"$bin/tessera" serve --config benches/live-load.toml --listen 127.0.0.1:0 --udp-port 0 \
+"$bin/tessera" serve --config benches/live-load.toml --listen 127.0.0.1:0 --udp-port 0 --tcp-port 0 \
   >"$out/serve.out" 2>"$out/serve.log" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

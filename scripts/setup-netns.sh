@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the shaped-link browser test (tests/browser/shaped.mjs) needs on a Debian 12
-# machine: iproute2 (`ip netns`, `tc tbf`) and iptables (NFQUEUE rules that hand packets to
-# target/debug/tessera-netem for delay and loss; the kernels we test on have no netem).
+# Installs what the network-namespace browser tests need on a Debian 12 machine: iproute2
+# (`ip netns`, `tc tbf`), iptables (shaped.mjs: NFQUEUE rules that hand packets to
+# target/debug/tessera-netem for delay and loss; the kernels we test on have no netem) and
+# nftables (icetcp.mjs: a namespace that drops all UDP).
 # Idempotent: apt-get runs only when a package is missing. Without root it only says what
 # is missing: the test itself then prints SKIP.
 set -euo pipefail
@@ -9,6 +10,7 @@ set -euo pipefail
 packages=(
   iproute2   # ip netns, veth, tc qdisc tbf
   iptables   # iptables -j NFQUEUE inside each client's namespace
+  nftables   # nft: the UDP-blocked namespace of the ICE-TCP test
 )
 
 missing=()

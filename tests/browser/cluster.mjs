@@ -19,7 +19,9 @@ import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { assert, CHROMIUM_ARGS, log, pollUntil, sleep, TestError, withTimeout } from './helpers.mjs';
+import {
+  assert, CHROMIUM_ARGS, dist, freePort, log, pollUntil, sleep, TestError, tileColours, withTimeout,
+} from './helpers.mjs';
 
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
 
@@ -40,17 +42,6 @@ const PEOPLE = [
 ];
 
 const cleanups = [];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function track(child, name) {
   const out = fs.createWriteStream(path.join(artifacts, `${name}.log`));
@@ -88,6 +79,7 @@ async function startNode(id, redisPort, udp) {
 listen = "127.0.0.1:${port}"
 [network]
 udp_port = ${udp}
+tcp_port = 0
 [rooms]
 default_tier = "test"
 [tiers.test]
@@ -123,26 +115,6 @@ async function getJson(url) {
   return res.json();
 }
 
-// The colour at the centre of each tile of the composite a page decodes now.
-async function tileColours(page, tiles, width, height) {
-  return page.evaluate(({ tiles, width, height }) => {
-    const v = document.querySelector('[data-role="composite"]');
-    if (!v || !v.videoWidth) return null;
-    const c = document.createElement('canvas');
-    c.width = width;
-    c.height = height;
-    const g = c.getContext('2d');
-    g.drawImage(v, 0, 0, width, height);
-    return tiles.map((t) => {
-      const d = g.getImageData(Math.round(t.x + t.w / 2) - 4, Math.round(t.y + t.h / 2) - 4, 8, 8).data;
-      const m = [0, 0, 0];
-      for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) m[k] += d[i + k] / (d.length / 4);
-      return { id: t.id, rgb: m };
-    });
-  }, { tiles, width, height });
-}
-
-const dist = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
 
 // Both pages connected in one room on `node`, each decoding a composite where every
 // participant's tile shows its colour.

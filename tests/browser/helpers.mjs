@@ -1,5 +1,8 @@
-// Helpers shared by the browser tests (run.mjs, shaped.mjs): logging with elapsed time,
-// assertions, and waits that always have a deadline.
+// Helpers shared by the browser tests (run.mjs, shaped.mjs, cluster.mjs, icetcp.mjs):
+// logging with elapsed time, assertions, waits that always have a deadline, free ports and
+// the colours of a composite's tiles.
+
+import net from 'node:net';
 
 export const t0 = Date.now();
 export const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
@@ -46,3 +49,36 @@ export const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
   '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
 ];
+
+// A TCP port free on 127.0.0.1 a moment ago.
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// The colour at the centre of each tile of the composite a page decodes now.
+export async function tileColours(page, tiles, width, height) {
+  return page.evaluate(({ tiles, width, height }) => {
+    const v = document.querySelector('[data-role="composite"]');
+    if (!v || !v.videoWidth) return null;
+    const c = document.createElement('canvas');
+    c.width = width;
+    c.height = height;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0, width, height);
+    return tiles.map((t) => {
+      const d = g.getImageData(Math.round(t.x + t.w / 2) - 4, Math.round(t.y + t.h / 2) - 4, 8, 8).data;
+      const m = [0, 0, 0];
+      for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) m[k] += d[i + k] / (d.length / 4);
+      return { id: t.id, rgb: m };
+    });
+  }, { tiles, width, height });
+}
+
+export const dist = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);

@@ -112,8 +112,8 @@ async function startServer() {
   assert(fs.existsSync(bin), `no server binary at ${bin} (cargo build -p tessera, or set TESSERA_BIN)`);
   serverLog = fs.createWriteStream(path.join(artifacts, 'server.log'));
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
-  log(`starting ${path.relative(root, bin)} serve --config ${path.relative(root, config)} --listen 127.0.0.1:0 --udp-port 0`);
-  const child = spawn(bin, ['serve', '--config', config, '--listen', '127.0.0.1:0', '--udp-port', '0'], {
+  log(`starting ${path.relative(root, bin)} serve --config ${path.relative(root, config)} --listen 127.0.0.1:0 --udp-port 0 --tcp-port 0`);
+  const child = spawn(bin, ['serve', '--config', config, '--listen', '127.0.0.1:0', '--udp-port', '0', '--tcp-port', '0'], {
     cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'],
   });
   server = child;
@@ -434,6 +434,14 @@ async function checkStats(people, codec) {
       const s = await p.page.evaluate(() => window.tessera.stats);
       return { ok: !!(s && s.width > 0 && s.kbps > 0 && s.codec && s.codec !== '?'), detail: s };
     }, 5000);
+    if (!r.ok) {
+      const dump = await p.page.evaluate(async () => {
+        const out = [];
+        (await window.tessera.pc.getStats()).forEach((x) => { if (x.type === 'inbound-rtp' || x.type === 'codec') out.push(x); });
+        return out;
+      });
+      log(`  ${p.name}: inbound-rtp and codec stats: ${JSON.stringify(dump)}`);
+    }
     assert(r.ok, `${p.name}: stats line never filled in: ${JSON.stringify(r.detail)}`);
     const text = await p.page.evaluate(() => document.querySelector('[data-role="stats"]').textContent);
     log(`  ${p.name} stats: ${text}`);

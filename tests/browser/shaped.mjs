@@ -429,6 +429,7 @@ listen = "0.0.0.0:0"
 [network]
 host_ips = ${JSON.stringify(hostIps)}
 udp_port = 0
+tcp_port = 0
 `;
   fs.writeFileSync(config, toml);
   const serverLog = fs.createWriteStream(path.join(artifacts, 'server.log'));

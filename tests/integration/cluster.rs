@@ -99,6 +99,7 @@ async fn node(
 listen = "127.0.0.1:{port}"
 [network]
 udp_port = {udp}
+tcp_port = 0
 [rooms]
 default_tier = "test"
 [tiers.test]

@@ -36,6 +36,7 @@ pub async fn start_server_text(text: &str) -> String {
     let mut cfg = Config::from_toml(text, "test.toml").expect("test config");
     // Media on an OS-chosen port: tests run many servers side by side.
     cfg.network.udp_port = 0;
+    cfg.network.tcp_port = 0;
     let server = tessera_server::Server::new(cfg).expect("server");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

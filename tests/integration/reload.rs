@@ -15,7 +15,7 @@ fn config(layout: &str, fps: u32, listen: &str) -> String {
     format!(
         "[server]\nlisten = \"{listen}\"\n[rooms]\ndefault_layout = \"{layout}\"\ndefault_tier = \"test\"\n\
          [tiers.test]\nwidth = 640\nheight = 360\nfps = {fps}\nbitrate_kbps = 800\ncodec = \"vp8\"\n\
-         [network]\nudp_port = 0\n"
+         [network]\nudp_port = 0\ntcp_port = 0\n"
     )
 }
 

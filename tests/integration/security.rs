@@ -404,6 +404,7 @@ async fn https_get(
 async fn serve_tls(cfg_text: &str) -> (Arc<tessera_server::Server>, String) {
     let mut cfg = tessera_config::Config::from_toml(cfg_text, "tls.toml").expect("config");
     cfg.network.udp_port = 0;
+    cfg.network.tcp_port = 0;
     let server = tessera_server::Server::new(cfg).expect("server");
     assert_eq!(server.scheme(), "https");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -471,6 +472,7 @@ async fn https_and_wss_with_a_given_or_a_self_signed_certificate() {
     )
     .unwrap();
     cfg.network.udp_port = 0;
+    cfg.network.tcp_port = 0;
     let err = tessera_server::Server::new(cfg)
         .err()
         .expect("refused")
@@ -502,6 +504,8 @@ pub async fn spawn_serve(
             "--listen",
             "127.0.0.1:0",
             "--udp-port",
+            "0",
+            "--tcp-port",
             "0",
             "--config",
         ])

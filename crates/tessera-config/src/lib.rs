@@ -260,6 +260,9 @@ pub struct NetworkConfig {
     pub public_ip: String,
     /// The one UDP port every participant's media uses, on each host address (0 = OS-chosen).
     pub udp_port: u16,
+    /// The ICE-TCP port (passive, RFC 6544) on each host address, for networks that block
+    /// UDP; 0 = off.
+    pub tcp_port: u16,
     /// Replaced by `udp_port`; a config that still sets them is refused with that name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_port_min: Option<u16>,
@@ -439,6 +442,7 @@ impl Default for NetworkConfig {
             host_ips: Vec::new(),
             public_ip: String::new(),
             udp_port: 8080,
+            tcp_port: 8081,
             udp_port_min: None,
             udp_port_max: None,
             ice_disconnected_timeout_ms: 5000,

@@ -179,9 +179,20 @@ impl Collector for Snapshot {
             "PeerConnections the media reactor drives.",
             gauge(m.connections as f64),
         )?;
+        single(
+            e,
+            "tessera_media_tcp_connections",
+            "ICE-TCP connections open (network.tcp_port).",
+            gauge(m.tcp_connections as f64),
+        )?;
         for (name, help, v) in [
-            ("tessera_media_datagrams_in", "Datagrams received on the media port.", m.datagrams_in),
-            ("tessera_media_datagrams_out", "Datagrams sent from the media port.", m.datagrams_out),
+            (
+                "tessera_media_tcp_refused",
+                "ICE-TCP connections refused because too many were open.",
+                m.tcp_refused,
+            ),
+            ("tessera_media_datagrams_in", "Datagrams (and ICE-TCP frames) received on the media ports.", m.datagrams_in),
+            ("tessera_media_datagrams_out", "Datagrams (and ICE-TCP frames) sent from the media ports.", m.datagrams_out),
             (
                 "tessera_media_datagrams_unroutable",
                 "Datagrams from an address no connection verified, without a ufrag of ours: dropped.",

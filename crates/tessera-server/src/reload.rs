@@ -49,8 +49,8 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         keys.push("logging".to_string());
     }
     let (o, n) = (&old.network, &new.network);
-    if o.udp_port != n.udp_port || o.host_ips != n.host_ips {
-        keys.push("network.udp_port/host_ips".to_string());
+    if o.udp_port != n.udp_port || o.tcp_port != n.tcp_port || o.host_ips != n.host_ips {
+        keys.push("network.udp_port/tcp_port/host_ips".to_string());
     }
     keys
 }

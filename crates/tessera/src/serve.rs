@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// The media UDP port, overriding `network.udp_port` (0 picks a free port).
     #[arg(long)]
     udp_port: Option<u16>,
+    /// The ICE-TCP port, overriding `network.tcp_port` (0 turns ICE-TCP off).
+    #[arg(long)]
+    tcp_port: Option<u16>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -27,6 +30,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     if let Some(l) = args.listen {
         cfg.server.listen = l;
+    }
+    if let Some(p) = args.tcp_port {
+        cfg.network.tcp_port = p;
     }
     if let Some(p) = args.udp_port {
         cfg.network.udp_port = p;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
     CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
 };
@@ -75,6 +76,8 @@ pub struct Conn {
     pub closed: bool,
     receive: ReceiveCodecs,
     inbound: HashMap<String, (Inbound, RTCRtpReceiverId, u32)>,
+    /// Track ids a renegotiation gave a receiver already in `inbound`, to its first id.
+    aliases: HashMap<String, String>,
     /// The camera's receiver and SSRC, where PLIs and REMBs go.
     camera: Option<(RTCRtpReceiverId, u32)>,
     video_taken: bool,
@@ -97,6 +100,16 @@ pub struct Conn {
 /// 400-500 kbit/s into it). libwebrtc's receiver asks about once per round trip, a few times.
 const NACKS_PER_PACKET: u16 = 3;
 
+/// The ICE network types the agent uses: UDP, and TCP when ICE-TCP is on.
+fn network_types(tcp: bool) -> Vec<rtc::ice::network_type::NetworkType> {
+    use rtc::ice::network_type::NetworkType;
+    let mut t = vec![NetworkType::Udp4, NetworkType::Udp6];
+    if tcp {
+        t.extend([NetworkType::Tcp4, NetworkType::Tcp6]);
+    }
+    t
+}
+
 /// The first `a=ice-ufrag` of a description.
 fn ice_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
@@ -111,18 +124,6 @@ fn media_kinds(sdp: &str) -> Vec<String> {
         .filter_map(|l| l.trim().strip_prefix("m="))
         .filter_map(|m| m.split_whitespace().next())
         .map(str::to_string)
-        .collect()
-}
-
-/// A random string of `n` ICE characters (letters and digits).
-fn ice_chars(n: usize) -> String {
-    use ring::rand::SecureRandom;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut bytes = vec![0u8; n];
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
 }
 
@@ -144,6 +145,7 @@ impl Conn {
         key: PeerKey,
         req: OpenPeer,
         locals: &[SocketAddr],
+        tcp_locals: &[SocketAddr],
         now: Instant,
     ) -> Result<(Conn, String), PeerError> {
         let OpenPeer {
@@ -192,11 +194,9 @@ impl Conn {
                 Slot::from(14_100),
                 Tapped::new(UnknownSsrcCounter::new(net_tap.clone())),
             );
-        let ufrag = ice_chars(8);
         let se = SettingEngineBuilder::new()
             // Full ICE, not lite: our agent's own checks keep the pair alive for clients
             // that send consent checks rarely (aiortc: every 5 s).
-            .with_ice_credentials(ufrag.clone(), ice_chars(24))
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_ice_timeouts(
                 Some(Duration::from_millis(
@@ -205,10 +205,7 @@ impl Conn {
                 Some(Duration::from_millis(network.ice_failed_timeout_ms as u64)),
                 Some(Duration::from_millis(500)),
             )
-            .with_network_types(vec![
-                rtc::ice::network_type::NetworkType::Udp4,
-                rtc::ice::network_type::NetworkType::Udp6,
-            ])
+            .with_network_types(network_types(!tcp_locals.is_empty()))
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -247,16 +244,18 @@ impl Conn {
                 .map_err(|e| PeerError::BadSdp(format!("cannot send Opus: {e}")))?;
             audio_sender = Some((sender, track_id));
         }
-        for local in locals {
+        let udp = locals.iter().map(|l| (l, "udp", TcpType::Unspecified));
+        let tcp = tcp_locals.iter().map(|l| (l, "tcp", TcpType::Passive));
+        for (local, network, tcp_type) in udp.chain(tcp) {
             let candidate = CandidateHostConfig {
                 base_config: CandidateConfig {
-                    network: "udp".to_owned(),
+                    network: network.to_owned(),
                     address: local.ip().to_string(),
                     port: local.port(),
                     component: 1,
                     ..Default::default()
                 },
-                ..Default::default()
+                tcp_type,
             }
             .new_candidate_host()
             .map_err(werr)?;
@@ -315,6 +314,9 @@ impl Conn {
         }
         tracing::trace!(participant = %id, answer = %sdp_out, "answer");
         let receive = ReceiveCodecs::of_answer(&sdp_out);
+        // The agent's random credentials (fixed ones in the setting engine would be reused
+        // by an ICE restart); the demultiplexer routes by this.
+        let ufrag = ice_ufrag(&sdp_out).ok_or_else(|| werr("the answer has no a=ice-ufrag"))?;
         let remote_ufrag = ice_ufrag(&offer_text).unwrap_or_default();
         debug!(participant = %id, codecs = ?receive, "payload types accepted");
         let conn = Conn {
@@ -330,6 +332,7 @@ impl Conn {
             closed: false,
             receive,
             inbound: HashMap::new(),
+            aliases: HashMap::new(),
             camera: None,
             video_taken: false,
             audio_taken: false,
@@ -576,6 +579,27 @@ impl Conn {
                     .rtp_receiver(init.receiver_id)
                     .map(|r| r.track().kind());
                 let audio = kind == Some(RtpCodecKind::Audio);
+                // A renegotiation (ICE restart) opens the same stream again, under a new
+                // receiver (and perhaps a new track id): its packets keep going to the state the first one
+                // has, and keyframe requests go through the new receiver.
+                if let Some(first) = self
+                    .inbound
+                    .iter()
+                    .find(|(_, (_, _, ssrc))| *ssrc == init.ssrc)
+                    .map(|(id, _)| id.clone())
+                {
+                    debug!(participant = %self.id, ssrc = init.ssrc, audio, "track opened again after renegotiation");
+                    if let Some(entry) = self.inbound.get_mut(&first) {
+                        entry.1 = init.receiver_id;
+                    }
+                    if self.camera.is_some_and(|(_, ssrc)| ssrc == init.ssrc) {
+                        self.camera = Some((init.receiver_id, init.ssrc));
+                    }
+                    if first != init.track_id {
+                        self.aliases.insert(init.track_id, first);
+                    }
+                    return;
+                }
                 let taken = if audio {
                     &mut self.audio_taken
                 } else {
@@ -603,6 +627,7 @@ impl Conn {
     fn message(&mut self, m: RTCMessage, now: Instant) {
         match m {
             RTCMessage::RtpPacket(track_id, p) => {
+                let track_id = self.aliases.get(&track_id).cloned().unwrap_or(track_id);
                 let Some((inbound, _, _)) = self.inbound.get_mut(&track_id) else {
                     self.net.rtp_unknown_ssrc += 1;
                     return;

@@ -87,6 +87,11 @@ impl Demux {
         self.by_ufrag.insert(ufrag.to_string(), key);
     }
 
+    /// The connection whose local ufrag is `ufrag`.
+    pub fn by_ufrag(&self, ufrag: &str) -> Option<PeerKey> {
+        self.by_ufrag.get(ufrag).copied()
+    }
+
     /// A connection's ICE agent answered `remote` on `local`: learn the pair.
     pub fn learn(&mut self, local: SocketAddr, remote: SocketAddr, key: PeerKey) {
         self.by_addr.insert((local, remote), key);

@@ -454,7 +454,11 @@ mod tests {
             sent.push((t - t0, r.bytes - before));
             t += Duration::from_millis(1);
         }
-        assert!(r.padding_packets > 50, "{} padding packets", r.padding_packets);
+        assert!(
+            r.padding_packets > 50,
+            "{} padding packets",
+            r.padding_packets
+        );
         // No 50 ms window carries more than the probe's rate allows, plus two packets.
         let most = 400_000.0 / 8.0 * 0.05 + 2.0 * 1300.0;
         for (i, (at, _)) in sent.iter().enumerate() {

@@ -91,6 +91,10 @@ const MEDIA_QUEUE: usize = 16_384;
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PlaneStats {
     pub udp_sockets: usize,
+    /// ICE-TCP connections open (routed or not yet).
+    pub tcp_connections: usize,
+    /// ICE-TCP connections refused because `MAX_TCP_LINKS` were open.
+    pub tcp_refused: u64,
     pub connections: usize,
     pub datagrams_in: u64,
     pub datagrams_out: u64,

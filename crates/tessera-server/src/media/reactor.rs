@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tessera_config::NetworkConfig;
 use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -31,7 +31,7 @@ const MEDIA_BATCH: usize = 256;
 /// Any UDP datagram fits: a truncated one would fail SRTP authentication unseen.
 const MAX_DATAGRAM: usize = 65_536;
 
-/// Binds the sockets and starts the thread; returns the bound addresses.
+/// Binds the sockets and starts the thread; returns the bound UDP addresses.
 pub(super) fn spawn(
     network: &NetworkConfig,
     control: mpsc::UnboundedReceiver<Control>,
@@ -39,7 +39,18 @@ pub(super) fn spawn(
     shed: Arc<AtomicU64>,
 ) -> std::io::Result<Vec<SocketAddr>> {
     let mut std_sockets = Vec::new();
+    let mut std_listeners = Vec::new();
     for ip in host_ips(network)? {
+        if network.tcp_port != 0 {
+            let addr = SocketAddr::new(ip, network.tcp_port);
+            let l = tcp_listener(addr).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen for ICE-TCP on {addr} (network.tcp_port): {e}"),
+                )
+            })?;
+            std_listeners.push(l);
+        }
         let addr = SocketAddr::new(ip, network.udp_port);
         let s = media_socket(addr).map_err(|e| {
             std::io::Error::new(
@@ -53,7 +64,14 @@ pub(super) fn spawn(
         .iter()
         .map(|s| s.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
+    let tcp_locals = std_listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
     info!(addrs = ?locals, "media on one UDP port per host address");
+    if !tcp_locals.is_empty() {
+        info!(addrs = ?tcp_locals, "ICE-TCP (passive) on one TCP port per host address");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -73,9 +91,25 @@ pub(super) fn spawn(
                         return;
                     }
                 };
+                let listeners = match std_listeners
+                    .into_iter()
+                    .map(TcpListener::from_std)
+                    .collect::<std::io::Result<Vec<_>>>()
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        warn!("ICE-TCP listeners: {e}");
+                        return;
+                    }
+                };
                 let mut r = Reactor {
                     sockets,
                     locals: addrs,
+                    tcp: Tcp {
+                        listeners,
+                        locals: tcp_locals,
+                        ..Tcp::default()
+                    },
                     conns: HashMap::new(),
                     demux: Demux::default(),
                     timers: BinaryHeap::new(),
@@ -114,6 +148,20 @@ fn media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// A non-blocking TCP listener on `addr` for ICE-TCP.
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
 /// `network.host_ips`, or when it is empty every interface address of the machine
 /// (loopback included, IPv6 link-local and unspecified excepted).
 fn host_ips(network: &NetworkConfig) -> std::io::Result<Vec<IpAddr>> {
@@ -147,9 +195,86 @@ fn host_ips(network: &NetworkConfig) -> std::io::Result<Vec<IpAddr>> {
     Ok(ips)
 }
 
+/// Most ICE-TCP connections open at once; more are refused.
+const MAX_TCP_LINKS: usize = 4096;
+/// An ICE-TCP connection that has not sent a binding request for one of our connections
+/// this soon is closed.
+const TCP_UNROUTED_FOR: Duration = Duration::from_secs(10);
+/// Bytes waiting to be written to one ICE-TCP connection before its packets are dropped
+/// (media over TCP on a slow link: better lost than seconds late).
+const TCP_BACKLOG: usize = 512 * 1024;
+
+/// ICE-TCP: passive candidates (RFC 6544), every packet framed with a 2-byte length
+/// (RFC 4571). A connection is routed by the USERNAME of its first binding request, the
+/// way a UDP datagram from an unknown address is; after that everything on it belongs to
+/// that PeerConnection.
+#[derive(Default)]
+struct Tcp {
+    listeners: Vec<TcpListener>,
+    locals: Vec<SocketAddr>,
+    links: HashMap<u64, TcpLink>,
+    /// (local, remote) to link id, for what the agents write.
+    by_addr: HashMap<(SocketAddr, SocketAddr), u64>,
+    next_id: u64,
+}
+
+struct TcpLink {
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    key: Option<PeerKey>,
+    opened: Instant,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+}
+
+enum TcpEvent {
+    Accepted(usize, std::io::Result<(TcpStream, SocketAddr)>),
+    Readable(u64),
+    Writable(u64),
+}
+
+/// Waits for an ICE-TCP connection to accept, read or finish writing.
+fn tcp_event(tcp: &Tcp) -> impl std::future::Future<Output = TcpEvent> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (i, l) in tcp.listeners.iter().enumerate() {
+            if let Poll::Ready(r) = l.poll_accept(cx) {
+                return Poll::Ready(TcpEvent::Accepted(i, r));
+            }
+        }
+        for (id, link) in &tcp.links {
+            if link.stream.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(TcpEvent::Readable(*id));
+            }
+            if !link.wbuf.is_empty() && link.stream.poll_write_ready(cx).is_ready() {
+                return Poll::Ready(TcpEvent::Writable(*id));
+            }
+        }
+        Poll::Pending
+    })
+}
+
+impl TcpLink {
+    /// Writes what it can of the backlog; false when the connection is broken.
+    fn write_some(&mut self) -> bool {
+        while !self.wbuf.is_empty() {
+            match self.stream.try_write(&self.wbuf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
 struct Reactor {
     sockets: Vec<UdpSocket>,
     locals: Vec<SocketAddr>,
+    tcp: Tcp,
     conns: HashMap<PeerKey, Conn>,
     demux: Demux,
     /// (due, key); stale entries (the connection's due time moved) are skipped.
@@ -224,6 +349,7 @@ impl Reactor {
                         }
                     }
                 }
+                ev = tcp_event(&self.tcp) => self.tcp_ready(ev, &mut buf),
                 _ = sleep => {}
             }
             self.run_timers(Instant::now());
@@ -240,17 +366,19 @@ impl Reactor {
     fn control(&mut self, c: Control) {
         let now = Instant::now();
         match c {
-            Control::Open { key, req, reply } => match Conn::open(key, *req, &self.locals, now) {
-                Ok((conn, answer)) => {
-                    self.demux.add_ufrag(&conn.ufrag, key);
-                    self.conns.insert(key, conn);
-                    self.dirty.insert(key);
-                    let _ = reply.send(Ok(answer));
+            Control::Open { key, req, reply } => {
+                match Conn::open(key, *req, &self.locals, &self.tcp.locals, now) {
+                    Ok((conn, answer)) => {
+                        self.demux.add_ufrag(&conn.ufrag, key);
+                        self.conns.insert(key, conn);
+                        self.dirty.insert(key);
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Control::Candidate {
                 key,
                 candidate,
@@ -284,6 +412,7 @@ impl Reactor {
             Control::Stats { reply } => {
                 let mut s = self.stats.clone();
                 s.udp_sockets = self.sockets.len();
+                s.tcp_connections = self.tcp.links.len();
                 s.connections = self.conns.len();
                 s.datagrams_unroutable = self.demux.unroutable;
                 s.media_shed = self.shed.load(Ordering::Relaxed);
@@ -303,6 +432,19 @@ impl Reactor {
             }
             return;
         };
+        self.deliver(key, local, from, TransportProtocol::UDP, data, now);
+    }
+
+    /// Hands a packet to connection `key`'s PeerConnection.
+    fn deliver(
+        &mut self,
+        key: PeerKey,
+        local: SocketAddr,
+        from: SocketAddr,
+        protocol: TransportProtocol,
+        data: &[u8],
+        now: Instant,
+    ) {
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
@@ -312,11 +454,139 @@ impl Reactor {
                 local_addr: local,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: BytesMut::from(data),
         });
         self.dirty.insert(key);
+    }
+
+    fn tcp_ready(&mut self, ev: TcpEvent, buf: &mut [u8]) {
+        let now = Instant::now();
+        match ev {
+            TcpEvent::Accepted(i, Ok((stream, remote))) => {
+                // Connections that never named a PeerConnection go first.
+                self.tcp.links.retain(|_, l| {
+                    l.key.is_some() || now.saturating_duration_since(l.opened) < TCP_UNROUTED_FOR
+                });
+                if self.tcp.links.len() >= MAX_TCP_LINKS {
+                    self.stats.tcp_refused += 1;
+                    return;
+                }
+                let _ = stream.set_nodelay(true);
+                let local = self.tcp.locals[i];
+                let id = self.tcp.next_id;
+                self.tcp.next_id += 1;
+                debug!(%local, %remote, "ICE-TCP connection accepted");
+                self.tcp.links.insert(
+                    id,
+                    TcpLink {
+                        stream,
+                        local,
+                        remote,
+                        key: None,
+                        opened: now,
+                        rbuf: Vec::new(),
+                        wbuf: Vec::new(),
+                    },
+                );
+                self.tcp.by_addr.insert((local, remote), id);
+            }
+            TcpEvent::Accepted(_, Err(e)) => debug!("ICE-TCP accept: {e}"),
+            TcpEvent::Writable(id) => {
+                if let Some(l) = self.tcp.links.get_mut(&id) {
+                    if !l.write_some() {
+                        self.tcp_close(id);
+                    }
+                }
+            }
+            TcpEvent::Readable(id) => {
+                let mut frames = Vec::new();
+                let mut broken = false;
+                if let Some(l) = self.tcp.links.get_mut(&id) {
+                    for _ in 0..READ_BATCH {
+                        match l.stream.try_read(buf) {
+                            Ok(0) => {
+                                broken = true;
+                                break;
+                            }
+                            Ok(n) => l.rbuf.extend_from_slice(&buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => {
+                                broken = true;
+                                break;
+                            }
+                        }
+                    }
+                    // RFC 4571: a 2-byte length, then the packet.
+                    let mut at = 0;
+                    while l.rbuf.len() >= at + 2 {
+                        let len = u16::from_be_bytes([l.rbuf[at], l.rbuf[at + 1]]) as usize;
+                        if l.rbuf.len() < at + 2 + len {
+                            break;
+                        }
+                        frames.push(l.rbuf[at + 2..at + 2 + len].to_vec());
+                        at += 2 + len;
+                    }
+                    l.rbuf.drain(..at);
+                }
+                for f in frames {
+                    self.tcp_frame(id, &f, now);
+                }
+                if broken {
+                    self.tcp_close(id);
+                }
+            }
+        }
+    }
+
+    /// One framed packet from ICE-TCP connection `id`.
+    fn tcp_frame(&mut self, id: u64, data: &[u8], now: Instant) {
+        self.stats.datagrams_in += 1;
+        let Some(l) = self.tcp.links.get_mut(&id) else {
+            return;
+        };
+        if l.key.is_none() {
+            // Only a binding request naming one of our ufrags opens the way; the agent
+            // then checks its MESSAGE-INTEGRITY before it answers.
+            l.key = demux::local_ufrag(data).and_then(|u| self.demux.by_ufrag(u));
+        }
+        let (key, local, remote) = (l.key, l.local, l.remote);
+        match key {
+            Some(key) => self.deliver(key, local, remote, TransportProtocol::TCP, data, now),
+            None => {
+                self.demux.unroutable += 1;
+                self.tcp_close(id);
+            }
+        }
+    }
+
+    fn tcp_close(&mut self, id: u64) {
+        if let Some(l) = self.tcp.links.remove(&id) {
+            debug!(local = %l.local, remote = %l.remote, "ICE-TCP connection closed");
+            self.tcp.by_addr.remove(&(l.local, l.remote));
+        }
+    }
+
+    /// Frames a packet an agent wrote for ICE-TCP onto its connection.
+    fn tcp_send(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        let Some(id) = self.tcp.by_addr.get(&(local, remote)).copied() else {
+            self.stats.send_errors += 1;
+            return;
+        };
+        let Some(l) = self.tcp.links.get_mut(&id) else {
+            return;
+        };
+        if l.wbuf.len() + data.len() + 2 > TCP_BACKLOG || data.len() > u16::MAX as usize {
+            self.stats.send_errors += 1;
+            return;
+        }
+        l.wbuf.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        l.wbuf.extend_from_slice(data);
+        self.stats.datagrams_out += 1;
+        if !l.write_some() {
+            self.tcp_close(id);
+        }
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
@@ -356,8 +626,13 @@ impl Reactor {
                 continue;
             };
             c.drain(now, &mut out);
+            let (closed, due) = (c.closed, c.next_due());
             for w in out.drain(..) {
                 let t = w.transport;
+                if t.transport_protocol == TransportProtocol::TCP {
+                    self.tcp_send(t.local_addr, t.peer_addr, &w.message);
+                    continue;
+                }
                 // A success response goes only to a request that carried our password:
                 // the address is verified.
                 if demux::is_stun_success(&w.message) {
@@ -378,13 +653,23 @@ impl Reactor {
                     }
                 }
             }
-            if c.closed {
+            if closed {
                 self.conns.remove(&key);
                 self.demux.remove(key);
+                let gone: Vec<u64> = self
+                    .tcp
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.key == Some(key))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in gone {
+                    self.tcp_close(id);
+                }
                 self.scheduled.remove(&key);
                 continue;
             }
-            match c.next_due() {
+            match due {
                 Some(at) if self.scheduled.get(&key) != Some(&at) => {
                     self.scheduled.insert(key, at);
                     self.timers.push(Reverse((at, key)));
