@@ -50,12 +50,12 @@ test-rust: fixtures
 
 # run.mjs: one server, Chromium and Firefox ESR. cluster.mjs: two nodes on a private
 # redis-server, a page joining through the node without the room, the room's node killed.
-# icetcp.mjs: a Chromium in a network namespace that drops all UDP joins over ICE-TCP
-# (needs root; prints SKIP otherwise).
+# paths.mjs: a Chromium in a network namespace that drops all UDP joins over ICE-TCP, and
+# pages relayed by a private coturn over UDP and TCP (needs root; prints SKIP otherwise).
 test-browser:
 	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/run.mjs
 	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/cluster.mjs
-	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/icetcp.mjs
+	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/paths.mjs
 
 # Three Chromium participants, two behind links shaped with tc tbf and tessera-netem in
 # network namespaces (needs root; prints SKIP otherwise). `node tests/browser/shaped.mjs

@@ -2,7 +2,7 @@
 # Installs what the network-namespace browser tests need on a Debian 12 machine: iproute2
 # (`ip netns`, `tc tbf`), iptables (shaped.mjs: NFQUEUE rules that hand packets to
 # target/debug/tessera-netem for delay and loss; the kernels we test on have no netem) and
-# nftables (icetcp.mjs: a namespace that drops all UDP).
+# nftables and coturn (paths.mjs: a namespace that drops all UDP, a private TURN server).
 # Idempotent: apt-get runs only when a package is missing. Without root it only says what
 # is missing: the test itself then prints SKIP.
 set -euo pipefail
@@ -10,7 +10,8 @@ set -euo pipefail
 packages=(
   iproute2   # ip netns, veth, tc qdisc tbf
   iptables   # iptables -j NFQUEUE inside each client's namespace
-  nftables   # nft: the UDP-blocked namespace of the ICE-TCP test
+  nftables   # nft: the UDP-blocked namespace of tests/browser/paths.mjs
+  coturn     # turnserver: the private TURN server of tests/browser/paths.mjs
 )
 
 missing=()

@@ -513,7 +513,9 @@ async function onJoined(msg) {
     if (x.credential != null) server.credential = x.credential;
     return server;
   });
-  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  // relay=1: only TURN-relayed paths (tests, and operators checking their TURN server).
+  const iceTransportPolicy = params.get('relay') === '1' ? 'relay' : 'all';
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' });
   s.pc = pc;
 
   // Exactly one video and one audio m-line: sendrecv with a local track, else recvonly.
