@@ -69,11 +69,9 @@ const FIREFOX_PREFS = {
   'media.gmp-manager.updateEnabled': false,
   'media.autoplay.default': 0,
   'media.autoplay.block-webaudio': false,
-  // The server listens on 127.0.0.1 only: gather loopback candidates, and plain IPs rather
-  // than mDNS names (the fake=colour hook never calls getUserMedia, which would lift that).
-  'media.peerconnection.ice.loopback': true,
-  'media.peerconnection.ice.obfuscate_host_addresses': false,
-  'media.peerconnection.ice.link_local': true,
+  // Firefox's ICE prefs stay at their defaults (no loopback candidates, mDNS names for host
+  // addresses, as the fake=colour hook never calls getUserMedia): it reaches the server over
+  // the machine's interface addresses, which the default network.host_ips advertises.
   // Headless Firefox on a machine without a sound card never starts an AudioContext (the
   // fake=colour microphone and the test's analyser both need one): use cubeb's mock device.
   'media.cubeb.force_mock_context': true,
