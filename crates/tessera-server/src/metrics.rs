@@ -432,7 +432,7 @@ impl Collector for Snapshot {
             "Opus packets that failed to decode.",
             parts(&|p| p.audio_decode_errors),
         )?;
-        let net: [NetCounter; 9] = [
+        let net: [NetCounter; 10] = [
             (
                 "rtp_bad_payload_type",
                 "RTP packets with a payload type not accepted for their media: dropped.",
@@ -475,6 +475,11 @@ impl Collector for Snapshot {
                 "extra_tracks",
                 "Audio or video tracks beyond the first of each kind: ignored.",
                 |n| n.extra_tracks,
+            ),
+            (
+                "retransmissions_refused",
+                "Composite packets NACKed by the receiver and not resent: over its retransmission budget.",
+                |n| n.retransmissions_refused,
             ),
         ];
         for (name, help, get) in net {

@@ -270,6 +270,94 @@ impl Tap for UnknownSsrcCounter {
     }
 }
 
+/// Keeps the NACK responder's retransmissions within a share of the receiver's bandwidth
+/// estimate: a NACK over budget is taken out of the compound packet before the responder
+/// sees it. Without this, a receiver on a link that overflows NACKs most of what it lost,
+/// every resend adds to the overflow, and the link stays flooded for seconds after the
+/// composite itself has stepped down (measured on a 300 kbit/s shaped link).
+pub(crate) struct RetransmitBudget {
+    /// The composite's pacing rate (the estimate times `estimate::PACING_FACTOR`).
+    pacing: Arc<std::sync::atomic::AtomicU64>,
+    net: Arc<Mutex<NetStats>>,
+    /// Bytes that may still be resent, and when that was last topped up.
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+/// Retransmissions may take this share of the estimate...
+const RETRANSMIT_SHARE: f64 = 0.25;
+/// ... and save up at most this long of it.
+const RETRANSMIT_BURST_SECS: f64 = 0.5;
+/// What one resent composite packet is reckoned to cost.
+const RETRANSMIT_PACKET_BYTES: f64 = 1_250.0;
+
+impl RetransmitBudget {
+    pub(crate) fn new(
+        pacing: Arc<std::sync::atomic::AtomicU64>,
+        net: Arc<Mutex<NetStats>>,
+    ) -> Self {
+        RetransmitBudget {
+            pacing,
+            net,
+            tokens: 0.0,
+            at: None,
+        }
+    }
+
+    fn rate_bytes(&self) -> f64 {
+        let pacing = self.pacing.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        pacing / crate::estimate::PACING_FACTOR * RETRANSMIT_SHARE / 8.0
+    }
+
+    /// Whether `packets` resends fit the budget at `now` (and if so, spends it).
+    fn allow(&mut self, now: Instant, packets: u32) -> bool {
+        let rate = self.rate_bytes();
+        let elapsed = self.at.map_or(RETRANSMIT_BURST_SECS, |t| {
+            now.saturating_duration_since(t).as_secs_f64()
+        });
+        self.at = Some(now);
+        self.tokens = (self.tokens + elapsed * rate).min(rate * RETRANSMIT_BURST_SECS);
+        let cost = packets as f64 * RETRANSMIT_PACKET_BYTES;
+        if cost <= self.tokens {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Tap for RetransmitBudget {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+        let now = msg.now;
+        let Packet::Rtcp(packets) = &mut msg.message.packet else {
+            return;
+        };
+        let mut refused = 0u64;
+        packets.retain(|p| {
+            let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else {
+                return true;
+            };
+            let asked: u32 = nack
+                .nacks
+                .iter()
+                .map(|n| 1 + n.lost_packets.count_ones())
+                .sum();
+            let ok = self.allow(now, asked);
+            if !ok {
+                refused += asked as u64;
+            }
+            ok
+        });
+        if refused > 0 {
+            if let Ok(mut n) = self.net.lock() {
+                n.retransmissions_refused += refused;
+            }
+        }
+    }
+}
+
 /// The payload types the answer accepted for incoming media, by kind.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ReceiveCodecs {
@@ -395,4 +483,68 @@ pub async fn add_candidate(pc: &Arc<dyn PeerConnection>, c: IceCandidate) -> Res
     })
     .await
     .map_err(werr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+    use rtc::shared::{TransportContext, TransportMessage};
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    fn compound(now: Instant, lost: &[u16]) -> TaggedPacket {
+        let rr: Box<dyn rtc::rtcp::Packet> = Box::new(ReceiverReport::default());
+        let nack: Box<dyn rtc::rtcp::Packet> = Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+            nacks: lost
+                .iter()
+                .map(|s| NackPair {
+                    packet_id: *s,
+                    lost_packets: 0,
+                })
+                .collect(),
+        });
+        TransportMessage {
+            now,
+            transport: TransportContext::default(),
+            message: rtc::interceptor::AttributedPacket::new(Packet::Rtcp(vec![rr, nack])),
+        }
+    }
+
+    fn nacks_left(m: &TaggedPacket) -> usize {
+        match &m.message.packet {
+            Packet::Rtcp(p) => p
+                .iter()
+                .filter(|p| p.as_any().is::<TransportLayerNack>())
+                .count(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn nacks_over_a_quarter_of_the_estimate_are_not_answered() {
+        // A 200 kbit/s estimate: 6250 bytes a second for resends, 3125 saved up at most.
+        let pacing = Arc::new(AtomicU64::new(
+            (200_000.0 * crate::estimate::PACING_FACTOR) as u64,
+        ));
+        let net = Arc::new(Mutex::new(NetStats::default()));
+        let mut b = RetransmitBudget::new(pacing, net.clone());
+        let t0 = Instant::now();
+        let mut m = compound(t0, &[10, 11]);
+        b.on_read(&mut m);
+        assert_eq!(nacks_left(&m), 1, "two packets fit the saved-up budget");
+        let mut m = compound(t0 + Duration::from_millis(10), &[12, 13]);
+        b.on_read(&mut m);
+        assert_eq!(nacks_left(&m), 0, "the budget is spent");
+        match &m.message.packet {
+            Packet::Rtcp(p) => assert_eq!(p.len(), 1, "the receiver report stays"),
+            _ => unreachable!(),
+        }
+        assert_eq!(net.lock().unwrap().retransmissions_refused, 2);
+        let mut m = compound(t0 + Duration::from_millis(500), &[14, 15]);
+        b.on_read(&mut m);
+        assert_eq!(nacks_left(&m), 1, "half a second later there is room again");
+    }
 }

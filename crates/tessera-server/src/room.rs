@@ -200,6 +200,9 @@ pub struct NetStats {
     pub extra_tracks: u64,
     /// Packets of an SSRC no track was bound to (webrtc-rs drops them).
     pub rtp_unknown_ssrc: u64,
+    /// Composite packets a receiver's NACKs asked for that were not resent: over its
+    /// retransmission budget (a share of its bandwidth estimate).
+    pub retransmissions_refused: u64,
 }
 
 /// How often receivers' probes, held receivers and senders' hints are looked at.

@@ -43,8 +43,9 @@ use super::ingest::{self, RtpIn, VideoIngest};
 use super::{ConnState, OpenPeer, PeerEvent, PeerKey};
 use crate::estimate::{self, Estimator};
 use crate::peer::{
-    self, is_keyframe_request, KeyframeRequestForwarder, PeerError, ReceiveCodecs, Tapped,
-    UnknownSsrcCounter, BALLAST_EXTENSION_URIS, MIME_H264, MIME_OPUS, MIME_VP8,
+    self, is_keyframe_request, KeyframeRequestForwarder, PeerError, ReceiveCodecs,
+    RetransmitBudget, Tapped, UnknownSsrcCounter, BALLAST_EXTENSION_URIS, MIME_H264, MIME_OPUS,
+    MIME_VP8,
 };
 use crate::room::{Command, MediaOut, NetStats, RoomHandle};
 use crate::sdp;
@@ -193,6 +194,11 @@ impl Conn {
             .with(
                 Slot::from(14_100),
                 Tapped::new(UnknownSsrcCounter::new(net_tap.clone())),
+            )
+            // Wire-ward of the NACK responder (4_000): it sees NACKs first.
+            .with(
+                Slot::from(3_500),
+                Tapped::new(RetransmitBudget::new(pacing.clone(), net_tap.clone())),
             );
         let se = SettingEngineBuilder::new()
             // Full ICE, not lite: our agent's own checks keep the pair alive for clients
@@ -744,6 +750,7 @@ impl Conn {
         self.last_report = (now, total);
         if let Ok(t) = self.net_tap.lock() {
             self.net.rtp_unknown_ssrc = self.net.rtp_unknown_ssrc.max(t.rtp_unknown_ssrc);
+            self.net.retransmissions_refused = t.retransmissions_refused;
         }
         self.room.send(Command::NetStats {
             id: self.id,
