@@ -21,6 +21,7 @@ pub mod layout;
 mod text;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tessera_codec::scale::{fill_rect, scale_into, Filter};
 use tessera_codec::{Rect, VideoFrame};
@@ -102,11 +103,42 @@ pub struct TileInput<'a> {
 pub struct Compositor {
     cfg: ComposeConfig,
     canvas: VideoFrame,
-    font: Option<fontdue::Font>,
+    font: Option<Arc<fontdue::Font>>,
     placeholder_image: Option<VideoFrame>,
     labels: HashMap<(String, u32), text::Coverage>,
     placeholders: HashMap<(String, u32, u32), VideoFrame>,
     placements: Vec<(usize, Rect)>,
+}
+
+/// The parsed font for `bytes`, shared by every compositor that uses it. fontdue parses
+/// every glyph's outline up front: about 40 MB for the default label font, which each tier
+/// of each room once held a copy of (most of a live room's memory).
+fn shared_font(bytes: &[u8]) -> Result<Arc<fontdue::Font>, ComposeError> {
+    type Fonts = Mutex<HashMap<(usize, u64), Weak<fontdue::Font>>>;
+    static FONTS: OnceLock<Fonts> = OnceLock::new();
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        (bytes.len(), h.finish())
+    };
+    let fonts = FONTS.get_or_init(Default::default);
+    if let Some(f) = fonts
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key).and_then(Weak::upgrade))
+    {
+        return Ok(f);
+    }
+    let font = Arc::new(
+        fontdue::Font::from_bytes(bytes, fontdue::FontSettings::default())
+            .map_err(|e| ComposeError::Font(e.to_string()))?,
+    );
+    if let Ok(mut m) = fonts.lock() {
+        m.retain(|_, w| w.strong_count() > 0);
+        m.insert(key, Arc::downgrade(&font));
+    }
+    Ok(font)
 }
 
 /// Cached labels and placeholders beyond this many are dropped (names come and go).
@@ -138,12 +170,10 @@ impl Compositor {
             });
         }
         let font = match &cfg.label_font {
-            Some(bytes) => Some(
-                fontdue::Font::from_bytes(bytes.as_slice(), fontdue::FontSettings::default())
-                    .map_err(|e| ComposeError::Font(e.to_string()))?,
-            ),
+            Some(bytes) => Some(shared_font(bytes)?),
             None => None,
         };
+
         let placeholder_image = match &cfg.placeholder_image {
             Some(bytes) => Some(decode_image(bytes)?),
             None => None,

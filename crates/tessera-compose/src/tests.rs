@@ -293,3 +293,19 @@ fn timing_4_and_9_tiles() {
         );
     }
 }
+
+#[test]
+fn compositors_with_the_same_font_share_one_parsed_copy() {
+    let Some(bytes) = font() else {
+        return;
+    };
+    let mut cfg = ComposeConfig::new(320, 180);
+    cfg.label_font = Some(bytes);
+    let a = Compositor::new(cfg.clone()).unwrap();
+    let b = Compositor::new(cfg).unwrap();
+    let (fa, fb) = (a.font.as_ref().unwrap(), b.font.as_ref().unwrap());
+    assert!(
+        std::sync::Arc::ptr_eq(fa, fb),
+        "each compositor parsed the font again"
+    );
+}

@@ -100,6 +100,9 @@ pub struct Conn {
 /// with a retransmission each, which flooded the link further (an 80 kbit/s client sent
 /// 400-500 kbit/s into it). libwebrtc's receiver asks about once per round trip, a few times.
 const NACKS_PER_PACKET: u16 = 3;
+/// Packets kept per sent stream for retransmission: about 8 s of a 640x360 tier, far more
+/// than any NACK that still helps (`rtc`'s default of 1024 kept half a minute alive).
+const NACK_BUFFER: u16 = 256;
 
 /// The ICE network types the agent uses: UDP, and TCP when ICE-TCP is on.
 fn network_types(tcp: bool) -> Vec<rtc::ice::network_type::NetworkType> {
@@ -162,7 +165,10 @@ impl Conn {
         let mut me = peer::media_engine()?;
         // The codecs already carry `nack` and `nack pli` (peer::media_engine).
         let registry = Registry::new()
-            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(
+                Slot::NackResponder,
+                NackResponderBuilder::new().with_size(NACK_BUFFER).build(),
+            )
             .with(
                 Slot::NackGenerator,
                 NackGeneratorBuilder::new()
