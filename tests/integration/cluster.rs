@@ -193,6 +193,19 @@ async fn owner(base: &str, room: &str) -> Option<String> {
         .and_then(|r| r["node"].as_str().map(String::from))
 }
 
+/// The node holding `room` once `/api/rooms` at `base` lists it: a new room is listed from
+/// its node's next heartbeat. Panics after 10 s.
+async fn owner_soon(base: &str, room: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(o) = owner(base, room).await {
+            return o;
+        }
+        assert!(Instant::now() < deadline, "{room} never listed at {base}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls `check` every 100 ms until it holds; panics after `timeout`.
 async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
@@ -329,10 +342,30 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
         },
     )
     .await;
-    // Time for both tiles to fill and the mix to settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait (for a condition, with a deadline) until both tiles are filled in every
+    // composite and the viewer hears both tones; the asserts below say what is wrong if not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, tiles) = room_tiles(&nodes[0].base, "conf").await;
+        let settled = tiles.len() == 2
+            && clients.iter().all(|c| {
+                let r = c.received.lock().unwrap();
+                let Some(frame) = r.codec.and_then(|k| decode_last(k, &r.video)) else {
+                    return false;
+                };
+                [(&ann, people[0]), (&bo, people[1])].iter().all(|(p, fx)| {
+                    tiles
+                        .get(&p.id)
+                        .is_some_and(|rect| distance(tile_colour(&frame, *rect), fx.rgb) < 60)
+                })
+            });
+        if settled || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
-    let home = owner(&nodes[2].base, "conf").await.expect("conf is listed");
+    let home = owner_soon(&nodes[2].base, "conf").await;
     let others: Vec<&Node> = nodes.iter().filter(|n| n.id != home).collect();
     // Every node lists the room on its node; a node without it answers for it.
     for n in &nodes {
@@ -536,7 +569,7 @@ async fn new_rooms_spread_and_proxied_joins_keep_the_client_address() {
     // on the other node is refused on its 13th join a minute, 127.0.0.3 is not.
     let (ws, m) = ws_join_from(&a.base, "127.0.0.4", "far", "Host").await;
     assert!(joined(&m), "{m:?}");
-    let home = owner(&a.base, "far").await.expect("far is listed");
+    let home = owner_soon(&a.base, "far").await;
     let entry = if home == "a" { &b } else { &a };
     let mut keep = vec![ws];
     for i in 0..12 {
@@ -565,7 +598,7 @@ async fn a_killed_node_disappears_and_its_rooms_rejoin_on_a_live_node() {
     .await;
     let (_first, m) = ws_join(&a.base, "phoenix", "Ann").await;
     assert!(joined(&m), "{m:?}");
-    let home = owner(&a.base, "phoenix").await.expect("listed");
+    let home = owner_soon(&a.base, "phoenix").await;
     let (dead, live) = if home == "a" {
         (&mut a, &mut b)
     } else {
@@ -604,10 +637,12 @@ async fn a_killed_node_disappears_and_its_rooms_rejoin_on_a_live_node() {
         landed.1
     );
     assert!(landed.1 < Duration::from_secs(15));
-    assert_eq!(
-        owner(&live.base, "phoenix").await.as_deref(),
-        Some(live.id.as_str())
-    );
+    poll(
+        "phoenix listed on the live node",
+        Duration::from_secs(10),
+        || async { owner(&live.base, "phoenix").await.as_deref() == Some(live.id.as_str()) },
+    )
+    .await;
     poll(
         "the dead node gone from the list",
         Duration::from_secs(TTL_SECS + 5),
@@ -634,7 +669,7 @@ async fn a_draining_node_takes_no_new_rooms_and_exits_when_empty() {
     .await;
     let (first, m) = ws_join(&a.base, "stay", "Ann").await;
     assert!(joined(&m), "{m:?}");
-    let home = owner(&a.base, "stay").await.expect("listed");
+    let home = owner_soon(&a.base, "stay").await;
     let (drained, other) = if home == "a" {
         (&mut a, &mut b)
     } else {
@@ -663,10 +698,7 @@ async fn a_draining_node_takes_no_new_rooms_and_exits_when_empty() {
         let (ws, m) = ws_join(&drained.base, &room, "P").await;
         assert!(joined(&m), "{m:?}");
         keep.push(ws);
-        assert_eq!(
-            owner(&other.base, &room).await.as_deref(),
-            Some(other.id.as_str())
-        );
+        assert_eq!(owner_soon(&other.base, &room).await, other.id);
     }
     let (second, m) = ws_join(&other.base, "stay", "Bo").await;
     assert!(joined(&m), "{m:?}");
@@ -719,7 +751,7 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
         !ann.received.lock().unwrap().video.is_empty()
     })
     .await;
-    let home = owner(&a.base, "stolen").await.expect("listed");
+    let home = owner_soon(&a.base, "stolen").await;
     let (stalled, other) = if home == "a" { (&a, &b) } else { (&b, &a) };
     stalled.signal("-STOP");
     poll(
@@ -735,10 +767,12 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
     );
     stalled.signal("-CONT");
     told_to_move(&ann, "the old node tells Ann to rejoin").await;
-    assert_eq!(
-        owner(&other.base, "stolen").await.as_deref(),
-        Some(other.id.as_str())
-    );
+    poll(
+        "stolen listed on the live node",
+        Duration::from_secs(10),
+        || async { owner(&other.base, "stolen").await.as_deref() == Some(other.id.as_str()) },
+    )
+    .await;
 
     // An admin drain with drain_timeout_secs = 1: the participant left is moved, the node
     // exits, and the rejoin lands on the other node.
@@ -749,7 +783,7 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
     let cy = Client::join(&other.base, "lingering", "Cy", Media::default())
         .await
         .expect("Cy joins");
-    let home = owner(&other.base, "lingering").await.expect("listed");
+    let home = owner_soon(&other.base, "lingering").await;
     let (mut drained, survivor) = if home == "a" { (a, b) } else { (b, a) };
     let (st, body) = http(&drained.base, "POST", "/api/admin/drain", Some(ADMIN), None).await;
     assert_eq!(st, 202, "{}", String::from_utf8_lossy(&body));
@@ -761,10 +795,7 @@ async fn a_drain_timeout_moves_the_participants_and_a_stalled_nodes_lost_room_re
     assert!(status.success(), "{status}");
     let (_cy, m) = ws_join(&survivor.base, "lingering", "Cy").await;
     assert!(joined(&m), "{m:?}");
-    assert_eq!(
-        owner(&survivor.base, "lingering").await.as_deref(),
-        Some(survivor.id.as_str())
-    );
+    assert_eq!(owner_soon(&survivor.base, "lingering").await, survivor.id);
     for c in [ann, cy] {
         c.leave().await;
     }

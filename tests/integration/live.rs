@@ -218,6 +218,20 @@ pub(crate) async fn room_tiles(base: &str, room: &str) -> (u32, u32, HashMap<Str
     )
 }
 
+/// Whether the last 3 s of `pcm` carry every tone but `tones[own]`, that one at least
+/// 30 dB below the weakest other.
+pub(crate) fn mix_minus_heard(pcm: &[i16], own: usize, tones: &[f32]) -> bool {
+    let body = &pcm[pcm.len().saturating_sub(48_000 * 3)..];
+    let floor = goertzel_power(body, 2500.0, 48_000).max(1e-12);
+    let others: Vec<f64> = (0..tones.len())
+        .filter(|j| *j != own)
+        .map(|j| goertzel_power(body, tones[j], 48_000))
+        .collect();
+    let weakest = others.iter().copied().fold(f64::MAX, f64::min);
+    others.iter().all(|p| *p > floor * 100.0)
+        && goertzel_power(body, tones[own], 48_000) < weakest / 1000.0
+}
+
 pub(crate) async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -260,10 +274,30 @@ async fn three_webrtc_peers_see_each_other_and_hear_only_the_others() {
         },
     )
     .await;
-    // Time for every tile to fill and the mix to settle after the last join.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let (w, h, tiles) = room_tiles(&base, "live-room").await;
+    // Wait (for a condition, with a deadline) until every tile is filled and every mix has
+    // settled after the last join; the asserts below then say what is wrong if it never does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (w, h, tiles) = loop {
+        let (w, h, tiles) = room_tiles(&base, "live-room").await;
+        let settled = tiles.len() == 3
+            && clients.iter().enumerate().all(|(i, c)| {
+                let r = c.received.lock().unwrap();
+                let Some(frame) = r.codec.and_then(|k| decode_last(k, &r.video)) else {
+                    return false;
+                };
+                let colours = clients.iter().enumerate().all(|(j, o)| {
+                    tiles.get(&o.id).is_some_and(|rect| {
+                        distance(tile_colour(&frame, *rect), people[j].0.rgb) < 60
+                    })
+                });
+                let tones: Vec<f32> = people.iter().map(|(f, _)| f.tone_hz).collect();
+                colours && mix_minus_heard(&decode_audio(&r.audio), i, &tones)
+            });
+        if settled || Instant::now() > deadline {
+            break (w, h, tiles);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     if std::env::var_os("TESSERA_TEST_DEBUG").is_some() {
         let (_, body) = http_get(&base, "/api/rooms/live-room").await;
         eprintln!("{}", String::from_utf8_lossy(&body));
