@@ -120,6 +120,11 @@ const SLIGHT_SHORTFALL_WAIT: u32 = 4;
 const PROBE_REACH: f64 = 2.0;
 /// A probe during which the estimate falls below this share of where it began has failed.
 const PROBE_ABORT: f64 = 0.85;
+/// Audio loss (0..1) at or above this holds probes back: a link that drops this much of a
+/// 50 kbit/s stream is congested. Below it is the random loss of a poor link (1-2% on the
+/// shaped 300k link), which gated every probe at `up_loss` (2%) and kept a receiver on
+/// audio only for up to 26 s.
+const AUDIO_LOSS_GATE: f32 = 0.05;
 /// Feedback on a probe's last packets arrives a round trip after it ends.
 const PROBE_GRACE: Duration = Duration::from_millis(500);
 
@@ -334,7 +339,7 @@ impl BandwidthController {
 
     fn losing_audio(&self, now: Instant) -> bool {
         self.audio_loss.is_some_and(|(at, l)| {
-            now.saturating_duration_since(at) < SOURCE_STALE && l >= self.cfg.up_loss
+            now.saturating_duration_since(at) < SOURCE_STALE && l >= AUDIO_LOSS_GATE
         })
     }
 
@@ -734,6 +739,29 @@ mod tests {
             },
         );
         assert_eq!(c.estimate(t0), (2_000_000, EstimateSource::Remb));
+    }
+
+    #[test]
+    fn random_audio_loss_lets_probes_run_but_heavy_audio_loss_holds_them() {
+        let t0 = Instant::now();
+        let probes_with_audio_loss = |loss: f32| {
+            let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+            for i in 0..100u64 {
+                let now = t0 + Duration::from_millis(i * 100);
+                c.on_audio_loss(now, loss);
+                c.on_feedback(now, twcc(560_000));
+            }
+            c.probe_counts().0
+        };
+        assert!(
+            probes_with_audio_loss(0.03) > 0,
+            "3% audio loss held every probe"
+        );
+        assert_eq!(
+            probes_with_audio_loss(0.08),
+            0,
+            "8% audio loss let a probe start"
+        );
     }
 
     #[test]
