@@ -212,26 +212,24 @@ const TCP_BACKLOG: usize = 512 * 1024;
 struct Tcp {
     listeners: Vec<TcpListener>,
     locals: Vec<SocketAddr>,
-    links: HashMap<u64, TcpLink>,
-    /// (local, remote) to link id, for what the agents write.
-    by_addr: HashMap<(SocketAddr, SocketAddr), u64>,
-    next_id: u64,
+    /// By (local, remote): the 4-tuple the agents write to.
+    links: HashMap<Pair, TcpLink>,
 }
+
+type Pair = (SocketAddr, SocketAddr);
 
 struct TcpLink {
     stream: TcpStream,
-    local: SocketAddr,
-    remote: SocketAddr,
     key: Option<PeerKey>,
     opened: Instant,
-    rbuf: Vec<u8>,
+    rbuf: BytesMut,
     wbuf: Vec<u8>,
 }
 
 enum TcpEvent {
     Accepted(usize, std::io::Result<(TcpStream, SocketAddr)>),
-    Readable(u64),
-    Writable(u64),
+    Readable(Pair),
+    Writable(Pair),
 }
 
 /// Waits for an ICE-TCP connection to accept, read or finish writing.
@@ -242,12 +240,12 @@ fn tcp_event(tcp: &Tcp) -> impl std::future::Future<Output = TcpEvent> + '_ {
                 return Poll::Ready(TcpEvent::Accepted(i, r));
             }
         }
-        for (id, link) in &tcp.links {
+        for (pair, link) in &tcp.links {
             if link.stream.poll_read_ready(cx).is_ready() {
-                return Poll::Ready(TcpEvent::Readable(*id));
+                return Poll::Ready(TcpEvent::Readable(*pair));
             }
             if !link.wbuf.is_empty() && link.stream.poll_write_ready(cx).is_ready() {
-                return Poll::Ready(TcpEvent::Writable(*id));
+                return Poll::Ready(TcpEvent::Writable(*pair));
             }
         }
         Poll::Pending
@@ -432,17 +430,22 @@ impl Reactor {
             }
             return;
         };
-        self.deliver(key, local, from, TransportProtocol::UDP, data, now);
+        self.deliver(
+            key,
+            (local, from),
+            TransportProtocol::UDP,
+            BytesMut::from(data),
+            now,
+        );
     }
 
     /// Hands a packet to connection `key`'s PeerConnection.
     fn deliver(
         &mut self,
         key: PeerKey,
-        local: SocketAddr,
-        from: SocketAddr,
+        (local, from): Pair,
         protocol: TransportProtocol,
-        data: &[u8],
+        message: BytesMut,
         now: Instant,
     ) {
         let Some(c) = self.conns.get_mut(&key) else {
@@ -456,7 +459,7 @@ impl Reactor {
                 ecn: None,
                 transport_protocol: protocol,
             },
-            message: BytesMut::from(data),
+            message,
         });
         self.dirty.insert(key);
     }
@@ -475,35 +478,30 @@ impl Reactor {
                 }
                 let _ = stream.set_nodelay(true);
                 let local = self.tcp.locals[i];
-                let id = self.tcp.next_id;
-                self.tcp.next_id += 1;
                 debug!(%local, %remote, "ICE-TCP connection accepted");
                 self.tcp.links.insert(
-                    id,
+                    (local, remote),
                     TcpLink {
                         stream,
-                        local,
-                        remote,
                         key: None,
                         opened: now,
-                        rbuf: Vec::new(),
+                        rbuf: BytesMut::new(),
                         wbuf: Vec::new(),
                     },
                 );
-                self.tcp.by_addr.insert((local, remote), id);
             }
             TcpEvent::Accepted(_, Err(e)) => debug!("ICE-TCP accept: {e}"),
-            TcpEvent::Writable(id) => {
-                if let Some(l) = self.tcp.links.get_mut(&id) {
+            TcpEvent::Writable(pair) => {
+                if let Some(l) = self.tcp.links.get_mut(&pair) {
                     if !l.write_some() {
-                        self.tcp_close(id);
+                        self.tcp_close(pair);
                     }
                 }
             }
-            TcpEvent::Readable(id) => {
+            TcpEvent::Readable(pair) => {
                 let mut frames = Vec::new();
                 let mut broken = false;
-                if let Some(l) = self.tcp.links.get_mut(&id) {
+                if let Some(l) = self.tcp.links.get_mut(&pair) {
                     for _ in 0..READ_BATCH {
                         match l.stream.try_read(buf) {
                             Ok(0) => {
@@ -518,63 +516,59 @@ impl Reactor {
                             }
                         }
                     }
-                    // RFC 4571: a 2-byte length, then the packet.
-                    let mut at = 0;
-                    while l.rbuf.len() >= at + 2 {
-                        let len = u16::from_be_bytes([l.rbuf[at], l.rbuf[at + 1]]) as usize;
-                        if l.rbuf.len() < at + 2 + len {
+                    // RFC 4571: a 2-byte length, then the packet. Each frame is split off
+                    // the buffer (no copy, no shifting what follows; `rtc`'s
+                    // `tcp_framing` decoder copies each packet and drains per packet).
+                    while l.rbuf.len() >= 2 {
+                        let len = u16::from_be_bytes([l.rbuf[0], l.rbuf[1]]) as usize;
+                        if l.rbuf.len() < 2 + len {
                             break;
                         }
-                        frames.push(l.rbuf[at + 2..at + 2 + len].to_vec());
-                        at += 2 + len;
+                        let mut frame = l.rbuf.split_to(2 + len);
+                        let _ = frame.split_to(2);
+                        frames.push(frame);
                     }
-                    l.rbuf.drain(..at);
                 }
                 for f in frames {
-                    self.tcp_frame(id, &f, now);
+                    self.tcp_frame(pair, f, now);
                 }
                 if broken {
-                    self.tcp_close(id);
+                    self.tcp_close(pair);
                 }
             }
         }
     }
 
-    /// One framed packet from ICE-TCP connection `id`.
-    fn tcp_frame(&mut self, id: u64, data: &[u8], now: Instant) {
+    /// One framed packet from the ICE-TCP connection of `pair`.
+    fn tcp_frame(&mut self, pair: Pair, data: BytesMut, now: Instant) {
         self.stats.datagrams_in += 1;
-        let Some(l) = self.tcp.links.get_mut(&id) else {
+        let Some(l) = self.tcp.links.get_mut(&pair) else {
             return;
         };
         if l.key.is_none() {
             // Only a binding request naming one of our ufrags opens the way; the agent
             // then checks its MESSAGE-INTEGRITY before it answers.
-            l.key = demux::local_ufrag(data).and_then(|u| self.demux.by_ufrag(u));
+            l.key = demux::local_ufrag(&data).and_then(|u| self.demux.by_ufrag(u));
         }
-        let (key, local, remote) = (l.key, l.local, l.remote);
-        match key {
-            Some(key) => self.deliver(key, local, remote, TransportProtocol::TCP, data, now),
+        match l.key {
+            Some(key) => self.deliver(key, pair, TransportProtocol::TCP, data, now),
             None => {
                 self.demux.unroutable += 1;
-                self.tcp_close(id);
+                self.tcp_close(pair);
             }
         }
     }
 
-    fn tcp_close(&mut self, id: u64) {
-        if let Some(l) = self.tcp.links.remove(&id) {
-            debug!(local = %l.local, remote = %l.remote, "ICE-TCP connection closed");
-            self.tcp.by_addr.remove(&(l.local, l.remote));
+    fn tcp_close(&mut self, pair: Pair) {
+        if self.tcp.links.remove(&pair).is_some() {
+            debug!(local = %pair.0, remote = %pair.1, "ICE-TCP connection closed");
         }
     }
 
     /// Frames a packet an agent wrote for ICE-TCP onto its connection.
     fn tcp_send(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
-        let Some(id) = self.tcp.by_addr.get(&(local, remote)).copied() else {
+        let Some(l) = self.tcp.links.get_mut(&(local, remote)) else {
             self.stats.send_errors += 1;
-            return;
-        };
-        let Some(l) = self.tcp.links.get_mut(&id) else {
             return;
         };
         if l.wbuf.len() + data.len() + 2 > TCP_BACKLOG || data.len() > u16::MAX as usize {
@@ -585,7 +579,7 @@ impl Reactor {
         l.wbuf.extend_from_slice(data);
         self.stats.datagrams_out += 1;
         if !l.write_some() {
-            self.tcp_close(id);
+            self.tcp_close((local, remote));
         }
     }
 
@@ -656,16 +650,7 @@ impl Reactor {
             if closed {
                 self.conns.remove(&key);
                 self.demux.remove(key);
-                let gone: Vec<u64> = self
-                    .tcp
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.key == Some(key))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in gone {
-                    self.tcp_close(id);
-                }
+                self.tcp.links.retain(|_, l| l.key != Some(key));
                 self.scheduled.remove(&key);
                 continue;
             }
