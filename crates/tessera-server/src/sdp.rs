@@ -102,6 +102,14 @@ pub fn sections(sdp: &str) -> Result<Vec<Section>, SdpError> {
     Ok(out)
 }
 
+/// The first `a=ice-ufrag` of a description (session or media level).
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+}
+
 /// The first section of `kind` that is not inactive.
 pub fn find<'a>(sections: &'a [Section], kind: &str) -> Option<&'a Section> {
     sections

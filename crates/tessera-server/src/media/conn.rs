@@ -67,8 +67,6 @@ pub struct Conn {
     pub pc: RTCPeerConnection,
     /// Our current ICE username fragment (a restart adds a new one).
     pub ufrag: String,
-    /// The client's, from its last offer.
-    remote_ufrag: String,
     /// `network.public_ip`: candidates in our answers are rewritten to it.
     public_ip: String,
     room: RoomHandle,
@@ -112,23 +110,6 @@ fn network_types(tcp: bool) -> Vec<rtc::ice::network_type::NetworkType> {
         t.extend([NetworkType::Tcp4, NetworkType::Tcp6]);
     }
     t
-}
-
-/// The first `a=ice-ufrag` of a description.
-fn ice_ufrag(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
-        .map(|u| u.trim().to_string())
-        .filter(|u| !u.is_empty())
-}
-
-/// The media kinds of a description's m-lines, in order.
-fn media_kinds(sdp: &str) -> Vec<String> {
-    sdp.lines()
-        .filter_map(|l| l.trim().strip_prefix("m="))
-        .filter_map(|m| m.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
 }
 
 fn random_u32() -> u32 {
@@ -226,7 +207,6 @@ impl Conn {
             .with_interceptor_registry(registry)
             .build(now)
             .map_err(werr)?;
-        let offer_text = offer.clone();
         let desc =
             RTCSessionDescription::offer(offer).map_err(|e| PeerError::BadSdp(e.to_string()))?;
         pc.set_remote_description(now, desc)
@@ -328,15 +308,15 @@ impl Conn {
         let receive = ReceiveCodecs::of_answer(&sdp_out);
         // The agent's random credentials (fixed ones in the setting engine would be reused
         // by an ICE restart); the demultiplexer routes by this.
-        let ufrag = ice_ufrag(&sdp_out).ok_or_else(|| werr("the answer has no a=ice-ufrag"))?;
-        let remote_ufrag = ice_ufrag(&offer_text).unwrap_or_default();
+        let ufrag = sdp::ice_ufrag(&sdp_out)
+            .ok_or_else(|| werr("the answer has no a=ice-ufrag"))?
+            .to_string();
         debug!(participant = %id, codecs = ?receive, "payload types accepted");
         let conn = Conn {
             key,
             id,
             pc,
             ufrag,
-            remote_ufrag,
             public_ip: network.public_ip.clone(),
             room,
             events,
@@ -364,23 +344,28 @@ impl Conn {
     /// SRTP sessions and the media carry on); returns the answer with our new ufrag in
     /// `self.ufrag`. Any other renegotiation is refused.
     pub fn restart(&mut self, offer: String, now: Instant) -> Result<String, PeerError> {
-        let ufrag = ice_ufrag(&offer)
+        let kinds = |sdp: &str| -> Vec<String> {
+            sdp::sections(sdp)
+                .map(|s| s.into_iter().map(|s| s.kind).collect())
+                .unwrap_or_default()
+        };
+        let before = self
+            .pc
+            .remote_description()
+            .map(|d| d.sdp.clone())
+            .unwrap_or_default();
+        let ufrag = sdp::ice_ufrag(&offer)
             .ok_or_else(|| PeerError::BadSdp("the offer has no a=ice-ufrag".into()))?;
-        if ufrag == self.remote_ufrag {
+        if sdp::ice_ufrag(&before) == Some(ufrag) {
             return Err(PeerError::BadSdp(
                 "a second offer must be an ICE restart (a new a=ice-ufrag): nothing else is renegotiated"
                     .into(),
             ));
         }
-        let before = self
-            .pc
-            .remote_description()
-            .map(|d| media_kinds(&d.sdp))
-            .unwrap_or_default();
-        if media_kinds(&offer) != before {
+        if kinds(&offer) != kinds(&before) {
             return Err(PeerError::BadSdp(format!(
                 "an ICE restart must offer the same media sections ({})",
-                before.join(", ")
+                kinds(&before).join(", ")
             )));
         }
         let desc =
@@ -398,10 +383,11 @@ impl Conn {
         if !self.public_ip.is_empty() {
             sdp_out = sdp::rewrite_candidates(&sdp_out, &self.public_ip);
         }
-        let local = ice_ufrag(&sdp_out).ok_or_else(|| werr("the answer has no a=ice-ufrag"))?;
+        let local = sdp::ice_ufrag(&sdp_out)
+            .ok_or_else(|| werr("the answer has no a=ice-ufrag"))?
+            .to_string();
         info!(participant = %self.id, old = %self.ufrag, new = %local, "ICE restart");
         self.ufrag = local;
-        self.remote_ufrag = ufrag;
         Ok(sdp_out)
     }
 
