@@ -256,15 +256,11 @@ impl VideoOut {
     ) {
         let rate = rate_bps.max(100_000) as f64;
         while let Some(p) = self.queue.front() {
-            let at = self.next_send.unwrap_or(now);
-            if at > now + Duration::from_millis(2) {
+            if !self.sendable(now) {
                 break;
             }
             let size = p.payload.len() + RTP_HEADER + OVERHEAD_BYTES;
-            // Idle time earns at most 5 ms of burst.
-            let floor = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
-            let base = at.max(floor);
-            self.next_send = Some(base + Duration::from_secs_f64(size as f64 * 8.0 / rate));
+            self.spend(now, size as u64, rate);
             let p = self.queue.pop_front().expect("front exists");
             if p.header.marker {
                 self.frames_queued = self.frames_queued.saturating_sub(1);
@@ -288,18 +284,11 @@ impl VideoOut {
         // probe that fell behind while a keyframe drained must not catch up in one burst,
         // which a shallow bottleneck queue drops, and the estimate with it.
         let pad_rate = (pr.bps as f64).max(rate);
-        while self.bytes + audio_bytes < target {
-            let at = self.next_send.unwrap_or(now);
-            if at > now + Duration::from_millis(2) {
-                break;
-            }
+        while self.bytes + audio_bytes < target && self.sendable(now) {
             let before = self.bytes;
             match self.padding() {
                 Some(p) => {
-                    let size = self.bytes - before;
-                    let floor = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
-                    self.next_send =
-                        Some(at.max(floor) + Duration::from_secs_f64(size as f64 * 8.0 / pad_rate));
+                    self.spend(now, self.bytes - before, pad_rate);
                     out.push(p);
                 }
                 None => {
@@ -308,6 +297,20 @@ impl VideoOut {
                 }
             }
         }
+    }
+
+    /// Whether the pacer lets a packet go at `now` (2 ms early is on time).
+    fn sendable(&self, now: Instant) -> bool {
+        self.next_send
+            .is_none_or(|at| at <= now + Duration::from_millis(2))
+    }
+
+    /// Charges `size` bytes sent at `now` against the pacer at `rate` bits per second. Idle
+    /// time earns at most 5 ms of burst.
+    fn spend(&mut self, now: Instant, size: u64, rate: f64) {
+        let floor = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
+        let base = self.next_send.unwrap_or(now).max(floor);
+        self.next_send = Some(base + Duration::from_secs_f64(size as f64 * 8.0 / rate));
     }
 
     /// One padding-only packet: ballast in two-byte header extensions under the ids of
