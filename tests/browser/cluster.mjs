@@ -20,7 +20,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
-  assert, CHROMIUM_ARGS, dist, freePort, log, pollUntil, sleep, TestError, tileColours, withTimeout,
+  assert, CHROMIUM_ARGS, dist, freePort, log, pollUntil, runScript, sleep, TestError, tileColours, withTimeout,
 } from './helpers.mjs';
 
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
@@ -219,31 +219,4 @@ async function main() {
   return results;
 }
 
-async function cleanupAll() {
-  while (cleanups.length) {
-    const fn = cleanups.pop();
-    await withTimeout(Promise.resolve().then(fn), 8000, 'cleanup').catch(() => {});
-  }
-}
-
-const watchdog = setTimeout(async () => {
-  log(`FAIL the run took longer than ${RUN_TIMEOUT_MS} ms; stopping`);
-  await cleanupAll();
-  console.log('cluster-browser: 0 passed, 1 failed');
-  process.exit(1);
-}, RUN_TIMEOUT_MS);
-
-let ok = false;
-try {
-  const results = await main();
-  await cleanupAll();
-  const n = (st) => results.filter((r) => r.status === st).length;
-  for (const r of results) console.log(`${r.status.toUpperCase().padEnd(7)} ${r.name}`);
-  console.log(`cluster-browser: ${n('passed')} passed, ${n('failed')} failed`);
-  ok = n('failed') === 0 && n('passed') > 0;
-} catch (e) {
-  console.error(e);
-  await cleanupAll();
-}
-clearTimeout(watchdog);
-process.exit(ok ? 0 : 1);
+await runScript('cluster-browser', main, { timeoutMs: RUN_TIMEOUT_MS, cleanups });

@@ -82,3 +82,36 @@ export async function tileColours(page, tiles, width, height) {
 }
 
 export const dist = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+
+// Runs a test script's `main` (which returns [{name, status}]) under a watchdog of
+// `timeoutMs`, runs `cleanups` (last first, 8 s each) however it ends, prints one line per
+// test and `LABEL: N passed, M failed`, and exits 0 only if something passed and nothing
+// failed.
+export async function runScript(label, main, { timeoutMs, cleanups }) {
+  const cleanupAll = async () => {
+    while (cleanups.length) {
+      const fn = cleanups.pop();
+      await withTimeout(Promise.resolve().then(fn), 8000, 'cleanup').catch(() => {});
+    }
+  };
+  const watchdog = setTimeout(async () => {
+    log(`FAIL the run took longer than ${timeoutMs} ms; stopping`);
+    await cleanupAll();
+    console.log(`${label}: 0 passed, 1 failed`);
+    process.exit(1);
+  }, timeoutMs);
+  let ok = false;
+  try {
+    const results = await main();
+    await cleanupAll();
+    const n = (st) => results.filter((r) => r.status === st).length;
+    for (const r of results) console.log(`${r.status.toUpperCase().padEnd(7)} ${r.name}`);
+    console.log(`${label}: ${n('passed')} passed, ${n('failed')} failed`);
+    ok = n('failed') === 0 && n('passed') > 0;
+  } catch (e) {
+    console.error(e);
+    await cleanupAll();
+  }
+  clearTimeout(watchdog);
+  process.exit(ok ? 0 : 1);
+}

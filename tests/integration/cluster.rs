@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::bad_input::{reply, Ws};
 use crate::live::{
-    decode_audio, decode_last, distance, http, http_get, http_with, load_media, room_tiles,
+    decode_audio, decode_last, distance, http, http_get, http_with, load_media, room_tiles, settle,
     tile_colour, wait_until,
 };
 use crate::{fixtures, scratch};
@@ -344,8 +344,7 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
     .await;
     // Wait (for a condition, with a deadline) until both tiles are filled in every
     // composite and the viewer hears both tones; the asserts below say what is wrong if not.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    settle(Duration::from_secs(30), || async {
         let (_, _, tiles) = room_tiles(&nodes[0].base, "conf").await;
         let settled = tiles.len() == 2
             && clients.iter().all(|c| {
@@ -359,11 +358,9 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
                         .is_some_and(|rect| distance(tile_colour(&frame, *rect), fx.rgb) < 60)
                 })
             });
-        if settled || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        (settled, ())
+    })
+    .await;
 
     let home = owner_soon(&nodes[2].base, "conf").await;
     let others: Vec<&Node> = nodes.iter().filter(|n| n.id != home).collect();

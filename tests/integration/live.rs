@@ -232,6 +232,23 @@ pub(crate) fn mix_minus_heard(pcm: &[i16], own: usize, tones: &[f32]) -> bool {
         && goertzel_power(body, tones[own], 48_000) < weakest / 1000.0
 }
 
+/// Polls `check` every 500 ms until it says settled or `timeout` passes, and returns what
+/// it saw last: for checks that then assert on that, saying what is wrong if it never settled.
+pub(crate) async fn settle<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, T)>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (settled, seen) = check().await;
+        if settled || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub(crate) async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -276,8 +293,7 @@ async fn three_webrtc_peers_see_each_other_and_hear_only_the_others() {
     .await;
     // Wait (for a condition, with a deadline) until every tile is filled and every mix has
     // settled after the last join; the asserts below then say what is wrong if it never does.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (w, h, tiles) = loop {
+    let (w, h, tiles) = settle(Duration::from_secs(30), || async {
         let (w, h, tiles) = room_tiles(&base, "live-room").await;
         let settled = tiles.len() == 3
             && clients.iter().enumerate().all(|(i, c)| {
@@ -293,11 +309,9 @@ async fn three_webrtc_peers_see_each_other_and_hear_only_the_others() {
                 let tones: Vec<f32> = people.iter().map(|(f, _)| f.tone_hz).collect();
                 colours && mix_minus_heard(&decode_audio(&r.audio), i, &tones)
             });
-        if settled || Instant::now() > deadline {
-            break (w, h, tiles);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        (settled, (w, h, tiles))
+    })
+    .await;
     if std::env::var_os("TESSERA_TEST_DEBUG").is_some() {
         let (_, body) = http_get(&base, "/api/rooms/live-room").await;
         eprintln!("{}", String::from_utf8_lossy(&body));
