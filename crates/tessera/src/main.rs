@@ -4,13 +4,6 @@
 // to check it.
 #![recursion_limit = "256"]
 
-// mimalloc, not glibc's malloc: with glibc, how the room threads' frame buffers landed in
-// its per-thread arenas decided whether 12 rooms ran with 0.3% or 6.5% late ticks (the
-// same CPU work; measured with benches/live-vs-render.sh), and memory freed by one room
-// stayed in its arena.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod preview;
 mod render;
 mod serve;
