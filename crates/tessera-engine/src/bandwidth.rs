@@ -378,11 +378,10 @@ impl BandwidthController {
             if now.saturating_duration_since(since) >= wait {
                 self.below_since = None;
                 let to = self.fitting(est).min(self.current.saturating_sub(1));
-                // On the lowest rung this "switches" to the same rung again (every 4 s of a
-                // slight shortfall). The room answers a switch with a keyframe, and that
-                // keyframe is, for now, what frees a receiver held since it connected just
-                // after its tier's keyframe (see the closing note of 2026-12-03): do not
-                // remove it before that hold is fixed.
+                if to == self.current {
+                    // Already on the lowest rung: nothing to switch to.
+                    return None;
+                }
                 self.current = to;
                 self.next_probe_at = self.next_probe_at.max(now + self.cfg.probe_interval);
                 return Some(self.current().clone());
@@ -763,6 +762,18 @@ mod tests {
             0,
             "8% audio loss let a probe start"
         );
+    }
+
+    #[test]
+    fn a_receiver_on_the_lowest_rung_is_never_switched_to_it_again() {
+        let t0 = Instant::now();
+        let ladder = vec![Rung {
+            tier: Some("test".into()),
+            bitrate_bps: 600_000,
+        }];
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder, t0);
+        let trace: Vec<(u64, Feedback)> = (0..300).map(|i| (i * 100, twcc(400_000))).collect();
+        assert_eq!(replay(&mut c, t0, &trace), vec![]);
     }
 
     #[test]

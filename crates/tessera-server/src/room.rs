@@ -208,6 +208,12 @@ pub struct NetStats {
 /// How often receivers' probes, held receivers and senders' hints are looked at.
 const PERIODIC: Duration = Duration::from_millis(500);
 
+/// For this long after its connection comes up, a receiver that has no picture yet (its
+/// first keyframe was lost, or arrived before the far end could decrypt it) gets a keyframe
+/// on request once per [`NEW_RECEIVER_KEYFRAME_INTERVAL`], however its tier is shared.
+const NEW_RECEIVER_GRACE: Duration = Duration::from_secs(10);
+const NEW_RECEIVER_KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The least and most a send hint asks of a camera, in bits per second.
 const MIN_HINT_BPS: u32 = 30_000;
 const MAX_HINT_BPS: u32 = 4_000_000;
@@ -406,6 +412,8 @@ struct Member {
     held: bool,
     /// When this receiver last forced its tier to make a keyframe.
     last_forced_keyframe: Option<Instant>,
+    /// When its connection last came up (see [`NEW_RECEIVER_GRACE`]).
+    connected_at: Option<Instant>,
     /// Delta frames not sent while held, and keyframe requests not passed on (the tier is
     /// shared and this receiver forced one recently).
     held_frames_dropped: u64,
@@ -423,6 +431,26 @@ struct Member {
     /// The receiver's last report: fraction lost (0..1) and interarrival jitter (ms).
     report_loss: Option<f32>,
     report_jitter_ms: Option<f64>,
+}
+
+impl Member {
+    /// Whether this receiver may force its tier to make a keyframe again: `interval` after
+    /// its last one, or [`NEW_RECEIVER_KEYFRAME_INTERVAL`] in its first
+    /// [`NEW_RECEIVER_GRACE`] after connecting. Without that, a receiver whose first
+    /// keyframe was lost (sent before the far end could decrypt it, or dropped on the way)
+    /// waited `interval` (10 s by default) for its first picture.
+    fn keyframe_due(&self, now: Instant, interval: Duration) -> bool {
+        let new = self
+            .connected_at
+            .is_some_and(|at| now.saturating_duration_since(at) < NEW_RECEIVER_GRACE);
+        let interval = if new {
+            interval.min(NEW_RECEIVER_KEYFRAME_INTERVAL)
+        } else {
+            interval
+        };
+        self.last_forced_keyframe
+            .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+    }
 }
 
 /// Upper bounds (seconds) of the mix-latency histogram buckets.
@@ -699,6 +727,7 @@ impl RoomThread {
                         audio_only: false,
                         held: true,
                         last_forced_keyframe: None,
+                        connected_at: None,
                         held_frames_dropped: 0,
                         keyframe_requests_deferred: 0,
                         joined_at: now,
@@ -810,9 +839,11 @@ impl RoomThread {
             Command::AudioOnly { id, enabled } => self.set_audio_only(id, enabled),
             Command::ReceiverConnected { id } => {
                 if let Some(m) = self.members.get_mut(&id) {
+                    let now = Instant::now();
                     m.held = true;
+                    m.connected_at = Some(now);
                     if let Some(tier) = m.options.receive_tier.clone() {
-                        m.last_forced_keyframe = Some(Instant::now());
+                        m.last_forced_keyframe = Some(now);
                         self.input(Input::ReceiverReady { tier });
                     }
                 }
@@ -1075,9 +1106,7 @@ impl RoomThread {
             return;
         };
         m.held = true;
-        let allowed = !shared
-            || m.last_forced_keyframe
-                .is_none_or(|t| now.saturating_duration_since(t) >= interval);
+        let allowed = !shared || m.keyframe_due(now, interval);
         if allowed {
             m.last_forced_keyframe = Some(now);
             self.input(Input::RequestKeyframe { tier });
@@ -1172,10 +1201,7 @@ impl RoomThread {
             .members
             .iter()
             .filter(|(_, m)| {
-                m.held
-                    && m.options.receive_tier.is_some()
-                    && m.last_forced_keyframe
-                        .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+                m.held && m.options.receive_tier.is_some() && m.keyframe_due(now, interval)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -1640,6 +1666,43 @@ mod tests {
             assert_eq!(p("p2").media_dropped, 0, "{what}");
             assert!(p("p1").keyframe_requests_deferred + p("p1").held_frames_dropped > 0);
         }
+    }
+
+    #[tokio::test]
+    async fn a_new_receiver_whose_first_keyframe_was_lost_gets_another_within_seconds() {
+        // A healthy receiver shares the tier, so keyframe requests are rate-limited. The new
+        // one connects, receives its keyframe, and (as if the keyframe never arrived) keeps
+        // asking for one: it must not wait `receiver_keyframe_interval` (10 s).
+        let room = spawn("new-receiver", "grid".into(), settings()).unwrap();
+        let (healthy_tx, mut healthy_rx) = crate::media::MediaTx::channel(160);
+        assert!(room.send(receiver(2, healthy_tx)));
+        tokio::spawn(async move { while healthy_rx.recv().await.is_some() {} });
+        let (tx, mut rx) = crate::media::MediaTx::channel(160);
+        assert!(room.send(receiver(1, tx)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(room.send(Command::ReceiverConnected {
+            id: ParticipantId(1)
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut keyframes = 0u32;
+        let mut next_pli = tokio::time::Instant::now();
+        while keyframes < 3 {
+            let m = tokio::time::timeout_at(next_pli.min(deadline), rx.recv()).await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{keyframes} keyframes in 5 s after connecting"
+            );
+            if let Ok(Some((_, MediaOut::Video(v, _)))) = m {
+                keyframes += v.keyframe as u32;
+            }
+            if tokio::time::Instant::now() >= next_pli {
+                room.send(Command::ReceiverKeyframe {
+                    id: ParticipantId(1),
+                });
+                next_pli += Duration::from_millis(100);
+            }
+        }
+        room.send(Command::Stop);
     }
 
     #[tokio::test]
