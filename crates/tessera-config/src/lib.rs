@@ -250,6 +250,9 @@ pub struct ServerConfig {
     pub tls_cert: String,
     pub tls_key: String,
     pub tls_self_signed: bool,
+    /// Origins allowed to call the WHIP and WHEP endpoints from a browser page (CORS):
+    /// `"*"` for any, or origins like `"https://studio.example.org"`; [] = none.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -271,6 +274,11 @@ pub struct NetworkConfig {
     pub ice_disconnected_timeout_ms: u32,
     pub ice_failed_timeout_ms: u32,
     pub ice_servers: Vec<IceServerConfig>,
+    /// coturn's `static-auth-secret`: when set, every client gets its own time-limited
+    /// credentials for the `turn:`/`turns:` entries of `ice_servers` (TURN REST scheme).
+    pub turn_secret: String,
+    /// How long those credentials stay valid, in seconds.
+    pub turn_credential_ttl_secs: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -432,6 +440,7 @@ impl Default for ServerConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_self_signed: false,
+            cors_origins: vec!["*".into()],
         }
     }
 }
@@ -448,6 +457,8 @@ impl Default for NetworkConfig {
             ice_disconnected_timeout_ms: 5000,
             ice_failed_timeout_ms: 10_000,
             ice_servers: Vec::new(),
+            turn_secret: String::new(),
+            turn_credential_ttl_secs: 86_400,
         }
     }
 }

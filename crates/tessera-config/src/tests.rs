@@ -265,6 +265,22 @@ fn bad_server_network_auth_and_bandwidth_values_are_named() {
             "t.toml:2: network.ice_servers[0].urls = [\"http://x\"]: must be one or more \"stun:\", \"turn:\" or \"turns:\" URLs",
         ),
         (
+            "[network]\nturn_secret = \"0123456789abcdef\"\nice_servers = [{ urls = [\"stun:s:3478\"] }]\n",
+            "t.toml:2: network.turn_secret is set but network.ice_servers has no \"turn:\" or \"turns:\" URL to hand credentials out for",
+        ),
+        (
+            "[network]\nturn_secret = \"short\"\nice_servers = [{ urls = [\"turn:t:3478\"] }]\n",
+            "t.toml:2: network.turn_secret: must be \"\" (off) or at least 16 characters (coturn's static-auth-secret)",
+        ),
+        (
+            "[network]\nturn_credential_ttl_secs = 10\n",
+            "t.toml:2: network.turn_credential_ttl_secs = 10: must be 60..=604800",
+        ),
+        (
+            "[server]\ncors_origins = [\"*\", \"https://ok.example:8443\", \"http://[::1]:3000\", \"https://bad.example/path\"]\n",
+            "t.toml:2: server.cors_origins[3] = \"https://bad.example/path\": must be \"*\" or an origin like \"https://example.org\" or \"http://localhost:3000\" (scheme, host, optional port; no path)",
+        ),
+        (
             "[rooms]\nmax_participants = 0\n",
             "t.toml:2: rooms.max_participants = 0: must be 1..=100",
         ),

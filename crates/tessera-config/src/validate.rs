@@ -103,6 +103,41 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             );
         }
     }
+    p.range(
+        "network.turn_credential_ttl_secs",
+        n.turn_credential_ttl_secs,
+        60,
+        604_800,
+    );
+    if !n.turn_secret.is_empty() {
+        let has_turn = n
+            .ice_servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| u.starts_with("turn:") || u.starts_with("turns:"));
+        if !has_turn {
+            p.push(
+                "network.turn_secret".into(),
+                "network.turn_secret is set but network.ice_servers has no \"turn:\" or \"turns:\" URL to hand credentials out for".into(),
+            );
+        }
+        if n.turn_secret.len() < 16 {
+            p.push(
+                "network.turn_secret".into(),
+                "network.turn_secret: must be \"\" (off) or at least 16 characters (coturn's static-auth-secret)".into(),
+            );
+        }
+    }
+    for (i, o) in cfg.server.cors_origins.iter().enumerate() {
+        if !valid_origin(o) {
+            p.push(
+                "server.cors_origins".into(),
+                format!(
+                    "server.cors_origins[{i}] = {o:?}: must be \"*\" or an origin like \"https://example.org\" or \"http://localhost:3000\" (scheme, host, optional port; no path)"
+                ),
+            );
+        }
+    }
     let token = &cfg.auth.admin_token;
     if !token.is_empty() && (token.len() < 16 || token.chars().any(|c| c.is_whitespace())) {
         p.push(
@@ -558,4 +593,30 @@ fn is_base_url(url: &str) -> bool {
         None => rest.split_once(':').map(|(_, p)| p),
     };
     port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
+}
+
+/// `*`, or `scheme://host[:port]` with no path, query or trailing slash.
+fn valid_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    let host = match rest.rsplit_once(':') {
+        // `[::1]` alone has colons but no port.
+        Some((h, port)) if !rest.ends_with(']') => {
+            if port.parse::<u16>().is_err() {
+                return false;
+            }
+            h
+        }
+        _ => rest,
+    };
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !host.is_empty()
+        && !host.contains(['/', '?', '#', ' ', '@'])
 }

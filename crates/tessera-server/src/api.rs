@@ -17,6 +17,8 @@ use crate::room::Command;
 use crate::session::{self, Refusal};
 use crate::{web, Server};
 
+mod whip;
+
 type Resp = warp::reply::Response;
 
 #[derive(Debug)]
@@ -315,163 +317,6 @@ pub fn routes(
                 }
             },
         );
-    let publish = warp::path!(String / String)
-        .and(warp::post())
-        .and(client_addr())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::query::<std::collections::HashMap<String, String>>())
-        .and(forwardable(server.clone()))
-        .and(warp::body::content_length_limit(
-            tessera_proto::MAX_MESSAGE_BYTES as u64,
-        ))
-        .and(warp::body::bytes())
-        .and(s())
-        .then(
-            |kind: String,
-             room: String,
-             addr: Option<SocketAddr>,
-             auth: Option<String>,
-             ct: Option<String>,
-             q: std::collections::HashMap<String, String>,
-             fwd: Forwardable,
-             body: Bytes,
-             server: Arc<Server>| async move {
-                let kind: &'static str = match kind.as_str() {
-                    "whip" => "whip",
-                    "whep" => "whep",
-                    _ => return text(StatusCode::NOT_FOUND, "not found\n"),
-                };
-                if !ct
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("application/sdp"))
-                {
-                    return text(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "the body must be an SDP offer with Content-Type: application/sdp\n",
-                    );
-                }
-                let Ok(offer) = std::str::from_utf8(&body) else {
-                    return text(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8\n");
-                };
-                if let Some(r) = bad_hop(&fwd.hop) {
-                    return r;
-                }
-                let addr = client_of(&fwd.hop, addr);
-                // In a cluster, a room another node holds (or gets) is served there.
-                if let Some(c) = &server.cluster {
-                    if !fwd.hop.is_hop() && server.room(&room).is_none() {
-                        match c.route(&room).await {
-                            Ok(crate::cluster::Route::Remote { url, .. }) => {
-                                return fwd.to(&server, &url, body.clone()).await
-                            }
-                            Ok(crate::cluster::Route::Local) => {}
-                            Err(e) => return unavailable(e),
-                        }
-                    }
-                }
-                let default_name = if kind == "whip" {
-                    "Publisher"
-                } else {
-                    "Viewer"
-                };
-                let name = q.get("name").map(String::as_str).unwrap_or(default_name);
-                let tier = q.get("tier").cloned();
-                let token = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
-                let who = (addr, token);
-                match session::start_resource(&server, kind, &room, name, tier, offer, who).await {
-                    Ok((id, answer)) => Response::builder()
-                        .status(StatusCode::CREATED)
-                        .header(header::CONTENT_TYPE, "application/sdp")
-                        .header(
-                            header::LOCATION,
-                            format!("/{kind}/{room}/{}", server.resource_id(id)),
-                        )
-                        .body(answer.into())
-                        .unwrap_or_default(),
-                    Err(Refusal(code, reason)) => {
-                        let status = match code {
-                            ErrorCode::Full
-                            | ErrorCode::Shutdown
-                            | ErrorCode::Moved
-                            | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-                            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-                            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                            ErrorCode::BadSdp if reason.contains("limits.sdp_max_bytes") => {
-                                StatusCode::PAYLOAD_TOO_LARGE
-                            }
-                            _ => StatusCode::BAD_REQUEST,
-                        };
-                        let mut resp = text(status, format!("{reason}\n"));
-                        if status == StatusCode::UNAUTHORIZED {
-                            resp.headers_mut().insert(
-                                header::WWW_AUTHENTICATE,
-                                header::HeaderValue::from_static("Bearer"),
-                            );
-                        }
-                        resp
-                    }
-                }
-            },
-        );
-    let delete = warp::path!(String / String / String)
-        .and(warp::delete())
-        .and(forwardable(server.clone()))
-        .and(s())
-        .then(
-            |kind: String, room: String, id: String, fwd: Forwardable, server: Arc<Server>| async move {
-                let id = match resource_at(&server, &id, &fwd).await {
-                    Ok(local) => local,
-                    Err(resp) => return resp,
-                };
-                let num = id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok());
-                let found = num.and_then(|n| {
-                    let r = server.take_resource(n)?;
-                    if r.kind == kind && r.room == room {
-                        Some(r)
-                    } else {
-                        // Wrong path for this id: put it back.
-                        server
-                            .resources
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(n, r);
-                        None
-                    }
-                });
-                match found {
-                    Some(r) => {
-                        r.member.leave().await;
-                        text(StatusCode::OK, "")
-                    }
-                    None => text(StatusCode::NOT_FOUND, "no such session\n"),
-                }
-            },
-        );
-    // PATCH (trickle ICE, ICE restart) is not supported; in a cluster it reaches the
-    // resource's node, which answers as a single node does (405).
-    let patch = warp::path!(String / String / String)
-        .and(warp::patch())
-        .and(forwardable(server.clone()))
-        .and(body_at_most(tessera_proto::MAX_MESSAGE_BYTES as u64))
-        .and(warp::body::bytes())
-        .and(s())
-        .and_then(
-            |_kind: String,
-             _room: String,
-             id: String,
-             fwd: Forwardable,
-             body: Bytes,
-             server: Arc<Server>| async move {
-                match resource_node(&server, &id, &fwd.hop).await {
-                    ResourceAt::Node(url) => Ok(fwd.to(&server, &url, body).await),
-                    ResourceAt::Refused(resp) => Ok(resp),
-                    ResourceAt::Here(_) => Err(warp::reject::not_found()),
-                }
-            },
-        );
     let web_dir = server.config().server.web_dir.clone();
     let files = warp::get()
         .and(warp::path::tail())
@@ -511,9 +356,7 @@ pub fn routes(
         boxed(snapshot),
         boxed(room),
         boxed(rooms),
-        boxed(publish),
-        boxed(delete),
-        boxed(patch),
+        whip::routes(server.clone()),
         boxed(nodes),
         boxed(files),
     ];

@@ -54,6 +54,9 @@ pub struct AnswerPlan {
     /// The tier's frame rate: sets the composite's RTP timestamp step.
     pub video_fps: u32,
     pub audio_out: bool,
+    /// The client's media is taken in (false for a WHEP viewer, whose answer then says
+    /// `sendonly` whatever direction its offer asked for).
+    pub accept_media: bool,
 }
 
 fn codec(mime: &str) -> RTCRtpCodec {

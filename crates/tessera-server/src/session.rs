@@ -17,7 +17,7 @@ use warp::ws::{Message, WebSocket};
 
 use crate::auth::{self, Perm};
 use crate::limits::{Bucket, Limit};
-use crate::media::{AnswerPlan, ConnState, OpenPeer, PeerError, PeerEvent, PeerKey};
+use crate::media::{AnswerPlan, ConnState, OpenPeer, PeerError, PeerEvent, PeerKey, RestartWith};
 use crate::room::{Command, JoinRequest, RoomHandle, Sink, TierCaps};
 use crate::{sdp, JoinError, Server};
 
@@ -148,6 +148,7 @@ pub async fn start_media(
         video_out: None,
         video_fps: 25,
         audio_out: wants.receive && has_opus && audio.is_some_and(|a| a.direction.receives()),
+        accept_media: wants.video || wants.audio,
     };
     if let Some(v) = video.filter(|v| wants.receive && v.direction.receives()) {
         let (tier, codec, fps) = m
@@ -374,7 +375,7 @@ async fn join_ws(
         room: j.room,
         id: m.id.to_string(),
         participants: others,
-        ice_servers: server.ice_servers(),
+        ice_servers: server.ice_servers_for(&j.name),
         layout,
         tier: tier_name,
     };
@@ -479,7 +480,7 @@ where
                             // A later offer is an ICE restart (the client's network changed).
                             Some((m, _)) if offered => match m.peer {
                                 None => Some(ServerMessage::error(ErrorCode::BadState, "the first offer is still being answered")),
-                                Some(key) => match server.media.restart(key, sdp).await {
+                                Some(key) => match server.media.restart(key, RestartWith::Offer(sdp)).await {
                                     Ok(answer) => Some(ServerMessage::Answer { sdp: answer }),
                                     Err(e) => Some(ServerMessage::error(ErrorCode::BadSdp, format!("ICE restart refused: {e}"))),
                                 },
@@ -586,7 +587,19 @@ where
 pub struct Resource {
     pub room: String,
     pub kind: &'static str,
+    /// The participant name it joined under (tokens are checked against it).
+    pub name: String,
     pub member: Membership,
+    /// The ICE session: the server's and the client's `a=ice-ufrag`. The server's is the
+    /// resource's entity-tag (`ETag`); both change with an ICE restart.
+    pub ufrag: String,
+    pub remote_ufrag: String,
+}
+
+impl Resource {
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.ufrag)
+    }
 }
 
 /// Handles `POST /whip/{room}` and `POST /whep/{room}`: returns (id, answer).
@@ -652,7 +665,10 @@ pub async fn start_resource(
             Resource {
                 room: room.to_string(),
                 kind,
+                name: name.to_string(),
                 member: m,
+                ufrag: sdp::ice_ufrag(&answer).unwrap_or_default().to_string(),
+                remote_ufrag: sdp::ice_ufrag(offer).unwrap_or_default().to_string(),
             },
         );
     let server = server.clone();
@@ -695,15 +711,38 @@ impl Server {
             .remove(&id)
     }
 
-    pub(crate) fn ice_servers(&self) -> Vec<tessera_proto::IceServer> {
-        self.config()
-            .network
-            .ice_servers
+    /// The STUN/TURN servers for a client named `name`: with `network.turn_secret` set, the
+    /// TURN entries carry credentials of its own that expire (the TURN REST scheme coturn's
+    /// `use-auth-secret` checks), else the configured ones.
+    pub(crate) fn ice_servers_for(&self, name: &str) -> Vec<tessera_proto::IceServer> {
+        let cfg = self.config();
+        let n = &cfg.network;
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            + n.turn_credential_ttl_secs as u64;
+        n.ice_servers
             .iter()
-            .map(|s| tessera_proto::IceServer {
-                urls: s.urls.clone(),
-                username: (!s.username.is_empty()).then(|| s.username.clone()),
-                credential: (!s.credential.is_empty()).then(|| s.credential.clone()),
+            .map(|s| {
+                let turn = s
+                    .urls
+                    .iter()
+                    .any(|u| u.starts_with("turn:") || u.starts_with("turns:"));
+                let (username, credential) = if turn && !n.turn_secret.is_empty() {
+                    let (u, c) = auth::turn_credentials(&n.turn_secret, expiry, name);
+                    (Some(u), Some(c))
+                } else {
+                    (
+                        (!s.username.is_empty()).then(|| s.username.clone()),
+                        (!s.credential.is_empty()).then(|| s.credential.clone()),
+                    )
+                };
+                tessera_proto::IceServer {
+                    urls: s.urls.clone(),
+                    username,
+                    credential,
+                }
             })
             .collect()
     }

@@ -31,6 +31,7 @@ use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEs
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::sansio::Protocol;
 use rtc::shared::TaggedBytesMut;
 use tessera_engine::Feedback;
@@ -40,7 +41,7 @@ use tracing::{debug, info, warn};
 
 use super::egress::{AudioOut, FrameCache, Stamp, VideoOut};
 use super::ingest::{self, RtpIn, VideoIngest};
-use super::{ConnState, OpenPeer, PeerEvent, PeerKey};
+use super::{ConnState, OpenPeer, PeerEvent, PeerKey, RestartWith};
 use crate::estimate::{self, Estimator};
 use crate::peer::{
     self, is_keyframe_request, KeyframeRequestForwarder, PeerError, ReceiveCodecs,
@@ -236,6 +237,27 @@ impl Conn {
                 .map_err(|e| PeerError::BadSdp(format!("cannot send Opus: {e}")))?;
             audio_sender = Some((sender, track_id));
         }
+        if !plan.accept_media {
+            // A viewer: send what we added, take in nothing.
+            let ours: Vec<_> = [
+                video_sender.as_ref().map(|v| v.0),
+                audio_sender.as_ref().map(|a| a.0),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let ids: Vec<_> = pc.get_transceivers().collect();
+            for id in ids {
+                if let Some(mut t) = pc.rtp_transceiver(id) {
+                    let direction = if t.sender().is_some_and(|s| ours.contains(&s)) {
+                        RTCRtpTransceiverDirection::Sendonly
+                    } else {
+                        RTCRtpTransceiverDirection::Inactive
+                    };
+                    t.set_direction(direction);
+                }
+            }
+        }
         let udp = locals.iter().map(|l| (l, "udp", TcpType::Unspecified));
         let tcp = tcp_locals.iter().map(|l| (l, "tcp", TcpType::Passive));
         for (local, network, tcp_type) in udp.chain(tcp) {
@@ -343,7 +365,7 @@ impl Conn {
     /// credentials. The agent takes new local credentials and checks anew (the DTLS and
     /// SRTP sessions and the media carry on); returns the answer with our new ufrag in
     /// `self.ufrag`. Any other renegotiation is refused.
-    pub fn restart(&mut self, offer: String, now: Instant) -> Result<String, PeerError> {
+    pub fn restart(&mut self, with: RestartWith, now: Instant) -> Result<String, PeerError> {
         let kinds = |sdp: &str| -> Vec<String> {
             sdp::sections(sdp)
                 .map(|s| s.into_iter().map(|s| s.kind).collect())
@@ -354,6 +376,12 @@ impl Conn {
             .remote_description()
             .map(|d| d.sdp.clone())
             .unwrap_or_default();
+        let offer = match with {
+            RestartWith::Offer(o) => o,
+            RestartWith::Fragment(f) => {
+                sdp::restart_offer(&before, &f).map_err(|e| PeerError::BadSdp(e.0))?
+            }
+        };
         let ufrag = sdp::ice_ufrag(&offer)
             .ok_or_else(|| PeerError::BadSdp("the offer has no a=ice-ufrag".into()))?;
         if sdp::ice_ufrag(&before) == Some(ufrag) {

@@ -59,6 +59,15 @@ pub struct OpenPeer {
     pub max_tier_bps: u64,
 }
 
+/// What an ICE restart starts from.
+#[derive(Debug)]
+pub enum RestartWith {
+    /// A whole new offer with a new `a=ice-ufrag`.
+    Offer(String),
+    /// Only the new credentials and candidates: the rest of the last offer stands.
+    Fragment(crate::sdp::Fragment),
+}
+
 /// Control for the reactor: never dropped (an unbounded queue), answered by `reply`.
 enum Control {
     Open {
@@ -73,7 +82,7 @@ enum Control {
     },
     Restart {
         key: PeerKey,
-        offer: String,
+        with: RestartWith,
         reply: oneshot::Sender<Result<String, PeerError>>,
     },
     Close {
@@ -202,11 +211,12 @@ impl MediaPlane {
             .map_err(|_| PeerError::Webrtc("the media plane has stopped".into()))?
     }
 
-    /// An ICE restart with the client's new offer: returns the answer, with our new ICE
-    /// credentials, which the demultiplexer routes from then on.
-    pub async fn restart(&self, key: PeerKey, offer: String) -> Result<String, PeerError> {
+    /// An ICE restart with the client's new offer (WebSocket), or with the ICE fragment of
+    /// one (WHIP/WHEP `PATCH`): returns the answer, with our new ICE credentials, which the
+    /// demultiplexer routes from then on.
+    pub async fn restart(&self, key: PeerKey, with: RestartWith) -> Result<String, PeerError> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.control.send(Control::Restart { key, offer, reply });
+        let _ = self.control.send(Control::Restart { key, with, reply });
         rx.await
             .map_err(|_| PeerError::Webrtc("the media plane has stopped".into()))?
     }

@@ -389,9 +389,9 @@ impl Reactor {
                 self.dirty.insert(key);
                 let _ = reply.send(r);
             }
-            Control::Restart { key, offer, reply } => {
+            Control::Restart { key, with, reply } => {
                 let r = match self.conns.get_mut(&key) {
-                    Some(c) => c.restart(offer, now).inspect(|_| {
+                    Some(c) => c.restart(with, now).inspect(|_| {
                         // The old ufrag keeps routing checks still in flight; both go
                         // when the connection closes.
                         self.demux.add_ufrag(&c.ufrag, key);
