@@ -66,6 +66,7 @@ test-shaped:
 
 test-whip:
 	TESSERA_BIN=$(abspath target/debug/tessera) target/venv/bin/python tests/whip/test_whip_whep.py
+	TESSERA_BIN=$(abspath target/debug/tessera) target/venv/bin/python tests/whip/test_protocol.py
 
 lint: setup
 	$(CARGO) fmt --all -- --check

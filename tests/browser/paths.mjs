@@ -9,16 +9,28 @@
 //   must reach `connected`, decode the composite and see each other's colour, Tom's
 //   selected pair must be TCP to the server's ICE-TCP port, /metrics must count the
 //   connection and the namespace's UDP drop counter must have counted Chromium's tries.
-// - TURN: a private coturn (Debian's turnserver) on the veth address, handed out through
-//   `network.ice_servers`; Uma (host) and Tia (namespace) join with `relay=1` (relay
-//   candidates only). Uma must be relayed over UDP, Tia (no UDP) over TCP to the TURN
-//   server, and both see each other's colour.
+// - TURN: a private coturn (Debian's turnserver) on the veth address with TURN REST
+//   credentials (`use-auth-secret`): the server has its `static-auth-secret` as
+//   `network.turn_secret` and hands out `network.ice_servers` (URLs only) with a username
+//   and password of each client's own. Uma (host) and Tia (namespace) join with `relay=1`
+//   (relay candidates only): each page's RTCPeerConnection must have a username
+//   `EXPIRY:NAME`, Uma must be relayed over UDP, Tia (no UDP) over TCP to the TURN server,
+//   and both see each other's colour.
+// - WHIP: the namespace gets its UDP back. A page served from another origin (a small HTTP
+//   server on another port) publishes a canvas by WHIP (RFC 9725) to the server, the way
+//   OBS does: the offer goes out before any candidate, candidates follow by PATCH (trickle
+//   ICE, `If-Match` with the ETag; CORS lets the page read Location and ETag). The server
+//   must take its frames and tile it; then the namespace's address changes (the old path
+//   dies) and the page restarts ICE by PATCH (`If-Match: *`): it must get a new ETag, be
+//   connected again from the new address, and its frames must flow to the server again.
+//   A CORS preflight from the page's origin is checked from node too.
 // Needs root and `ip netns` (prints SKIP otherwise). The binary comes from $TESSERA_BIN
 // (else target/debug/tessera); logs and failure screenshots go to
 // target/browser-artifacts/paths/. Bounded by RUN_TIMEOUT_MS.
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -35,13 +47,14 @@ const bin = process.env.TESSERA_BIN || path.join(root, 'target/debug/tessera');
 const artifacts = path.join(root, 'target/browser-artifacts/paths');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const RUN_TIMEOUT_MS = Number(process.env.RUN_TIMEOUT_MS || 150_000);
-const TURN_USER = 'tessera';
-const TURN_PASSWORD = 'relay-test-password';
+// coturn's static-auth-secret, and the server's network.turn_secret.
+const TURN_SECRET = 'paths-test-turn-rest-secret';
 const NS = 'tictcp1';
 const HOST_IF = 'tictcp1h';
 const NS_IF = 'tictcp1c';
 const HOST_IP = '10.213.9.1';
 const NS_IP = '10.213.9.2';
+const NS_IP_MOVED = '10.213.9.3';
 const ICE_TCP_PEOPLE = [
   { name: 'Ann', hex: 'd62828', rgb: [0xd6, 0x28, 0x28], tone: 300 },
   { name: 'Tom', hex: '2850d6', rgb: [0x28, 0x50, 0xd6], tone: 450, ns: true },
@@ -126,7 +139,7 @@ function track(child, name) {
   });
 }
 
-async function startServer(name, { tcp = false, iceServers = '[]' } = {}) {
+async function startServer(name, { tcp = false, iceServers = '[]', turnSecret = '' } = {}) {
   const [port, tcpPort] = [await freePort(), tcp ? await freePort() : 0];
   const cfg = path.join(artifacts, `${name}.toml`);
   fs.writeFileSync(cfg, `[server]
@@ -136,6 +149,7 @@ host_ips = ["127.0.0.1", "${HOST_IP}"]
 udp_port = 0
 tcp_port = ${tcpPort}
 ice_servers = ${iceServers}
+turn_secret = "${turnSecret}"
 [rooms]
 default_tier = "test"
 [tiers.test]
@@ -168,12 +182,13 @@ async function getText(url) {
   return res.text();
 }
 
-// A private coturn on the veth address: long-term credentials, relays on that address.
+// A private coturn on the veth address: TURN REST credentials (HMAC of the username with
+// TURN_SECRET), relays on that address.
 async function startTurn() {
   const port = await freePort();
   const child = spawn('turnserver', [
     '-n', '--listening-ip', HOST_IP, '--listening-port', String(port), '--relay-ip', HOST_IP,
-    '--min-port', '49152', '--max-port', '65535', '--lt-cred-mech', '--user', `${TURN_USER}:${TURN_PASSWORD}`,
+    '--min-port', '49152', '--max-port', '65535', '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`,
     '--realm', 'tessera.test', '--fingerprint', '--no-tls', '--no-dtls', '--no-cli', '--allow-loopback-peers',
     '--log-file', 'stdout', '--simple-log', '--verbose',
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -210,27 +225,32 @@ async function selectedPair(page) {
   });
 }
 
+// Launches a Chromium for person `p` (in the namespace for `p.ns`, where `secureOrigin`, an
+// http:// origin, counts as secure) with one page, as p.browser and p.page.
+async function launchBrowser(p, secureOrigin) {
+  const { chromium } = await import('playwright-core');
+  const args = [...CHROMIUM_ARGS];
+  let executablePath = CHROMIUM;
+  if (p.ns) {
+    executablePath = path.join(artifacts, `chromium-${NS}.sh`);
+    fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${NS} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+    args.push(`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`);
+  }
+  p.browser = await withTimeout(chromium.launch({
+    executablePath, headless: true, args, ignoreDefaultArgs: ['--mute-audio'], timeout: 45_000,
+  }), 50_000, `launch chromium for ${p.name}`);
+  cleanups.push(() => p.browser.close().catch(() => {}));
+  const ctx = await p.browser.newContext({ viewport: { width: 960, height: 600 } });
+  p.page = await ctx.newPage();
+  p.page.on('console', (m) => fs.appendFileSync(path.join(artifacts, `page-${p.name}.log`), `${m.type()}: ${m.text()}\n`));
+}
+
 // Launches a Chromium per person (in the namespace for `ns`) and opens a page each.
 async function launchPeople(people, port) {
-  const { chromium } = await import('playwright-core');
   for (const p of people) {
-    const args = [...CHROMIUM_ARGS];
-    let executablePath = CHROMIUM;
-    p.base = `http://127.0.0.1:${port}`;
-    if (p.ns) {
-      executablePath = path.join(artifacts, `chromium-${NS}.sh`);
-      fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${NS} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
-      p.base = `http://${HOST_IP}:${port}`;
-      // The camera needs a secure origin; http://10.213.9.1 is one only when we say so.
-      args.push(`--unsafely-treat-insecure-origin-as-secure=${p.base}`);
-    }
-    p.browser = await withTimeout(chromium.launch({
-      executablePath, headless: true, args, ignoreDefaultArgs: ['--mute-audio'], timeout: 45_000,
-    }), 50_000, `launch chromium for ${p.name}`);
-    cleanups.push(() => p.browser.close().catch(() => {}));
-    const ctx = await p.browser.newContext({ viewport: { width: 960, height: 600 } });
-    p.page = await ctx.newPage();
-    p.page.on('console', (m) => fs.appendFileSync(path.join(artifacts, `page-${p.name}.log`), `${m.type()}: ${m.text()}\n`));
+    // The camera needs a secure origin; http://10.213.9.1 is one only when we say so.
+    p.base = p.ns ? `http://${HOST_IP}:${port}` : `http://127.0.0.1:${port}`;
+    await launchBrowser(p, p.base);
   }
 }
 
@@ -264,6 +284,172 @@ async function joinAndSeeEachOther(people, port, room) {
   }, 60_000, 500);
   assert(r.ok, `the room is not right: ${JSON.stringify(r.detail)}`);
   log(`  every page connected and sees every colour: ${JSON.stringify(r.detail)}`);
+}
+
+// A WHIP publisher page (RFC 9725), plain JS: a canvas in one colour with a moving mark
+// (so the encoder keeps sending), published from ?server=&room=&name=. The offer is
+// POSTed at once, before any candidate (as OBS does); candidates then go by PATCH with
+// If-Match: the ETag, one at a time and queued while an ICE restart is in flight.
+// window.whip: state, states, errors, patches (count per status), etags, restarts, pc, and
+// restart() (an ICE restart by PATCH with If-Match: *).
+const WHIP_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>WHIP publisher</title></head>
+<body><canvas width="640" height="360"></canvas>
+<script>
+const q = new URLSearchParams(location.search);
+const endpoint = q.get('server') + '/whip/' + encodeURIComponent(q.get('room')) + '?name=' + encodeURIComponent(q.get('name'));
+const whip = window.whip = { state: 'new', states: [], errors: [], patches: {}, etags: [], restarts: [] };
+const canvas = document.querySelector('canvas');
+const g = canvas.getContext('2d');
+let frame = 0;
+function draw() {
+  g.fillStyle = '#' + q.get('colour');
+  g.fillRect(0, 0, 640, 360);
+  g.fillStyle = '#ffffff';
+  g.fillRect((frame * 8) % 620, 330, 20, 20);
+  frame += 1;
+}
+draw();
+setInterval(draw, 66);
+
+const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+whip.pc = pc;
+pc.onconnectionstatechange = () => {
+  whip.state = pc.connectionState;
+  whip.states.push(pc.connectionState);
+};
+pc.addTransceiver(canvas.captureStream(15).getVideoTracks()[0], { direction: 'sendonly' });
+
+let resource = null;
+let ready = false; // the session exists and no ICE restart is in flight
+let sending = false;
+const queue = [];
+const ice = () => {
+  const sdp = pc.localDescription.sdp;
+  return { ufrag: /a=ice-ufrag:(\\S+)/.exec(sdp)[1], pwd: /a=ice-pwd:(\\S+)/.exec(sdp)[1] };
+};
+const section = () => 'm=video 9 UDP/TLS/RTP/SAVPF 0\\r\\na=mid:' + pc.getTransceivers()[0].mid + '\\r\\n';
+
+async function patch(ifMatch, body) {
+  const res = await fetch(resource, {
+    method: 'PATCH', headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': ifMatch }, body,
+  });
+  whip.patches[res.status] = (whip.patches[res.status] || 0) + 1;
+  return res;
+}
+
+// One candidate (or the end of them) of the ICE generation it was gathered in.
+async function trickle(c) {
+  const { ufrag, pwd } = ice();
+  if (c.ufrag !== ufrag) return; // gathered before a restart: stale
+  const line = c.candidate ? 'a=' + c.candidate : 'a=end-of-candidates';
+  const res = await patch(whip.etags[whip.etags.length - 1],
+    'a=ice-ufrag:' + ufrag + '\\r\\na=ice-pwd:' + pwd + '\\r\\n' + section() + line + '\\r\\n');
+  if (res.status !== 204) whip.errors.push('trickle PATCH ' + line + ': ' + res.status + ' ' + (await res.text()));
+}
+
+async function pump() {
+  if (sending) return;
+  sending = true;
+  try {
+    while (ready && queue.length) await trickle(queue.shift());
+  } catch (e) {
+    whip.errors.push('trickle: ' + e);
+  } finally {
+    sending = false;
+  }
+}
+
+pc.onicecandidate = (ev) => {
+  if (ev.candidate && !ev.candidate.candidate) return; // Chromium's empty one: the null follows
+  const ufrag = (ev.candidate && ev.candidate.usernameFragment) || ice().ufrag;
+  queue.push({ candidate: ev.candidate && ev.candidate.candidate, ufrag });
+  pump();
+};
+
+async function start() {
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    whip.state = 'posting';
+    const res = await fetch(endpoint, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    const answer = await res.text();
+    if (res.status !== 201) throw new Error('POST ' + endpoint + ': ' + res.status + ' ' + answer);
+    resource = new URL(res.headers.get('Location'), endpoint).href;
+    whip.location = resource;
+    whip.etags.push(res.headers.get('ETag'));
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    ready = true;
+    pump();
+  } catch (e) {
+    whip.errors.push('start: ' + e);
+  }
+}
+
+// An ICE restart by PATCH: our new credentials in, the server's new ones and ETag out.
+whip.restart = async () => {
+  ready = false;
+  while (sending) await new Promise((r) => setTimeout(r, 20));
+  const r = {};
+  try {
+    pc.restartIce();
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+    const { ufrag, pwd } = ice();
+    const res = await patch('*', 'a=ice-ufrag:' + ufrag + '\\r\\na=ice-pwd:' + pwd + '\\r\\n' + section());
+    Object.assign(r, { status: res.status, etag: res.headers.get('ETag'), contentType: res.headers.get('Content-Type'), body: await res.text() });
+    if (res.status !== 200) throw new Error('restart PATCH: ' + res.status + ' ' + r.body);
+    const nu = /a=ice-ufrag:(\\S+)/.exec(r.body);
+    const np = /a=ice-pwd:(\\S+)/.exec(r.body);
+    if (!nu || !np) throw new Error('restart PATCH: no a=ice-ufrag/a=ice-pwd in ' + JSON.stringify(r.body));
+    whip.etags.push(r.etag);
+    const sdp = pc.remoteDescription.sdp
+      .replace(/a=ice-ufrag:\\S+/g, 'a=ice-ufrag:' + nu[1])
+      .replace(/a=ice-pwd:\\S+/g, 'a=ice-pwd:' + np[1]);
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+  } catch (e) {
+    r.error = String(e);
+    whip.errors.push('restart: ' + e);
+  }
+  whip.restarts.push(r);
+  ready = true;
+  pump();
+  return r;
+};
+
+start();
+</script></body></html>
+`;
+
+// A one-page HTTP server on the veth address: another origin than the tessera server's.
+async function servePage(html) {
+  const port = await freePort();
+  const srv = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+    res.end(html);
+  });
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, HOST_IP, resolve);
+  });
+  cleanups.push(() => new Promise((r) => srv.close(r)));
+  return `http://${HOST_IP}:${port}`;
+}
+
+// Local and remote address of the WHIP page's selected candidate pair.
+async function whipPair(page) {
+  return page.evaluate(async () => {
+    const stats = await window.whip.pc.getStats();
+    let pair = null;
+    stats.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const l = stats.get(pair.localCandidateId);
+    const r = stats.get(pair.remoteCandidateId);
+    return {
+      local: l && l.address, localType: l && `${l.protocol} ${l.candidateType}`,
+      remote: r && `${r.protocol} ${r.candidateType} ${r.address}:${r.port}`, state: pair.state, bytesSent: pair.bytesSent,
+    };
+  });
 }
 
 async function main() {
@@ -318,19 +504,132 @@ async function main() {
   await report('paths: pages relayed by TURN, over UDP and (with UDP blocked) over TCP, see each other', async () => {
     const turnPort = await startTurn();
     const urls = [`turn:${HOST_IP}:${turnPort}?transport=udp`, `turn:${HOST_IP}:${turnPort}?transport=tcp`];
-    const iceServers = `[{ urls = ${JSON.stringify(urls)}, username = "${TURN_USER}", credential = "${TURN_PASSWORD}" }]`;
+    // No username or credential: the server makes each client's from the secret.
+    const iceServers = `[{ urls = ${JSON.stringify(urls)} }]`;
     // No ICE-TCP: Tia's only way in is the TURN server over TCP.
-    const { port } = await startServer('server-turn', { iceServers });
+    const { port } = await startServer('server-turn', { iceServers, turnSecret: TURN_SECRET });
     const people = TURN_PEOPLE.map((p) => ({ ...p }));
     shown = people;
     await launchPeople(people, port);
     await joinAndSeeEachOther(people, port, 'turn-room');
+    for (const p of people) {
+      const servers = await p.page.evaluate(() => window.tessera.pc.getConfiguration().iceServers
+        .map((s) => ({ urls: s.urls, username: s.username, credential: s.credential })));
+      log(`  ${p.name}'s ICE servers: ${JSON.stringify(servers.map((s) => ({ ...s, credential: s.credential && `${s.credential.length} chars` })))}`);
+      const want = new RegExp(`^\\d+:${p.name}$`);
+      assert(servers.length === 1 && want.test(servers[0].username || '') && servers[0].credential,
+        `${p.name}'s RTCPeerConnection has no TURN REST username of its own (${want}): ${JSON.stringify(servers)}`);
+      const expiry = Number(servers[0].username.split(':')[0]);
+      assert(expiry > Date.now() / 1000, `${p.name}'s TURN username ${servers[0].username} has expired already`);
+    }
     for (const p of people) {
       const pair = await selectedPair(p.page);
       log(`  ${p.name}'s selected pair: local ${pair && pair.local} (relayed over ${pair && pair.relayProtocol}), remote ${pair && pair.remote}`);
       assert(pair && / relay/.test(pair.local) && pair.relayProtocol === p.relay,
         `${p.name} is not relayed over ${p.relay}: ${JSON.stringify(pair)}`);
     }
+  });
+
+  await report('paths: a WHIP publisher page on another origin publishes with trickle ICE, and keeps its picture after its address changes and it restarts ICE by PATCH', async () => {
+    // This test wants UDP: lift the namespace's block (the tests above needed it; this one
+    // runs last).
+    inNs('nft', ['delete', 'table', 'inet', 'noudp']);
+    const { port } = await startServer('server-whip');
+    const room = 'whip-room';
+    const tessera = `http://${HOST_IP}:${port}`;
+    const origin = await servePage(WHIP_PAGE);
+    log(`  the WHIP page is on ${origin}, another origin than ${tessera}`);
+
+    // CORS: a preflight from the page's origin, as a browser sends before its POST and PATCH.
+    const pre = await fetch(`${tessera}/whip/${room}`, {
+      method: 'OPTIONS',
+      headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type,if-match' },
+      signal: AbortSignal.timeout(5000),
+    });
+    const h = (k) => pre.headers.get(k);
+    log(`  preflight: ${pre.status}, allow-origin ${h('access-control-allow-origin')}, allow-methods ${h('access-control-allow-methods')}, allow-headers ${h('access-control-allow-headers')}`);
+    assert(pre.status === 204, `the preflight got ${pre.status}, not 204`);
+    assert(h('access-control-allow-origin'), 'the preflight has no Access-Control-Allow-Origin');
+    assert(/\bPATCH\b/.test(h('access-control-allow-methods') || ''), `the preflight's Access-Control-Allow-Methods lacks PATCH: ${h('access-control-allow-methods')}`);
+    assert(h('link') === null, `a preflight must not hand out the ICE servers: Link ${h('link')}`);
+
+    const wes = { name: 'Wes', ns: true };
+    shown = [wes];
+    await launchBrowser(wes, origin);
+    await wes.page.goto(`${origin}/?server=${encodeURIComponent(tessera)}&room=${room}&name=${wes.name}&colour=2850d6`, { timeout: 30_000 });
+    const whipState = () => wes.page.evaluate(() => {
+      const w = window.whip;
+      return { state: w.state, states: w.states, errors: w.errors, patches: w.patches, etags: w.etags, location: w.location };
+    });
+    const connected = await pollUntil(async () => {
+      const st = await whipState();
+      return { ok: st.state === 'connected', detail: st };
+    }, 30_000, 300);
+    assert(connected.ok, `the WHIP page did not connect: ${JSON.stringify(connected.detail)}`);
+    log(`  the page is connected: ${JSON.stringify(connected.detail)}`);
+    const firstPair = await whipPair(wes.page);
+    log(`  its selected pair: ${JSON.stringify(firstPair)}`);
+
+    // The server takes the publisher's frames and tiles it.
+    const wesOnServer = async () => {
+      const info = JSON.parse(await getText(`http://127.0.0.1:${port}/api/rooms/${room}`));
+      const p = info.participants.find((x) => x.name === wes.name);
+      const tiled = !!p && info.tiers.some((t) => (t.tiles || []).some((tile) => tile.id === p.id));
+      return { p, tiled, frames: p ? p.video_frames_in : 0 };
+    };
+    let base = null;
+    const publishing = await pollUntil(async () => {
+      const w = await wesOnServer();
+      if (!w.p) return { ok: false, detail: 'Wes is not in the room' };
+      if (base === null) base = w.frames;
+      return { ok: w.tiled && w.frames >= base + 15, detail: { id: w.p.id, kind: w.p.kind, frames: w.frames, from: base, tiled: w.tiled } };
+    }, 30_000, 500);
+    assert(publishing.ok, `the server does not take Wes's picture: ${JSON.stringify(publishing.detail)}`);
+    log(`  the server takes Wes's frames and tiles it: ${JSON.stringify(publishing.detail)}`);
+    const trickled = await pollUntil(async () => {
+      const st = await whipState();
+      return { ok: (st.patches[204] || 0) >= 1, detail: st };
+    }, 10_000, 300);
+    assert(trickled.ok, `no trickle PATCH got 204: ${JSON.stringify(trickled.detail)}`);
+    assert(trickled.detail.errors.length === 0, `the page saw errors: ${JSON.stringify(trickled.detail.errors)}`);
+    log(`  trickle PATCHes by status: ${JSON.stringify(trickled.detail.patches)}`);
+
+    // The namespace moves to another address: the old one, and the path on it, are gone.
+    // (promote_secondaries keeps the new address when the old, primary one goes.)
+    inNs('sysctl', ['-qw', `net.ipv4.conf.${NS_IF}.promote_secondaries=1`]);
+    sh('ip', ['-n', NS, 'addr', 'add', `${NS_IP_MOVED}/24`, 'dev', NS_IF]);
+    sh('ip', ['-n', NS, 'addr', 'del', `${NS_IP}/24`, 'dev', NS_IF]);
+    const addrs = sh('ip', ['-n', NS, '-4', '-br', 'addr', 'show', 'dev', NS_IF]).stdout.trim();
+    log(`  ${NS_IF} now: ${addrs}`);
+    assert(addrs.includes(NS_IP_MOVED) && !addrs.includes(`${NS_IP}/`), `the namespace's address did not move: ${addrs}`);
+    const before = (await wesOnServer()).frames;
+    const restart = await withTimeout(wes.page.evaluate(() => window.whip.restart()), 20_000, 'the ICE restart PATCH');
+    log(`  restart PATCH: ${JSON.stringify(restart)}`);
+    assert(restart.status === 200 && !restart.error, `the ICE restart failed: ${JSON.stringify(restart)}`);
+    const firstEtag = connected.detail.etags[0];
+    assert(restart.etag && restart.etag !== firstEtag, `the restart's ETag ${restart.etag} is not new (was ${firstEtag})`);
+    const restarted = (await wesOnServer()).frames;
+
+    const back = await pollUntil(async () => {
+      const st = await whipState();
+      const pair = await whipPair(wes.page);
+      return { ok: st.state === 'connected' && !!pair && pair.local === NS_IP_MOVED, detail: { state: st.state, states: st.states, pair } };
+    }, 30_000, 300);
+    assert(back.ok, `the page is not connected from ${NS_IP_MOVED} again: ${JSON.stringify(back.detail)}`);
+    log(`  connected again: ${JSON.stringify(back.detail)}`);
+    const resumed = await pollUntil(async () => {
+      const w = await wesOnServer();
+      return { ok: w.frames >= restarted + 30 && w.tiled, detail: { frames: w.frames, atRestart: restarted, atMove: before, tiled: w.tiled } };
+    }, 30_000, 500);
+    assert(resumed.ok, `Wes's frames did not flow again after the restart: ${JSON.stringify(resumed.detail)}`);
+    log(`  the server takes Wes's frames again: ${JSON.stringify(resumed.detail)}`);
+    const st = await whipState();
+    log(`  PATCHes by status: ${JSON.stringify(st.patches)}, ETags ${JSON.stringify(st.etags)}`);
+    assert(st.errors.length === 0, `the page saw errors: ${JSON.stringify(st.errors)}`);
+    const serverLog = fs.readFileSync(path.join(artifacts, 'server-whip.log'), 'utf8');
+    const line = serverLog.split('\n').find((l) => l.includes('ICE restart'));
+    log(`  server log: ${line && line.trim()}`);
+    assert(line, 'the server log has no "ICE restart" line');
   });
   return results;
 }

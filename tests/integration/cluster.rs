@@ -470,8 +470,12 @@ async fn publishers_on_two_nodes_and_a_viewer_on_a_third_share_one_composite() {
         (st, String::from_utf8_lossy(&body).as_ref()),
         (404, "no such session\n")
     );
-    let (st, _) = http(&others[0].base, "PATCH", &path, None, None).await;
-    assert_eq!(st, 405);
+    let (st, body) = http(&others[0].base, "PATCH", &path, None, None).await;
+    assert_eq!(
+        (st, String::from_utf8_lossy(&body).as_ref()),
+        (404, "no such session\n"),
+        "PATCH reaches the node the id names"
+    );
     let (st, body) = http(&others[0].base, "DELETE", "/whep/conf/p1~gone", None, None).await;
     assert_eq!(st, 404);
     assert!(String::from_utf8_lossy(&body).contains("not in the cluster"));

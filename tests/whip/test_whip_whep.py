@@ -94,11 +94,12 @@ class Abort(Exception):
 
 
 class Server:
-    def __init__(self, binary):
+    def __init__(self, binary, config=CONFIG, log_name="server.log"):
         self.binary = binary
+        self.config = config
         self.proc = None
         self.port = None
-        self.log_path = OUT / "server.log"
+        self.log_path = OUT / log_name
         self._port_found = threading.Event()
         self._lines = []
 
@@ -107,7 +108,7 @@ class Server:
             raise Abort(f"server binary {self.binary} not found (cargo build -p tessera, or set TESSERA_BIN)")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
-        cmd = [str(self.binary), "serve", "--config", str(CONFIG), "--listen", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0"]
+        cmd = [str(self.binary), "serve", "--config", str(self.config), "--listen", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0"]
         print(f"starting: {' '.join(cmd)}  (RUST_LOG={env['RUST_LOG']}, log {self.log_path})", flush=True)
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
