@@ -73,6 +73,34 @@ impl VideoFrame {
         }
     }
 
+    /// Like [`VideoFrame::from_planes`], into `out`: its buffers are reused when it holds a
+    /// frame, so a stream of same-size pictures allocates nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_planes_into(
+        out: &mut Option<VideoFrame>,
+        width: u32,
+        height: u32,
+        y: &[u8],
+        y_stride: usize,
+        u: &[u8],
+        u_stride: usize,
+        v: &[u8],
+        v_stride: usize,
+    ) {
+        let Some(f) = out.as_mut() else {
+            *out = Some(VideoFrame::from_planes(
+                width, height, y, y_stride, u, u_stride, v, v_stride,
+            ));
+            return;
+        };
+        let (cw, ch) = chroma_size(width, height);
+        f.width = width;
+        f.height = height;
+        copy_plane_into(&mut f.y, y, y_stride, width as usize, height as usize);
+        copy_plane_into(&mut f.u, u, u_stride, cw as usize, ch as usize);
+        copy_plane_into(&mut f.v, v, v_stride, cw as usize, ch as usize);
+    }
+
     pub fn stride_y(&self) -> usize {
         self.width as usize
     }
@@ -140,6 +168,17 @@ impl VideoFrame {
 /// Size of each chroma plane of an I420 picture.
 pub fn chroma_size(width: u32, height: u32) -> (u32, u32) {
     (width.div_ceil(2), height.div_ceil(2))
+}
+
+fn copy_plane_into(dst: &mut Vec<u8>, src: &[u8], stride: usize, width: usize, height: usize) {
+    dst.clear();
+    if stride == width {
+        dst.extend_from_slice(&src[..width * height]);
+        return;
+    }
+    for row in src.chunks(stride).take(height) {
+        dst.extend_from_slice(&row[..width]);
+    }
 }
 
 fn copy_plane(src: &[u8], stride: usize, width: usize, height: usize) -> Vec<u8> {

@@ -35,7 +35,11 @@ impl VideoDecoder for H264Decoder {
         VideoCodec::H264
     }
 
-    fn decode(&mut self, access_unit: &[u8]) -> Result<Option<VideoFrame>, CodecError> {
+    fn decode_into(
+        &mut self,
+        access_unit: &[u8],
+        out: &mut Option<VideoFrame>,
+    ) -> Result<bool, CodecError> {
         if access_unit.is_empty() {
             return Err(CodecError::CorruptBitstream {
                 codec: CODEC,
@@ -49,11 +53,23 @@ impl VideoDecoder for H264Decoder {
                 codec: CODEC,
                 reason: e.to_string(),
             })?;
-        Ok(decoded.map(|yuv| {
-            let (w, h) = yuv.dimensions();
-            let (sy, su, sv) = yuv.strides();
-            VideoFrame::from_planes(w as u32, h as u32, yuv.y(), sy, yuv.u(), su, yuv.v(), sv)
-        }))
+        let Some(yuv) = decoded else {
+            return Ok(false);
+        };
+        let (w, h) = yuv.dimensions();
+        let (sy, su, sv) = yuv.strides();
+        VideoFrame::copy_planes_into(
+            out,
+            w as u32,
+            h as u32,
+            yuv.y(),
+            sy,
+            yuv.u(),
+            su,
+            yuv.v(),
+            sv,
+        );
+        Ok(true)
     }
 }
 

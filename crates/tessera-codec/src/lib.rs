@@ -62,9 +62,22 @@ pub struct EncodedVideo {
 /// Decodes one codec's access units to I420 frames.
 pub trait VideoDecoder: Send {
     fn codec(&self) -> VideoCodec;
-    /// Decodes one access unit. `Ok(None)` means no picture yet (e.g. parameter sets only).
-    /// After an `Err` the caller should request a keyframe from the sender.
-    fn decode(&mut self, access_unit: &[u8]) -> Result<Option<VideoFrame>, CodecError>;
+    /// Decodes one access unit into `out`, reusing its buffers when it holds a frame (a
+    /// camera's frames are all one size: no allocation per frame). `Ok(false)` means no
+    /// picture yet (e.g. parameter sets only) and leaves `out` as it was. After an `Err` the
+    /// caller should request a keyframe from the sender.
+    fn decode_into(
+        &mut self,
+        access_unit: &[u8],
+        out: &mut Option<VideoFrame>,
+    ) -> Result<bool, CodecError>;
+
+    /// Decodes one access unit into a new frame. `Ok(None)` means no picture yet.
+    fn decode(&mut self, access_unit: &[u8]) -> Result<Option<VideoFrame>, CodecError> {
+        let mut out = None;
+        self.decode_into(access_unit, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// Settings for a real-time video encoder.

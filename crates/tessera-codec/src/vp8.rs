@@ -102,7 +102,11 @@ impl VideoDecoder for Vp8Decoder {
         VideoCodec::Vp8
     }
 
-    fn decode(&mut self, data: &[u8]) -> Result<Option<VideoFrame>, CodecError> {
+    fn decode_into(
+        &mut self,
+        data: &[u8],
+        out: &mut Option<VideoFrame>,
+    ) -> Result<bool, CodecError> {
         if data.is_empty() {
             return Err(corrupt("empty frame".into()));
         }
@@ -127,7 +131,7 @@ impl VideoDecoder for Vp8Decoder {
         };
         check(err, "vpx_codec_decode", corrupt)?;
         let mut iter: vpx::vpx_codec_iter_t = ptr::null();
-        let mut last = None;
+        let mut got = false;
         loop {
             // SAFETY: iterating frames of the context we just fed.
             let img = unsafe { vpx::vpx_codec_get_frame(&mut *self.ctx, &mut iter) };
@@ -151,7 +155,8 @@ impl VideoDecoder for Vp8Decoder {
                     )
                 }
             };
-            last = Some(VideoFrame::from_planes(
+            VideoFrame::copy_planes_into(
+                out,
                 w,
                 h,
                 plane(0, h),
@@ -160,9 +165,10 @@ impl VideoDecoder for Vp8Decoder {
                 img.stride[1] as usize,
                 plane(2, ch),
                 img.stride[2] as usize,
-            ));
+            );
+            got = true;
         }
-        Ok(last)
+        Ok(got)
     }
 }
 

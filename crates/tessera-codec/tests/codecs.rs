@@ -315,3 +315,28 @@ fn corrupt_opus_is_an_error_and_concealment_fills_gaps() {
     dec.conceal(FRAME_SAMPLES, &mut out).unwrap();
     assert_eq!(out.len(), FRAME_SAMPLES);
 }
+
+#[test]
+fn decoding_into_the_last_frame_reuses_its_buffers_and_matches_a_fresh_decode() {
+    for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+        let stream = encoded_stream(codec, 10);
+        let mut reusing = new_video_decoder(codec).unwrap();
+        let mut fresh = new_video_decoder(codec).unwrap();
+        let mut last: Option<VideoFrame> = None;
+        let mut buffers = None;
+        for (i, au) in stream.iter().enumerate() {
+            let got = reusing.decode_into(au, &mut last).unwrap();
+            let want = fresh.decode(au).unwrap();
+            assert_eq!(got, want.is_some(), "{codec:?} frame {i}");
+            let Some(want) = want else { continue };
+            let frame = last.as_ref().unwrap();
+            assert_eq!(frame, &want, "{codec:?} frame {i}");
+            let ptrs = (frame.y.as_ptr(), frame.u.as_ptr(), frame.v.as_ptr());
+            match buffers {
+                None => buffers = Some(ptrs),
+                Some(b) => assert_eq!(b, ptrs, "{codec:?} frame {i}: the planes were reallocated"),
+            }
+        }
+        assert!(buffers.is_some(), "{codec:?}: nothing decoded");
+    }
+}
