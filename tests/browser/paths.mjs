@@ -16,14 +16,15 @@
 //   (relay candidates only): each page's RTCPeerConnection must have a username
 //   `EXPIRY:NAME`, Uma must be relayed over UDP, Tia (no UDP) over TCP to the TURN server,
 //   and both see each other's colour.
-// - WHIP: the namespace gets its UDP back. A page served from another origin (a small HTTP
-//   server on another port) publishes a canvas by WHIP (RFC 9725) to the server, the way
-//   OBS does: the offer goes out before any candidate, candidates follow by PATCH (trickle
-//   ICE, `If-Match` with the ETag; CORS lets the page read Location and ETag). The server
-//   must take its frames and tile it; then the namespace's address changes (the old path
-//   dies) and the page restarts ICE by PATCH (`If-Match: *`): it must get a new ETag, be
-//   connected again from the new address, and its frames must flow to the server again.
-//   A CORS preflight from the page's origin is checked from node too.
+// - WHIP: the namespace gets its UDP back. Wes, a page in the namespace served from another
+//   origin (a small HTTP server on another port), publishes a canvas by WHIP (RFC 9725) the
+//   way OBS does: the offer goes out before any candidate, candidates follow by PATCH
+//   (trickle ICE, `If-Match` with the ETag; CORS lets the page read Location and ETag).
+//   The server must count its frames and tile it, and Vic (the web client on the host)
+//   must see its colour. Then the namespace's address changes (the old path dies) and the
+//   page restarts ICE by PATCH (`If-Match: *`): it must get a new ETag, be connected again
+//   from the new address, and the server must count its frames again. A CORS preflight
+//   from the page's origin is checked from node too.
 // Needs root and `ip netns` (prints SKIP otherwise). The binary comes from $TESSERA_BIN
 // (else target/debug/tessera); logs and failure screenshots go to
 // target/browser-artifacts/paths/. Bounded by RUN_TIMEOUT_MS.
@@ -46,7 +47,7 @@ const root = path.resolve(here, '../..');
 const bin = process.env.TESSERA_BIN || path.join(root, 'target/debug/tessera');
 const artifacts = path.join(root, 'target/browser-artifacts/paths');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const RUN_TIMEOUT_MS = Number(process.env.RUN_TIMEOUT_MS || 150_000);
+const RUN_TIMEOUT_MS = Number(process.env.RUN_TIMEOUT_MS || 210_000);
 // coturn's static-auth-secret, and the server's network.turn_secret.
 const TURN_SECRET = 'paths-test-turn-rest-secret';
 const NS = 'tictcp1';
@@ -553,10 +554,14 @@ async function main() {
     assert(/\bPATCH\b/.test(h('access-control-allow-methods') || ''), `the preflight's Access-Control-Allow-Methods lacks PATCH: ${h('access-control-allow-methods')}`);
     assert(h('link') === null, `a preflight must not hand out the ICE servers: Link ${h('link')}`);
 
-    const wes = { name: 'Wes', ns: true };
-    shown = [wes];
+    const wes = { name: 'Wes', ns: true, hex: '2850d6', rgb: [0x28, 0x50, 0xd6] };
+    // A viewer on the host (the web client): the room composes only for receivers.
+    const vic = { name: 'Vic', hex: 'd62828', tone: 300 };
+    shown = [wes, vic];
     await launchBrowser(wes, origin);
-    await wes.page.goto(`${origin}/?server=${encodeURIComponent(tessera)}&room=${room}&name=${wes.name}&colour=2850d6`, { timeout: 30_000 });
+    await wes.page.goto(`${origin}/?server=${encodeURIComponent(tessera)}&room=${room}&name=${wes.name}&colour=${wes.hex}`, { timeout: 30_000 });
+    await launchBrowser(vic);
+    await vic.page.goto(`http://127.0.0.1:${port}/?room=${room}&name=${vic.name}&fake=colour&colour=${vic.hex}&tone=${vic.tone}`, { timeout: 30_000 });
     const whipState = () => wes.page.evaluate(() => {
       const w = window.whip;
       return { state: w.state, states: w.states, errors: w.errors, patches: w.patches, etags: w.etags, location: w.location };
@@ -566,26 +571,41 @@ async function main() {
       return { ok: st.state === 'connected', detail: st };
     }, 30_000, 300);
     assert(connected.ok, `the WHIP page did not connect: ${JSON.stringify(connected.detail)}`);
+    // Both come from response headers the page can read only as CORS exposes them.
+    assert(connected.detail.location && /^"[^"]+"$/.test(connected.detail.etags[0] || ''),
+      `the page could not read Location and ETag: ${JSON.stringify(connected.detail)}`);
     log(`  the page is connected: ${JSON.stringify(connected.detail)}`);
     const firstPair = await whipPair(wes.page);
     log(`  its selected pair: ${JSON.stringify(firstPair)}`);
 
-    // The server takes the publisher's frames and tiles it.
+    // The server takes the publisher's frames and tiles it; the viewer sees its colour.
     const wesOnServer = async () => {
       const info = JSON.parse(await getText(`http://127.0.0.1:${port}/api/rooms/${room}`));
       const p = info.participants.find((x) => x.name === wes.name);
-      const tiled = !!p && info.tiers.some((t) => (t.tiles || []).some((tile) => tile.id === p.id));
-      return { p, tiled, frames: p ? p.video_frames_in : 0 };
+      const tier = p && info.tiers.find((t) => (t.tiles || []).some((tile) => tile.id === p.id));
+      let seen = null;
+      if (tier) {
+        const vicState = await vic.page.evaluate(() => window.tessera && window.tessera.state);
+        const got = vicState === 'connected' && await tileColours(vic.page, tier.tiles, tier.width, tier.height);
+        const tile = got && got.find((t) => t.id === p.id);
+        seen = tile ? tile.rgb.map(Math.round) : null;
+      }
+      return {
+        p, tiled: !!tier, frames: p ? p.video_frames_in : 0, fps: p && p.video_fps_in, seen, seenOk: !!seen && dist(seen, wes.rgb) <= 80,
+      };
     };
     let base = null;
     const publishing = await pollUntil(async () => {
       const w = await wesOnServer();
       if (!w.p) return { ok: false, detail: 'Wes is not in the room' };
       if (base === null) base = w.frames;
-      return { ok: w.tiled && w.frames >= base + 15, detail: { id: w.p.id, kind: w.p.kind, frames: w.frames, from: base, tiled: w.tiled } };
+      return {
+        ok: w.tiled && w.seenOk && w.frames >= base + 15,
+        detail: { id: w.p.id, kind: w.p.kind, frames: w.frames, from: base, fps: w.fps, tiled: w.tiled, vicSees: w.seen },
+      };
     }, 30_000, 500);
-    assert(publishing.ok, `the server does not take Wes's picture: ${JSON.stringify(publishing.detail)}`);
-    log(`  the server takes Wes's frames and tiles it: ${JSON.stringify(publishing.detail)}`);
+    assert(publishing.ok, `the server does not take and show Wes's picture: ${JSON.stringify(publishing.detail)}`);
+    log(`  the server takes Wes's frames, tiles it, and Vic sees its colour: ${JSON.stringify(publishing.detail)}`);
     const trickled = await pollUntil(async () => {
       const st = await whipState();
       return { ok: (st.patches[204] || 0) >= 1, detail: st };
@@ -602,24 +622,39 @@ async function main() {
     const addrs = sh('ip', ['-n', NS, '-4', '-br', 'addr', 'show', 'dev', NS_IF]).stdout.trim();
     log(`  ${NS_IF} now: ${addrs}`);
     assert(addrs.includes(NS_IP_MOVED) && !addrs.includes(`${NS_IP}/`), `the namespace's address did not move: ${addrs}`);
-    const before = (await wesOnServer()).frames;
     const restart = await withTimeout(wes.page.evaluate(() => window.whip.restart()), 20_000, 'the ICE restart PATCH');
     log(`  restart PATCH: ${JSON.stringify(restart)}`);
     assert(restart.status === 200 && !restart.error, `the ICE restart failed: ${JSON.stringify(restart)}`);
     const firstEtag = connected.detail.etags[0];
     assert(restart.etag && restart.etag !== firstEtag, `the restart's ETag ${restart.etag} is not new (was ${firstEtag})`);
     const restarted = (await wesOnServer()).frames;
+    const restartedAt = Date.now();
+    // Frames the server counted and lost (and the page's frames sent/keyframes/PLIs/bytes),
+    // by seconds since the restart.
+    const timeline = [];
 
     const back = await pollUntil(async () => {
       const st = await whipState();
       const pair = await whipPair(wes.page);
-      return { ok: st.state === 'connected' && !!pair && pair.local === NS_IP_MOVED, detail: { state: st.state, states: st.states, pair } };
+      return {
+        ok: st.state === 'connected' && !!pair && pair.local === NS_IP_MOVED && pair.state === 'succeeded',
+        detail: { state: st.state, states: st.states, pair },
+      };
     }, 30_000, 300);
     assert(back.ok, `the page is not connected from ${NS_IP_MOVED} again: ${JSON.stringify(back.detail)}`);
     log(`  connected again: ${JSON.stringify(back.detail)}`);
     const resumed = await pollUntil(async () => {
       const w = await wesOnServer();
-      return { ok: w.frames >= restarted + 30 && w.tiled, detail: { frames: w.frames, atRestart: restarted, atMove: before, tiled: w.tiled } };
+      const out = await wes.page.evaluate(async () => {
+        let o = null;
+        (await window.whip.pc.getStats()).forEach((r) => { if (r.type === 'outbound-rtp') o = r; });
+        return o && `${o.framesSent}/${o.keyFramesEncoded}k/${o.pliCount}pli/${o.bytesSent}B`;
+      });
+      timeline.push(`${((Date.now() - restartedAt) / 1000).toFixed(1)}s:${w.frames}/${w.p && w.p.net.video_frames_lost}lost(${out})`);
+      return {
+        ok: w.frames >= restarted + 30 && w.tiled && w.seenOk,
+        detail: { frames: w.frames, atRestart: restarted, fps: w.fps, tiled: w.tiled, vicSees: w.seen, timeline: timeline.join(' ') },
+      };
     }, 30_000, 500);
     assert(resumed.ok, `Wes's frames did not flow again after the restart: ${JSON.stringify(resumed.detail)}`);
     log(`  the server takes Wes's frames again: ${JSON.stringify(resumed.detail)}`);
