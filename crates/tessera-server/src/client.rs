@@ -302,12 +302,20 @@ impl PeerConnectionEventHandler for ClientHandler {
                 };
                 let h = &p.header;
                 let events = match codec {
-                    VideoCodec::Vp8 => {
-                        vp8.push(h.sequence_number, h.timestamp, h.marker, p.payload)
-                    }
-                    VideoCodec::H264 => {
-                        h264.push(h.sequence_number, h.timestamp, h.marker, p.payload)
-                    }
+                    VideoCodec::Vp8 => vp8.push_at(
+                        std::time::Instant::now(),
+                        h.sequence_number,
+                        h.timestamp,
+                        h.marker,
+                        p.payload,
+                    ),
+                    VideoCodec::H264 => h264.push_at(
+                        std::time::Instant::now(),
+                        h.sequence_number,
+                        h.timestamp,
+                        h.marker,
+                        p.payload,
+                    ),
                 };
                 for e in events {
                     match e {

@@ -139,11 +139,14 @@ fn video<D: Depacketizer + Clone>(mut r: Reassembler<D>, codec: VideoCodec, data
     let mut reach = Reach::default();
     let mut decoder: Option<Box<dyn VideoDecoder>> = None;
     let mut compositor = None;
+    // One instant for the whole input: the run depends on the bytes, not the clock.
+    let at = std::time::Instant::now();
     for raw in split_packets(data).take(MAX_PACKETS) {
         let Some(p) = parse_rtp(raw, &mut reach) else {
             continue;
         };
-        let events = r.push(
+        let events = r.push_at(
+            at,
             p.header.sequence_number,
             p.header.timestamp,
             p.header.marker,

@@ -3,8 +3,11 @@
 //! A small jitter buffer instead of `rtc`'s `SampleBuilder` (which preallocates ~12 MB per
 //! stream): packets are kept by 64-bit sequence number until a frame is complete (its
 //! packets contiguous from a partition head to the marker), then depacketized in order. A
-//! hole that the NACK responder did not fill within `max_wait_packets` drops its frame, and
-//! frames are then refused until the next keyframe (the caller sends PLI).
+//! hole that the NACK responder did not fill within `max_wait_packets`, or within
+//! [`MAX_HOLE_WAIT`], drops its frame, and frames are then refused until the next keyframe
+//! (the caller sends PLI). The time limit matters for a camera that sends a packet or two a
+//! frame: after an outage (a network change, an ICE restart) its hole of a few dozen packets
+//! would otherwise wait seconds for 64 more packets before anyone asked for a keyframe.
 //!
 //! Bad input is counted, never fatal: an empty payload (padding, or a packet the caller
 //! refused) only uses up its sequence number; a payload the depacketizer refuses is
@@ -13,6 +16,7 @@
 //! stream afresh (`resyncs`).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Packet;
@@ -27,6 +31,9 @@ const MAX_BUFFERED: usize = 2048;
 /// (Under SRTP only a jump forward gets here: replay protection drops packets more than 64
 /// behind the highest seen.)
 const RESYNC_DISTANCE: u64 = 4096;
+/// How long a hole may wait for retransmissions: several round trips plus the queue of a
+/// congested 300 kbit/s uplink (libwebrtc waits up to 3 s for a decodable frame).
+pub const MAX_HOLE_WAIT: Duration = Duration::from_millis(1000);
 
 /// Extends 16-bit RTP sequence numbers to 64 bits, taking the nearest value to the last.
 #[derive(Default, Debug)]
@@ -81,6 +88,8 @@ pub struct Reassembler<D: Depacketizer + Clone> {
     /// The first sequence number not yet emitted or dropped.
     next: Option<u64>,
     max_wait_packets: u64,
+    /// The first missing sequence number with packets after it, and when it was first seen.
+    hole: Option<(u64, Instant)>,
     waiting_for_keyframe: bool,
     pub duplicates: u64,
     pub late: u64,
@@ -101,6 +110,7 @@ impl<D: Depacketizer + Clone> Reassembler<D> {
             packets: BTreeMap::new(),
             next: None,
             max_wait_packets,
+            hole: None,
             waiting_for_keyframe: true,
             duplicates: 0,
             late: 0,
@@ -116,12 +126,26 @@ impl<D: Depacketizer + Clone> Reassembler<D> {
         self.seq = SeqExtender::default();
         self.packets.clear();
         self.next = None;
+        self.hole = None;
         self.waiting_for_keyframe = true;
     }
 
     /// Adds one packet; returns whatever frames it completes, in order. An empty `payload`
     /// takes up its sequence number and nothing else.
+    #[cfg(test)]
     pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: Bytes) -> Vec<Event> {
+        self.push_at(Instant::now(), seq, timestamp, marker, payload)
+    }
+
+    /// [`Reassembler::push`] at `now` (how long a hole has waited).
+    pub fn push_at(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: Bytes,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         let mut ext = self.seq.extend(seq);
         if let Some(next) = self.next {
@@ -151,11 +175,11 @@ impl<D: Depacketizer + Clone> Reassembler<D> {
                 payload,
             },
         );
-        self.drain(&mut out);
+        self.drain(now, &mut out);
         out
     }
 
-    fn drain(&mut self, out: &mut Vec<Event>) {
+    fn drain(&mut self, now: Instant, out: &mut Vec<Event>) {
         loop {
             let Some(next) = self.next else { return };
             if self
@@ -169,8 +193,9 @@ impl<D: Depacketizer + Clone> Reassembler<D> {
             }
             match self.complete_frame(next) {
                 Some(end) => self.emit(next, end, out),
-                None if self.stale(next) => {
+                None if self.stale(next, now) => {
                     // A hole the NACKs did not fill, or a frame too long to hold.
+                    self.hole = None;
                     self.skip_broken(out);
                 }
                 None => return,
@@ -179,9 +204,9 @@ impl<D: Depacketizer + Clone> Reassembler<D> {
     }
 
     /// Whether the frame at `next` will never complete: a hole older than
-    /// `max_wait_packets`, or more packets than can be held. A frame still arriving in
-    /// order is not stale, however many packets it has.
-    fn stale(&self, next: u64) -> bool {
+    /// `max_wait_packets` or [`MAX_HOLE_WAIT`], or more packets than can be held. A frame
+    /// still arriving in order is not stale, however many packets it has.
+    fn stale(&mut self, next: u64, now: Instant) -> bool {
         if self.packets.len() > MAX_BUFFERED {
             return true;
         }
@@ -195,10 +220,21 @@ impl<D: Depacketizer + Clone> Reassembler<D> {
             }
             hole += 1;
         }
-        hole < newest && newest - hole > self.max_wait_packets
+        if hole >= newest {
+            self.hole = None;
+            return false;
+        }
+        let since = match self.hole {
+            Some((h, since)) if h == hole => since,
+            _ => {
+                self.hole = Some((hole, now));
+                now
+            }
+        };
+        newest - hole > self.max_wait_packets
+            || now.saturating_duration_since(since) >= MAX_HOLE_WAIT
     }
 
-    /// The last sequence number of a complete frame starting at `start`, if all are here.
     fn complete_frame(&self, start: u64) -> Option<u64> {
         let first = self.packets.get(&start)?;
         let mut s = start;
@@ -432,6 +468,47 @@ mod tests {
         );
         let got = frames(r.push(29, 90_000, true, vp8(true, &[0x10, 7, 7])));
         assert_eq!(got, vec![vec![0x10, 7, 7]], "the keyframe resumes output");
+    }
+
+    #[test]
+    fn a_hole_is_given_up_after_a_time_limit_on_a_slow_stream() {
+        // One packet a frame at 15 fps after an outage: 20 packets behind a hole are well
+        // under max_wait_packets, so only the time limit can call the loss (and get a PLI).
+        let mut r = new();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            frames(r.push_at(at(0), 1, 0, true, vp8(true, &[0x10, 0, 0]))).len(),
+            1
+        );
+        // 2..=6 were lost in the outage; the stream comes back at 7, every 66 ms.
+        let mut lost_at = None;
+        for i in 0..30u16 {
+            let now = at(1000 + i as u64 * 66);
+            let events = r.push_at(
+                now,
+                7 + i,
+                3000 * (i as u32 + 1),
+                true,
+                vp8(true, &[0x11, 0, 0]),
+            );
+            if lost_at.is_none() && events.contains(&Event::Lost) {
+                lost_at = Some(now - at(1000));
+            }
+        }
+        let lost_at = lost_at.expect("the hole was never given up");
+        assert!(
+            lost_at >= MAX_HOLE_WAIT && lost_at < MAX_HOLE_WAIT + Duration::from_millis(100),
+            "given up {lost_at:?} after the stream came back"
+        );
+        // Retransmissions filling a hole in time still complete the frame.
+        let mut r = new();
+        r.push_at(at(0), 1, 0, true, vp8(true, &[0x10, 0, 0]));
+        assert!(r
+            .push_at(at(10), 3, 3000, true, vp8(false, &[6, 6, 6]))
+            .is_empty());
+        let got = r.push_at(at(300), 2, 3000, false, vp8(true, &[0x11, 5, 5]));
+        assert_eq!(frames(got), vec![vec![0x11, 5, 5, 6, 6, 6]]);
     }
 
     #[test]

@@ -122,8 +122,8 @@ impl VideoIngest {
         };
         let (seq, ts, marker) = (p.sequence_number, p.timestamp, p.marker);
         let events = match current {
-            VideoCodec::Vp8 => self.vp8.push(seq, ts, marker, payload),
-            VideoCodec::H264 => self.h264.push(seq, ts, marker, payload),
+            VideoCodec::Vp8 => self.vp8.push_at(now, seq, ts, marker, payload),
+            VideoCodec::H264 => self.h264.push_at(now, seq, ts, marker, payload),
         };
         let mut want_pli = false;
         for e in events {
