@@ -45,6 +45,7 @@ const ui = {
   pauseVideo: $('pause-video'),
   audioOnly: $('audio-only'),
   audioOnlyNotice: $('audio-only-notice'),
+  recording: $('recording'),
   leave: $('leave'),
   participants: $('participants'),
   stats: $('stats'),
@@ -439,6 +440,11 @@ async function onMessage(msg) {
       renderRoomLine();
       renderStatsLine();
       return undefined;
+    case 'recording':
+      // People are told when the meeting is recorded, as they expect.
+      s.recording = !!msg.recording;
+      ui.recording.hidden = !s.recording;
+      return undefined;
     case 'pong':
       return undefined;
     case 'error':
@@ -484,6 +490,8 @@ async function onJoined(msg) {
   if (s.rejoin) clearError();
   s.rejoin = null;
   s.id = msg.id;
+  // A `recording` message follows if this room is being recorded.
+  ui.recording.hidden = true;
   learnNodes(s.server);
   s.room = msg.room;
   s.layout = msg.layout;

@@ -11,6 +11,7 @@ mod hints;
 mod live;
 mod media_plane;
 mod preview;
+mod recording;
 mod reload;
 mod render;
 mod rooms;

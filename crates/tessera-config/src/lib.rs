@@ -47,6 +47,42 @@ pub struct Config {
     pub bandwidth: BandwidthConfig,
     pub logging: LoggingConfig,
     pub cluster: ClusterConfig,
+    pub recording: RecordingConfig,
+}
+
+/// Recordings of a room's composite and full mix (docs/operations.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Directory files are written to (created when missing).
+    pub dir: String,
+    /// `webm` (VP8 + Opus), `mp4` (H.264 + Opus) or `mkv` (the tier's codec + Opus).
+    pub format: String,
+    /// Tier recorded; "" = the room's default tier.
+    pub tier: String,
+    /// A command run (no shell) with the finished file's path as its last argument.
+    pub on_complete: Vec<String>,
+    /// A declared room's automatic recording is finished after the room has been empty
+    /// this long.
+    pub empty_close_secs: u32,
+    /// Tiers with a recording get a keyframe at least this often (seeking).
+    pub keyframe_interval_secs: u32,
+    /// The ffmpeg that muxes the files.
+    pub ffmpeg: String,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            dir: "recordings".into(),
+            format: "webm".into(),
+            tier: String::new(),
+            on_complete: Vec::new(),
+            empty_close_secs: 30,
+            keyframe_interval_secs: 2,
+            ffmpeg: "ffmpeg".into(),
+        }
+    }
 }
 
 /// Several nodes as one service, through Redis; `redis_url = ""` is a single node.
@@ -317,6 +353,9 @@ pub struct DeclaredRoom {
     pub max_participants: Option<u32>,
     #[serde(default)]
     pub max_tier: Option<String>,
+    /// Recorded whenever it has people in it ([recording]).
+    #[serde(default)]
+    pub record: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -577,6 +616,7 @@ impl Default for Config {
             bandwidth: BandwidthConfig::default(),
             logging: LoggingConfig::default(),
             cluster: ClusterConfig::default(),
+            recording: RecordingConfig::default(),
             rooms: RoomsConfig::default(),
             video: VideoConfig::default(),
             labels: LabelsConfig::default(),

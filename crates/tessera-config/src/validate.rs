@@ -153,6 +153,7 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
         );
     }
     cluster(&mut p, &cfg.cluster);
+    recording(&mut p, cfg);
     let s = &cfg.server;
     if s.tls_cert.is_empty() != s.tls_key.is_empty() {
         p.push(
@@ -619,4 +620,52 @@ fn valid_origin(o: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         && !host.is_empty()
         && !host.contains(['/', '?', '#', ' ', '@'])
+}
+
+fn recording(p: &mut Problems, cfg: &Config) {
+    let r = &cfg.recording;
+    if !["webm", "mp4", "mkv"].contains(&r.format.as_str()) {
+        p.push(
+            "recording.format".into(),
+            format!(
+                "recording.format = {:?}: must be \"webm\", \"mp4\" or \"mkv\"",
+                r.format
+            ),
+        );
+    }
+    if r.dir.is_empty() {
+        p.push(
+            "recording.dir".into(),
+            "recording.dir: must name a directory".into(),
+        );
+    }
+    if !r.tier.is_empty() && !cfg.tiers.contains_key(&r.tier) {
+        p.push(
+            "recording.tier".into(),
+            format!(
+                "recording.tier = {:?}: not a tier (one of {})",
+                r.tier,
+                cfg.tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    if r.on_complete.first().is_some_and(|c| c.is_empty()) {
+        p.push(
+            "recording.on_complete".into(),
+            "recording.on_complete: the first element is the program to run; [] = none".into(),
+        );
+    }
+    if r.ffmpeg.is_empty() {
+        p.push(
+            "recording.ffmpeg".into(),
+            "recording.ffmpeg: must name the ffmpeg program".into(),
+        );
+    }
+    p.range("recording.empty_close_secs", r.empty_close_secs, 0, 86_400);
+    p.range(
+        "recording.keyframe_interval_secs",
+        r.keyframe_interval_secs,
+        1,
+        60,
+    );
 }

@@ -43,6 +43,9 @@ pub struct RoomSettings {
     /// Least time between two keyframes one receiver may force on a tier it shares.
     /// (Used by the room's owner, which routes frames to receivers.)
     pub receiver_keyframe_interval: Duration,
+    /// A tier that a recording or stream receives gets a keyframe at least this often
+    /// (`recording.keyframe_interval_secs`; also used by the room's owner).
+    pub egress_keyframe_interval: Duration,
     /// Tell senders the largest tile they occupy (`bandwidth.sender_hints`), asking for
     /// `hint_bits_per_pixel` per pixel per frame.
     pub sender_hints: bool,
@@ -198,6 +201,9 @@ impl RoomSettings {
             always_full_mix: false,
             receiver_keyframe_interval: Duration::from_millis(
                 cfg.encoder.receiver_keyframe_interval_ms as u64,
+            ),
+            egress_keyframe_interval: Duration::from_secs(
+                cfg.recording.keyframe_interval_secs as u64,
             ),
             sender_hints: cfg.bandwidth.sender_hints,
             hint_bits_per_pixel: cfg.bandwidth.hint_bits_per_pixel,

@@ -157,6 +157,12 @@ pub enum ServerMessage {
         max_bitrate_bps: u32,
         on_canvas: bool,
     },
+    /// Whether the room is being recorded or streamed: sent when that changes, and on
+    /// joining a room where it is (people expect to be told).
+    Recording {
+        recording: bool,
+        streaming: bool,
+    },
     /// The client's current receive tier (`null`: audio only) and the server's bandwidth
     /// estimate for its downlink; sent on every change and every few seconds.
     Bandwidth {

@@ -1,7 +1,8 @@
 //! The admin API (`/api/admin/...`, bearer token `auth.admin_token`): list rooms with their
 //! participants, change a room's layout, pin a participant to the speaker tile, mute or
-//! remove a participant, set its tier, close a room. Answers are JSON; errors are
-//! `{"error": "..."}` with 400/401/403/404.
+//! remove a participant, set its tier, close a room, start and stop recordings. Answers are
+//! JSON; errors are `{"error": "..."}` with 400/401/403/404 (500 when a recording cannot
+//! start: its directory or ffmpeg).
 
 use std::sync::Arc;
 
@@ -93,6 +94,13 @@ fn check_token(server: &Server, auth: Option<&str>) -> Result<Scope, ApiError> {
 
 fn participant_id(s: &str) -> Option<ParticipantId> {
     s.strip_prefix('p')?.parse().ok().map(ParticipantId)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingBody {
+    format: Option<String>,
+    tier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -190,10 +198,54 @@ pub async fn handle(
                     format!("this token is not for room {room:?}"),
                 );
             }
+            // A recording outlives its room: stopping or listing it needs no running room.
+            match (&method, rest) {
+                (&Method::DELETE, ["recordings", id]) => {
+                    let Some(r) = server.recordings.get(room, id) else {
+                        return error(
+                            StatusCode::NOT_FOUND,
+                            format!("no recording {id:?} in {room:?}"),
+                        );
+                    };
+                    let report = r.stop(std::time::Duration::from_secs(30)).await;
+                    return reply(StatusCode::OK, json!(report));
+                }
+                (&Method::GET, ["recordings"]) => {
+                    return reply(StatusCode::OK, json!(server.recordings.in_room(room)));
+                }
+                _ => {}
+            }
             let Some((h, _, _)) = server.room(room) else {
                 return error(StatusCode::NOT_FOUND, format!("no room {room:?}"));
             };
             match (method, rest) {
+                (Method::POST, ["recordings"]) => {
+                    let b: RecordingBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+                        RecordingBody::default()
+                    } else {
+                        match body(&bytes) {
+                            Ok(b) => b,
+                            Err(r) => return r.resp(),
+                        }
+                    };
+                    let started = crate::recording::start(
+                        &server,
+                        room,
+                        h,
+                        b.format.as_deref(),
+                        b.tier.as_deref(),
+                    );
+                    match started {
+                        Ok(r) => reply(
+                            StatusCode::CREATED,
+                            json!({ "id": r.id, "file": r.file.display().to_string() }),
+                        ),
+                        Err(crate::recording::Refused(code, msg)) => error(
+                            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                            msg,
+                        ),
+                    }
+                }
                 (Method::DELETE, []) => {
                     server
                         .close_room(room, "the room was closed by an administrator")

@@ -178,6 +178,7 @@ pub fn routes(
                         .num_alive_tasks(),
                     media: server.media.stats().await,
                     cluster: server.cluster.as_ref().map(|c| c.stats()),
+                    recordings: server.recordings.counts(),
                 });
                 let resp: Resp = Response::builder()
                     .header(
@@ -286,7 +287,11 @@ pub fn routes(
                     return elsewhere(&server, &name, fwd).await;
                 };
                 match handle.ask(|reply| Command::Info { reply }).await {
-                    Some(info) => json(&info),
+                    Some(info) => {
+                        let mut v = serde_json::to_value(&info).unwrap_or_default();
+                        v["recordings"] = crate::recording::json_for(&server, &name);
+                        json(&v)
+                    }
                     None => text(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer\n"),
                 }
             },

@@ -29,6 +29,7 @@ pub mod media;
 mod metrics;
 mod peer;
 mod reassembly;
+mod recording;
 mod reload;
 mod room;
 mod sdp;
@@ -64,6 +65,7 @@ pub struct Server {
     media: media::MediaPlane,
     /// WHIP/WHEP sessions by resource id, for DELETE.
     resources: Mutex<HashMap<u64, session::Resource>>,
+    recordings: recording::Recordings,
     limits: limits::Limits,
     /// HTTPS, set up once at start (`server.tls_*` need a restart).
     tls: Option<listen::Tls>,
@@ -118,6 +120,7 @@ impl Server {
             rooms: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             resources: Mutex::new(HashMap::new()),
+            recordings: recording::Recordings::default(),
         }))
     }
 
@@ -206,6 +209,8 @@ impl Server {
                 r.member.leave().await;
             }
         }
+        // The rooms are closing, which ends their recordings: wait for the files.
+        self.recordings.stop_all(Duration::from_secs(10)).await;
         let deadline = Instant::now() + Duration::from_secs(3);
         while self.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

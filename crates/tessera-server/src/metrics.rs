@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub media: crate::media::PlaneStats,
     /// A node of a cluster: its Redis state and routing counts.
     pub cluster: Option<crate::cluster::Stats>,
+    /// Recordings: running now, started and failed since start, bytes of the running ones.
+    pub recordings: crate::recording::Counts,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -116,6 +118,31 @@ impl Collector for Snapshot {
             "tessera_websocket_sessions",
             "WebSocket signalling sessions open.",
             gauge(self.sessions as f64),
+        )?;
+        let r = &self.recordings;
+        single(
+            e,
+            "tessera_recordings_active",
+            "Recordings being written now.",
+            gauge(r.active as f64),
+        )?;
+        single(
+            e,
+            "tessera_recordings_started",
+            "Recordings started since the server started.",
+            counter(r.started),
+        )?;
+        single(
+            e,
+            "tessera_recordings_failed",
+            "Recordings that ended in an error (ffmpeg, a full disk) since the server started.",
+            counter(r.failed),
+        )?;
+        single(
+            e,
+            "tessera_recording_bytes",
+            "Bytes written so far by the recordings running now.",
+            gauge(r.bytes as f64),
         )?;
         single(
             e,
@@ -542,8 +569,22 @@ mod tests {
                 rooms_lost: 0,
                 redis_errors: 0,
             }),
+            recordings: crate::recording::Counts {
+                active: 1,
+                started: 3,
+                failed: 1,
+                bytes: 4096,
+            },
         });
         assert!(text.contains("tessera_media_udp_sockets 2"), "{text}");
+        for line in [
+            "tessera_recordings_active 1",
+            "tessera_recordings_started_total 3",
+            "tessera_recordings_failed_total 1",
+            "tessera_recording_bytes 4096",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains("tessera_limit_refusals_total{limit=\"join_rate\"} 3"),
             "{text}"

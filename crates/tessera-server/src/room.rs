@@ -205,6 +205,14 @@ pub struct NetStats {
     pub retransmissions_refused: u64,
 }
 
+/// The `kind` of a room member that records the room (egress): not a person, so not listed
+/// among the participants; people are told it is there with a `recording` message.
+pub const RECORDER_KIND: &str = "recorder";
+
+fn is_egress(kind: &str) -> bool {
+    kind == RECORDER_KIND
+}
+
 /// How often receivers' probes, held receivers and senders' hints are looked at.
 const PERIODIC: Duration = Duration::from_millis(500);
 
@@ -546,6 +554,7 @@ pub fn spawn(
                 busy: Duration::ZERO,
                 admin_layout: None,
                 latency: LatencyHistogram::default(),
+                egress_keyframes: HashMap::new(),
             };
             let result =
                 std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&control_rx, &rx)));
@@ -579,6 +588,8 @@ struct RoomThread {
     /// A layout an admin chose; config reloads keep it while it exists.
     admin_layout: Option<String>,
     latency: LatencyHistogram,
+    /// When each tier with a recording last got its periodic keyframe.
+    egress_keyframes: HashMap<String, Instant>,
 }
 
 impl RoomThread {
@@ -742,6 +753,15 @@ impl RoomThread {
                     },
                 );
                 self.order.push(id);
+                if is_egress(kind) {
+                    self.announce_egress(None);
+                    return true;
+                }
+                if let Some(m) = self.members.get(&id) {
+                    if let Some(msg) = self.egress_message() {
+                        let _ = m.sink.events.send(msg);
+                    }
+                }
                 self.broadcast(
                     ServerMessage::ParticipantJoined { participant: info },
                     Some(id),
@@ -750,7 +770,7 @@ impl RoomThread {
                 // entered the room since (before this offer) is only known from here.
                 if let Some(m) = self.members.get(&id) {
                     for other in self.order.iter().filter(|o| **o != id) {
-                        if let Some(o) = self.members.get(other) {
+                        if let Some(o) = self.members.get(other).filter(|o| !is_egress(o.kind)) {
                             let _ = m.sink.events.send(ServerMessage::ParticipantUpdated {
                                 participant: o.info.clone(),
                             });
@@ -760,11 +780,15 @@ impl RoomThread {
                 self.report_bandwidth(id, now);
             }
             Command::Leave { id } => {
-                if self.members.remove(&id).is_some() {
+                if let Some(m) = self.members.remove(&id) {
                     info!(participant = %id, "left");
                     self.order.retain(|p| *p != id);
                     self.input(Input::Leave { id });
-                    self.broadcast(ServerMessage::ParticipantLeft { id: id.to_string() }, None);
+                    if is_egress(m.kind) {
+                        self.announce_egress(Some(true));
+                    } else {
+                        self.broadcast(ServerMessage::ParticipantLeft { id: id.to_string() }, None);
+                    }
                 }
             }
             Command::Video { id, codec, data } => {
@@ -858,6 +882,7 @@ impl RoomThread {
                     .order
                     .iter()
                     .filter_map(|id| self.members.get(id))
+                    .filter(|m| !is_egress(m.kind))
                     .map(|m| m.info.clone())
                     .collect();
                 let _ = reply.send((list, self.layout_name.clone()));
@@ -1115,6 +1140,53 @@ impl RoomThread {
         }
     }
 
+    /// `recording` for people in the room, if anything records it.
+    fn egress_message(&self) -> Option<ServerMessage> {
+        self.members
+            .values()
+            .any(|m| is_egress(m.kind))
+            .then_some(ServerMessage::Recording {
+                recording: true,
+                streaming: false,
+            })
+    }
+
+    /// Tells everyone whether the room is recorded now (`stopped`: a recorder just left).
+    fn announce_egress(&self, stopped: Option<bool>) {
+        let msg = self
+            .egress_message()
+            .or(stopped.map(|_| ServerMessage::Recording {
+                recording: false,
+                streaming: false,
+            }));
+        if let Some(msg) = msg {
+            for m in self.members.values().filter(|m| !is_egress(m.kind)) {
+                let _ = m.sink.events.send(msg.clone());
+            }
+        }
+    }
+
+    /// Recordings need keyframes to seek and cannot ask for one: every tier a recorder
+    /// receives gets one at least every `recording.keyframe_interval_secs`. Tiers without
+    /// one keep their keyframes on demand, so recording costs other rooms nothing.
+    fn egress_keyframes(&mut self, now: Instant) {
+        let interval = self.room().settings().egress_keyframe_interval;
+        let tiers: std::collections::HashSet<String> = self
+            .members
+            .values()
+            .filter(|m| is_egress(m.kind))
+            .filter_map(|m| m.options.receive_tier.clone())
+            .collect();
+        self.egress_keyframes.retain(|t, _| tiers.contains(t));
+        for tier in tiers {
+            let last = *self.egress_keyframes.entry(tier.clone()).or_insert(now);
+            if now.saturating_duration_since(last) >= interval {
+                self.egress_keyframes.insert(tier.clone(), now);
+                self.input(Input::RequestKeyframe { tier });
+            }
+        }
+    }
+
     fn set_audio_only(&mut self, id: ParticipantId, enabled: bool) {
         let now = Instant::now();
         let Some(m) = self.members.get_mut(&id) else {
@@ -1208,6 +1280,7 @@ impl RoomThread {
         for id in retry {
             self.lost_picture(id, now);
         }
+        self.egress_keyframes(now);
         for id in ids {
             let due = self.members.get(&id).is_some_and(|m| {
                 m.last_bandwidth_msg
@@ -1429,6 +1502,7 @@ impl RoomThread {
             .order
             .iter()
             .filter_map(|id| self.members.get(id).map(|m| (id, m)))
+            .filter(|(_, m)| !is_egress(m.kind))
             .map(|(id, m)| {
                 let s = room.participant_stats(*id).cloned().unwrap_or_default();
                 ParticipantReport {

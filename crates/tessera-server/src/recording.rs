@@ -1,0 +1,621 @@
+//! Recordings of a room's composite and full audio mix.
+//!
+//! A recording is one more receiver of a tier: a room member of kind `recorder` that gets
+//! the tier's encoded frames (in the codec variant its format needs: a variant that already
+//! has receivers costs no extra encode) and the full mix's Opus packets, like a WHEP viewer
+//! with no network. A writer thread hands them, without re-encoding, to an ffmpeg child
+//! process that muxes the file: the video as IVF on its stdin, the audio as Ogg Opus on
+//! fd 3 (both written by `tessera-container`). ffmpeg writes clusters (webm, mkv) or
+//! fragments (mp4) of about a second and flushes each; if the server dies, ffmpeg sees its
+//! inputs end and finishes the file itself.
+//!
+//! Timing: the tier's 90 kHz pts and the mix's 48 kHz pts both count from the room's start,
+//! so the first packet of either fixes the file's zero for both; a gap in the audio (none
+//! is expected) is filled with Opus silence so the two stay in step.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tessera_container::{IvfWriter, OggOpusWriter, DEFAULT_PRE_SKIP, VP8_FOURCC};
+use tessera_engine::JoinOptions;
+use tessera_types::{ParticipantId, VideoCodec};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::media::{MediaTx, PeerKey};
+use crate::room::{Command, JoinRequest, MediaOut, RoomHandle, Sink, TierCaps, RECORDER_KIND};
+use crate::Server;
+
+/// 20 ms of CELT silence (TOC 0xf8: fullband, 20 ms, mono, one frame).
+const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+const AUDIO_STEP: u64 = 960;
+/// Frames and packets waiting for the writer; more is a stalled ffmpeg (counted as lost).
+const QUEUE: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Webm,
+    Mp4,
+    Mkv,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "webm" => Some(Format::Webm),
+            "mp4" => Some(Format::Mp4),
+            "mkv" => Some(Format::Mkv),
+            _ => None,
+        }
+    }
+
+    fn ext(self) -> &'static str {
+        match self {
+            Format::Webm => "webm",
+            Format::Mp4 => "mp4",
+            Format::Mkv => "mkv",
+        }
+    }
+
+    /// The codecs the format takes, in order of preference.
+    fn codecs(self) -> &'static [&'static str] {
+        match self {
+            Format::Webm => &["VP8"],
+            Format::Mp4 => &["H264"],
+            Format::Mkv => &["VP8", "H264"],
+        }
+    }
+
+    /// ffmpeg's output options: a cluster or fragment about every second, each flushed.
+    fn muxer_args(self) -> &'static [&'static str] {
+        match self {
+            Format::Webm => &["-f", "webm", "-cluster_time_limit", "1000"],
+            Format::Mkv => &["-f", "matroska", "-cluster_time_limit", "1000"],
+            Format::Mp4 => &[
+                "-f",
+                "mp4",
+                "-movflags",
+                "+frag_keyframe+empty_moov+delay_moov+default_base_moof",
+                "-frag_duration",
+                "1000000",
+            ],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Recording,
+    Finishing,
+    Done,
+    Failed,
+}
+
+/// What the API says about a recording.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub room: String,
+    pub file: String,
+    pub format: Format,
+    pub tier: String,
+    pub state: State,
+    pub bytes: u64,
+    pub duration_secs: f64,
+    /// Frames or packets the writer could not keep up with.
+    pub dropped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub started_unix: u64,
+}
+
+struct Shared {
+    state: State,
+    error: Option<String>,
+    duration_secs: f64,
+    dropped: u64,
+}
+
+pub struct Recording {
+    pub id: String,
+    pub room: String,
+    pub file: PathBuf,
+    format: Format,
+    tier: String,
+    member: ParticipantId,
+    handle: RoomHandle,
+    started_unix: u64,
+    shared: Arc<Mutex<Shared>>,
+    finished: watch::Receiver<bool>,
+}
+
+impl Recording {
+    pub fn report(&self) -> Report {
+        let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        Report {
+            id: self.id.clone(),
+            room: self.room.clone(),
+            file: self.file.display().to_string(),
+            format: self.format,
+            tier: self.tier.clone(),
+            state: s.state.clone(),
+            bytes: std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0),
+            duration_secs: s.duration_secs,
+            dropped: s.dropped,
+            error: s.error.clone(),
+            started_unix: self.started_unix,
+        }
+    }
+
+    fn active(&self) -> bool {
+        matches!(
+            self.shared.lock().unwrap_or_else(|e| e.into_inner()).state,
+            State::Recording | State::Finishing
+        )
+    }
+
+    /// Takes the recorder out of its room and waits (up to `timeout`) for the file.
+    pub async fn stop(&self, timeout: Duration) -> Report {
+        self.handle.send(Command::Leave { id: self.member });
+        let mut rx = self.finished.clone();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await;
+        self.report()
+    }
+}
+
+/// Every recording this server runs, and the ones that finished lately.
+#[derive(Default)]
+pub struct Recordings {
+    next: AtomicU64,
+    list: Mutex<Vec<Arc<Recording>>>,
+    pub started: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    pub active: u64,
+    pub started: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+/// Finished recordings kept for the API.
+const KEEP_FINISHED: usize = 50;
+
+/// A refused start: the HTTP status and why.
+#[derive(Debug)]
+pub struct Refused(pub u16, pub String);
+
+impl Recordings {
+    pub fn in_room(&self, room: &str) -> Vec<Report> {
+        self.list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.room == room)
+            .map(|r| r.report())
+            .collect()
+    }
+
+    pub fn get(&self, room: &str, id: &str) -> Option<Arc<Recording>> {
+        self.list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|r| r.room == room && r.id == id)
+            .cloned()
+    }
+
+    /// For `/metrics`.
+    pub fn counts(&self) -> Counts {
+        let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        let active: Vec<&Arc<Recording>> = list.iter().filter(|r| r.active()).collect();
+        Counts {
+            active: active.len() as u64,
+            started: self.started.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            bytes: active
+                .iter()
+                .map(|r| std::fs::metadata(&r.file).map(|m| m.len()).unwrap_or(0))
+                .sum(),
+        }
+    }
+
+    /// Stops every recording and waits for the files (shutdown).
+    pub async fn stop_all(&self, timeout: Duration) {
+        let list: Vec<Arc<Recording>> = self
+            .list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.active())
+            .cloned()
+            .collect();
+        let stops = list.iter().map(|r| r.stop(timeout));
+        futures_util::future::join_all(stops).await;
+    }
+
+    fn add(&self, r: Arc<Recording>) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(r);
+        while list.len() > KEEP_FINISHED {
+            match list.iter().position(|r| !r.active()) {
+                Some(i) => {
+                    list.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Starts recording `room` (which must be running here) in `format` from `tier`
+/// (`None`: `recording.tier`, else the room's default tier).
+pub fn start(
+    server: &Arc<Server>,
+    room: &str,
+    handle: RoomHandle,
+    format: Option<&str>,
+    tier: Option<&str>,
+) -> Result<Arc<Recording>, Refused> {
+    let cfg = server.config();
+    let rc = &cfg.recording;
+    let format_name = format.unwrap_or(&rc.format);
+    let format = Format::parse(format_name).ok_or_else(|| {
+        Refused(
+            400,
+            format!("format {format_name:?}: must be \"webm\", \"mp4\" or \"mkv\""),
+        )
+    })?;
+    let tier = tier.or((!rc.tier.is_empty()).then_some(rc.tier.as_str()));
+    let codecs: Vec<String> = format.codecs().iter().map(|c| c.to_string()).collect();
+    let (tier_name, codec, _) = server.pick_tier(room, tier, &codecs).map_err(|e| match e {
+        crate::JoinError::BadRequest(r) | crate::JoinError::Full(r) => Refused(400, r),
+        crate::JoinError::Internal(r) => Refused(500, r),
+        crate::JoinError::Shutdown => Refused(503, "the server is shutting down".into()),
+    })?;
+    let base = tier_name
+        .split(crate::CODEC_VARIANT)
+        .next()
+        .unwrap_or(&tier_name);
+    let (width, height) = cfg
+        .tiers
+        .get(base)
+        .map(|t| (t.width as u16, t.height as u16))
+        .unwrap_or((0, 0));
+    let dir = Path::new(&rc.dir);
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Refused(
+            500,
+            format!("recording.dir = {:?}: cannot create it: {e}", rc.dir),
+        )
+    })?;
+    let n = server.recordings.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = format!("r{n}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let file = dir.join(format!("{room}-{}-{id}.{}", utc_stamp(now), format.ext()));
+    // The file is created here, so that an unwritable directory is a clear refusal.
+    std::fs::File::create(&file).map_err(|e| {
+        Refused(
+            500,
+            format!("cannot create {}: {e} (recording.dir)", file.display()),
+        )
+    })?;
+
+    let (audio_read, audio_write) =
+        std::io::pipe().map_err(|e| Refused(500, format!("cannot make a pipe for ffmpeg: {e}")))?;
+    let audio_fd = audio_read.as_raw_fd();
+    let mut cmd = Process::new(&rc.ffmpeg);
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostats", "-y"])
+        .args(["-thread_queue_size", "1024", "-f", "ivf"])
+        .args(["-probesize", "32", "-analyzeduration", "0", "-i", "pipe:0"])
+        .args(["-thread_queue_size", "1024", "-f", "ogg"])
+        .args([
+            "-probesize",
+            "4096",
+            "-analyzeduration",
+            "0",
+            "-i",
+            "pipe:3",
+        ])
+        .args(["-map", "0:v:0", "-map", "1:a:0", "-c", "copy"])
+        .args(format.muxer_args())
+        .args(["-flush_packets", "1"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C at the server's terminal must not cut the file;
+        // ffmpeg finishes it when its inputs end.
+        .process_group(0);
+    // SAFETY: between fork and exec only async-signal-safe calls: dup2 puts the audio
+    // pipe's read end on fd 3 (without close-on-exec, unlike the original).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(audio_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        let _ = std::fs::remove_file(&file);
+        Refused(
+            500,
+            format!("cannot run {:?} (recording.ffmpeg): {e}", rc.ffmpeg),
+        )
+    })?;
+    drop(audio_read);
+    let stdin = child.stdin.take().expect("stdin is piped");
+
+    let (media, rx) = MediaTx::channel(QUEUE);
+    let (events, _) = mpsc::unbounded_channel();
+    let member = server.new_id();
+    let joined = handle.send(Command::Join(Box::new(JoinRequest {
+        id: member,
+        name: format!("Recording {id}"),
+        kind: RECORDER_KIND,
+        options: JoinOptions {
+            sends_video: false,
+            sends_audio: false,
+            receive_tier: Some(tier_name.clone()),
+            receives_audio: true,
+        },
+        codec_out: Some(codec),
+        bandwidth: None,
+        caps: TierCaps::default(),
+        sink: Sink { media, events },
+    })));
+    if !joined {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&file);
+        return Err(Refused(404, format!("room {room:?} has closed")));
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        state: State::Recording,
+        error: None,
+        duration_secs: 0.0,
+        dropped: 0,
+    }));
+    let (done_tx, finished) = watch::channel(false);
+    let rec = Arc::new(Recording {
+        id: id.clone(),
+        room: room.to_string(),
+        file: file.clone(),
+        format,
+        tier: tier_name.clone(),
+        member,
+        handle: handle.clone(),
+        started_unix: now,
+        shared: shared.clone(),
+        finished,
+    });
+    server.recordings.add(rec.clone());
+    server.recordings.started.fetch_add(1, Ordering::Relaxed);
+    info!(room, recording = %id, file = %file.display(), tier = %tier_name, ?format, "recording started");
+    let writer = Writer {
+        codec,
+        width,
+        height,
+        stdin,
+        audio: audio_write,
+    };
+    let on_complete = rc.on_complete.clone();
+    let server = server.clone();
+    let room = room.to_string();
+    std::thread::Builder::new()
+        .name(format!("rec-{id}"))
+        .spawn(move || {
+            let result = writer.run(rx, &shared);
+            finish(child, result, &shared, &file, &on_complete);
+            let failed = shared.lock().unwrap_or_else(|e| e.into_inner()).state == State::Failed;
+            if failed {
+                server.recordings.failed.fetch_add(1, Ordering::Relaxed);
+                // The room goes on; only the recorder leaves.
+                handle.send(Command::Leave { id: member });
+            }
+            info!(room, recording = %id, failed, "recording finished");
+            let _ = done_tx.send(true);
+        })
+        .map_err(|e| Refused(500, format!("cannot start a writer thread: {e}")))?;
+    Ok(rec)
+}
+
+struct Writer {
+    codec: VideoCodec,
+    width: u16,
+    height: u16,
+    stdin: std::process::ChildStdin,
+    audio: std::io::PipeWriter,
+}
+
+impl Writer {
+    /// Writes what the room sends until the recorder leaves (or the room closes); an error
+    /// is ffmpeg gone (its reason is on its stderr).
+    fn run(
+        self,
+        mut rx: mpsc::Receiver<(PeerKey, MediaOut)>,
+        shared: &Mutex<Shared>,
+    ) -> Result<(), String> {
+        let fourcc = match self.codec {
+            VideoCodec::Vp8 => VP8_FOURCC,
+            VideoCodec::H264 => *b"H264",
+        };
+        let io = |e: tessera_container::Error| e.to_string();
+        let mut video =
+            IvfWriter::with_fourcc(self.stdin, fourcc, self.width, self.height, 1, 90_000)
+                .map_err(io)?;
+        let mut audio = OggOpusWriter::new(self.audio, 1, DEFAULT_PRE_SKIP)
+            .map_err(io)?
+            .with_packets_per_page(10);
+        // The file's zero on the room's 90 kHz clock, set by the first frame or packet.
+        let mut origin_90k: Option<u64> = None;
+        let mut next_audio_48k: Option<u64> = None;
+        let mut keyframe_seen = false;
+        let mut last_90k = 0u64;
+        while let Some((_, m)) = rx.blocking_recv() {
+            match m {
+                MediaOut::Video(frame, _) => {
+                    if !keyframe_seen && !frame.keyframe {
+                        continue;
+                    }
+                    keyframe_seen = true;
+                    let origin = *origin_90k.get_or_insert(frame.pts_90k);
+                    let Some(pts) = frame.pts_90k.checked_sub(origin) else {
+                        continue;
+                    };
+                    video.write_frame(pts, &frame.data).map_err(io)?;
+                    last_90k = last_90k.max(pts);
+                }
+                MediaOut::Audio(packet, pts_48k) => {
+                    let origin = *origin_90k.get_or_insert(pts_48k * 90_000 / 48_000);
+                    let origin_48k = origin * 48_000 / 90_000;
+                    let Some(at) = pts_48k.checked_sub(origin_48k) else {
+                        continue;
+                    };
+                    let next = next_audio_48k.get_or_insert(at - at % AUDIO_STEP);
+                    if at + AUDIO_STEP / 2 < *next {
+                        continue; // late or repeated
+                    }
+                    while *next + AUDIO_STEP / 2 < at {
+                        audio.write_packet(&OPUS_SILENCE).map_err(io)?;
+                        *next += AUDIO_STEP;
+                    }
+                    audio.write_packet(&packet).map_err(io)?;
+                    *next += AUDIO_STEP;
+                    last_90k = last_90k.max(*next * 90_000 / 48_000);
+                }
+                _ => continue,
+            }
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .duration_secs = last_90k as f64 / 90_000.0;
+        }
+        audio.finish().map_err(io)?;
+        // IVF's frame count cannot be patched in a pipe; ffmpeg does not need it. Dropping
+        // the writer closes ffmpeg's stdin.
+        drop(video);
+        Ok(())
+    }
+}
+
+/// Waits for ffmpeg, records how it ended, and runs `on_complete` on a good file.
+fn finish(
+    mut child: Child,
+    written: Result<(), String>,
+    shared: &Mutex<Shared>,
+    file: &Path,
+    on_complete: &[String],
+) {
+    shared.lock().unwrap_or_else(|e| e.into_inner()).state = State::Finishing;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let status = child.wait();
+    let ffmpeg_failed = match &status {
+        Ok(s) if s.success() => None,
+        Ok(s) => Some(format!("ffmpeg exited with {s}")),
+        Err(e) => Some(format!("ffmpeg: {e}")),
+    };
+    let error = match (written, ffmpeg_failed) {
+        (Ok(()), None) => None,
+        (w, f) => {
+            let detail = stderr.trim().lines().last().unwrap_or("").to_string();
+            let why = f.or(w.err()).unwrap_or_default();
+            Some(if detail.is_empty() {
+                why
+            } else {
+                format!("{why}: {detail}")
+            })
+        }
+    };
+    {
+        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.state = if error.is_some() {
+            State::Failed
+        } else {
+            State::Done
+        };
+        s.error = error.clone();
+    }
+    if let Some(e) = error {
+        error!(file = %file.display(), "recording failed: {e}");
+        return;
+    }
+    if let Some((program, args)) = on_complete.split_first() {
+        let run = Process::new(program)
+            .args(args)
+            .arg(file)
+            .stdin(Stdio::null())
+            .status();
+        match run {
+            Ok(s) if s.success() => info!(file = %file.display(), "recording.on_complete ran: {s}"),
+            Ok(s) => warn!(file = %file.display(), "recording.on_complete failed: {s}"),
+            Err(e) => {
+                warn!(file = %file.display(), "recording.on_complete {program:?} did not run: {e}")
+            }
+        }
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn utc_stamp(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The recordings of `room` as JSON for `GET /api/rooms/{room}`.
+pub fn json_for(server: &Server, room: &str) -> serde_json::Value {
+    serde_json::to_value(server.recordings.in_room(room)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(1_796_083_200 + 3_723), "20261201-010203");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+
+    #[test]
+    fn formats_name_their_codecs_and_files() {
+        assert_eq!(Format::parse("webm"), Some(Format::Webm));
+        assert_eq!(Format::parse("avi"), None);
+        assert_eq!(Format::Mp4.codecs(), &["H264"]);
+        assert_eq!(Format::Mkv.ext(), "mkv");
+    }
+}
