@@ -490,3 +490,117 @@ async fn a_recording_cut_by_sigkill_of_the_server_and_ffmpeg_still_plays_up_to_t
         c.leave().await;
     }
 }
+
+fn told_recording(c: &Client) -> Option<bool> {
+    c.received
+        .lock()
+        .unwrap()
+        .messages
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            tessera_proto::ServerMessage::Recording { recording, .. } => Some(*recording),
+            _ => None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_room_is_recorded_across_a_reconnect_into_one_file() {
+    let dir = scratch("recording-declared");
+    let base = start_server(&format!(
+        "{}empty_close_secs = 3\n[rooms.declared.board]\nrecord = true\n",
+        config(&dir)
+    ))
+    .await;
+    let (_, list) = fixtures();
+    let join = |fx: Fixture| {
+        let base = base.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                Client::join(&base, "board", &fx.name, load_media(&fx, VideoCodec::Vp8)),
+            )
+            .await
+            .expect("join in time")
+            .expect("join")
+        }
+    };
+    let recordings = || async {
+        let (_, v) = admin(&base, "GET", "/api/admin/rooms/board/recordings", None).await;
+        v.as_array().cloned().unwrap_or_default()
+    };
+    let recorded = |at_least: f64| async move {
+        settle(Duration::from_secs(30), || async {
+            let r = recordings().await;
+            let secs = r
+                .first()
+                .and_then(|r| r["duration_secs"].as_f64())
+                .unwrap_or(0.0);
+            (r.len() == 1 && secs >= at_least, r)
+        })
+        .await
+    };
+
+    // The first person in starts the recording, and is told.
+    let ann = join(list[0].clone()).await;
+    let r = recorded(4.0).await;
+    assert!(r.len() == 1 && r[0]["state"] == "recording", "{r:?}");
+    let (id, file) = (
+        r[0]["id"].clone(),
+        PathBuf::from(r[0]["file"].as_str().unwrap()),
+    );
+    settle(Duration::from_secs(10), || async {
+        (told_recording(&ann) == Some(true), ())
+    })
+    .await;
+    assert_eq!(
+        told_recording(&ann),
+        Some(true),
+        "Ann was not told the room is recorded"
+    );
+    // Ann drops and Bo comes in within empty_close_secs: the same recording goes on.
+    ann.leave().await;
+    // The room thread closes when empty; the recording waits for the next one.
+    let gone = settle(Duration::from_secs(10), || async {
+        let (st, _) = http(&base, "GET", "/api/rooms/board", None, None).await;
+        (st == 404, st)
+    })
+    .await;
+    assert_eq!(gone, 404, "the empty room did not close");
+    let bo = join(list[1].clone()).await;
+    let r = recorded(8.0).await;
+    assert!(
+        r.len() == 1 && r[0]["id"] == id && r[0]["state"] == "recording",
+        "one recording across the reconnect: {r:?}"
+    );
+    let total = r[0]["duration_secs"].as_f64().unwrap();
+    bo.leave().await;
+    // Empty for empty_close_secs: the file is finished.
+    let r = settle(Duration::from_secs(20), || async {
+        let r = recordings().await;
+        (r.first().is_some_and(|r| r["state"] == "done"), r)
+    })
+    .await;
+    assert_eq!(r[0]["state"], "done", "{r:?}");
+    let dur = duration_of(&file).expect("a finished file has a duration");
+    assert!(
+        (dur - total).abs() < 2.0,
+        "plays {dur:.2} s, recorded {total:.2} s and more"
+    );
+    // Ann's colour in the first part, Bo's in the second: one file, both stretches.
+    let full = tessera_codec::Rect {
+        x: 0,
+        y: 0,
+        w: 640,
+        h: 360,
+    };
+    for (at, fx) in [(1.5, &list[0]), (dur - 1.5, &list[1])] {
+        let got = tile_colour(&frame_at(&file, at, 640, 360), full);
+        assert!(
+            distance(got, fx.rgb) < 60,
+            "at {at:.1} s the picture is {got:?}, want {}'s {:?}",
+            fx.name,
+            fx.rgb
+        );
+    }
+}

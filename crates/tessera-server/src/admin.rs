@@ -234,6 +234,7 @@ pub async fn handle(
                         h,
                         b.format.as_deref(),
                         b.tier.as_deref(),
+                        false,
                     );
                     match started {
                         Ok(r) => reply(

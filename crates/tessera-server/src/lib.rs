@@ -228,8 +228,9 @@ impl Server {
         ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Reserves a place in `room` (creating it), or says why not.
-    fn enter(&self, room: &str) -> Result<RoomHandle, JoinError> {
+    /// Reserves a place in `room` (creating it), or says why not; the bool says its thread
+    /// was started now.
+    fn enter(&self, room: &str) -> Result<(RoomHandle, bool), JoinError> {
         check_name("room", room)?;
         if *self.shutdown_tx.borrow() {
             return Err(JoinError::Shutdown);
@@ -273,7 +274,7 @@ impl Server {
             }
             e.participants += 1;
             self.cluster_changed();
-            return Ok(e.handle.clone());
+            return Ok((e.handle.clone(), false));
         }
         if rooms.len() >= cfg.rooms.max_rooms as usize {
             self.limits.refused(limits::Limit::Rooms);
@@ -299,7 +300,7 @@ impl Server {
             },
         );
         self.cluster_changed();
-        Ok(handle)
+        Ok((handle, true))
     }
 
     /// Gives back a place taken with `enter`; the last one out closes the room.

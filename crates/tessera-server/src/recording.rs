@@ -111,8 +111,6 @@ pub struct Report {
     pub state: State,
     pub bytes: u64,
     pub duration_secs: f64,
-    /// Frames or packets the writer could not keep up with.
-    pub dropped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub started_unix: u64,
@@ -122,7 +120,11 @@ struct Shared {
     state: State,
     error: Option<String>,
     duration_secs: f64,
-    dropped: u64,
+}
+
+/// One stretch of a recording in one room thread: the recorder's place in it and its queue.
+struct Segment {
+    rx: mpsc::Receiver<(PeerKey, MediaOut)>,
 }
 
 pub struct Recording {
@@ -131,8 +133,13 @@ pub struct Recording {
     pub file: PathBuf,
     format: Format,
     tier: String,
-    member: ParticipantId,
-    handle: RoomHandle,
+    codec: VideoCodec,
+    /// Follows the room across reconnects (a declared room with `record = true`).
+    durable: bool,
+    /// The room thread it records now, and its member id there.
+    current: Mutex<Option<(RoomHandle, ParticipantId)>>,
+    /// Where a new room thread's segment goes; `None` once stopping.
+    segments: Mutex<Option<std::sync::mpsc::Sender<Segment>>>,
     started_unix: u64,
     shared: Arc<Mutex<Shared>>,
     finished: watch::Receiver<bool>,
@@ -150,7 +157,6 @@ impl Recording {
             state: s.state.clone(),
             bytes: std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0),
             duration_secs: s.duration_secs,
-            dropped: s.dropped,
             error: s.error.clone(),
             started_unix: self.started_unix,
         }
@@ -163,9 +169,60 @@ impl Recording {
         )
     }
 
-    /// Takes the recorder out of its room and waits (up to `timeout`) for the file.
+    /// Joins `handle`'s room as the recorder and hands the writer the new segment.
+    fn attach(&self, server: &Server, handle: RoomHandle) -> bool {
+        let (media, rx) = MediaTx::channel(QUEUE);
+        let (events, _) = mpsc::unbounded_channel();
+        let member = server.new_id();
+        let joined = handle.send(Command::Join(Box::new(JoinRequest {
+            id: member,
+            name: format!("Recording {}", self.id),
+            kind: RECORDER_KIND,
+            options: JoinOptions {
+                sends_video: false,
+                sends_audio: false,
+                receive_tier: Some(self.tier.clone()),
+                receives_audio: true,
+            },
+            codec_out: Some(self.codec),
+            bandwidth: None,
+            caps: TierCaps::default(),
+            sink: Sink { media, events },
+        })));
+        let sent = joined
+            && self
+                .segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|tx| tx.send(Segment { rx }).is_ok());
+        if sent {
+            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((handle, member));
+        } else if joined {
+            handle.send(Command::Leave { id: member });
+        }
+        sent
+    }
+
+    /// Takes the recorder out of the room it records now.
+    fn leave(&self) {
+        if let Some((h, id)) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.send(Command::Leave { id });
+        }
+    }
+
+    /// Stops the recording and waits (up to `timeout`) for the file.
     pub async fn stop(&self, timeout: Duration) -> Report {
-        self.handle.send(Command::Leave { id: self.member });
+        self.segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.leave();
         let mut rx = self.finished.clone();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await;
         self.report()
@@ -260,13 +317,16 @@ impl Recordings {
 }
 
 /// Starts recording `room` (which must be running here) in `format` from `tier`
-/// (`None`: `recording.tier`, else the room's default tier).
+/// (`None`: `recording.tier`, else the room's default tier). A `durable` recording outlives
+/// the room thread: the room's next thread within `recording.empty_close_secs` continues it
+/// ([`room_started`]).
 pub fn start(
     server: &Arc<Server>,
     room: &str,
     handle: RoomHandle,
     format: Option<&str>,
     tier: Option<&str>,
+    durable: bool,
 ) -> Result<Arc<Recording>, Refused> {
     let cfg = server.config();
     let rc = &cfg.recording;
@@ -361,49 +421,33 @@ pub fn start(
     drop(audio_read);
     let stdin = child.stdin.take().expect("stdin is piped");
 
-    let (media, rx) = MediaTx::channel(QUEUE);
-    let (events, _) = mpsc::unbounded_channel();
-    let member = server.new_id();
-    let joined = handle.send(Command::Join(Box::new(JoinRequest {
-        id: member,
-        name: format!("Recording {id}"),
-        kind: RECORDER_KIND,
-        options: JoinOptions {
-            sends_video: false,
-            sends_audio: false,
-            receive_tier: Some(tier_name.clone()),
-            receives_audio: true,
-        },
-        codec_out: Some(codec),
-        bandwidth: None,
-        caps: TierCaps::default(),
-        sink: Sink { media, events },
-    })));
-    if !joined {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_file(&file);
-        return Err(Refused(404, format!("room {room:?} has closed")));
-    }
     let shared = Arc::new(Mutex::new(Shared {
         state: State::Recording,
         error: None,
         duration_secs: 0.0,
-        dropped: 0,
     }));
     let (done_tx, finished) = watch::channel(false);
+    let (segments_tx, segments) = std::sync::mpsc::channel();
     let rec = Arc::new(Recording {
         id: id.clone(),
         room: room.to_string(),
         file: file.clone(),
         format,
         tier: tier_name.clone(),
-        member,
-        handle: handle.clone(),
+        codec,
+        durable,
+        current: Mutex::new(None),
+        segments: Mutex::new(Some(segments_tx)),
         started_unix: now,
         shared: shared.clone(),
         finished,
     });
+    if !rec.attach(server, handle) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&file);
+        return Err(Refused(404, format!("room {room:?} has closed")));
+    }
     server.recordings.add(rec.clone());
     server.recordings.started.fetch_add(1, Ordering::Relaxed);
     info!(room, recording = %id, file = %file.display(), tier = %tier_name, ?format, "recording started");
@@ -415,24 +459,65 @@ pub fn start(
         audio: audio_write,
     };
     let on_complete = rc.on_complete.clone();
+    let wait = if durable {
+        Duration::from_secs(rc.empty_close_secs as u64)
+    } else {
+        Duration::ZERO
+    };
     let server = server.clone();
-    let room = room.to_string();
+    let thread_rec = rec.clone();
     std::thread::Builder::new()
         .name(format!("rec-{id}"))
         .spawn(move || {
-            let result = writer.run(rx, &shared);
+            let rec = thread_rec;
+            let result = writer.run(segments, wait, &shared);
+            // No more segments: a room that comes back now starts a new recording.
+            rec.segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             finish(child, result, &shared, &file, &on_complete);
             let failed = shared.lock().unwrap_or_else(|e| e.into_inner()).state == State::Failed;
             if failed {
                 server.recordings.failed.fetch_add(1, Ordering::Relaxed);
-                // The room goes on; only the recorder leaves.
-                handle.send(Command::Leave { id: member });
             }
-            info!(room, recording = %id, failed, "recording finished");
+            // The room goes on without it (after a failure it may still be in there).
+            rec.leave();
+            info!(room = %rec.room, recording = %rec.id, failed, "recording finished");
             let _ = done_tx.send(true);
         })
         .map_err(|e| Refused(500, format!("cannot start a writer thread: {e}")))?;
     Ok(rec)
+}
+
+/// A room thread just started: a declared room with `record = true` is recorded, continuing
+/// its recording from before if the room was empty for less than
+/// `recording.empty_close_secs`.
+pub fn room_started(server: &Arc<Server>, room: &str, handle: RoomHandle) {
+    let cfg = server.config();
+    if !cfg.rooms.declared.get(room).is_some_and(|d| d.record) {
+        return;
+    }
+    let parked = server
+        .recordings
+        .list
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|r| r.room == room && r.durable && r.active())
+        .cloned();
+    if let Some(r) = parked {
+        if r.attach(server, handle.clone()) {
+            info!(room, recording = %r.id, "recording continues in the room's new thread");
+            return;
+        }
+    }
+    if let Err(Refused(_, why)) = start(server, room, handle, None, None, true) {
+        error!(
+            room,
+            "cannot record the declared room (record = true): {why}"
+        );
+    }
 }
 
 struct Writer {
@@ -444,11 +529,12 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes what the room sends until the recorder leaves (or the room closes); an error
-    /// is ffmpeg gone (its reason is on its stderr).
+    /// Writes each segment the room threads send until the last one ends and no other
+    /// comes within `wait`; an error is ffmpeg gone (its reason is on its stderr).
     fn run(
         self,
-        mut rx: mpsc::Receiver<(PeerKey, MediaOut)>,
+        segments: std::sync::mpsc::Receiver<Segment>,
+        wait: Duration,
         shared: &Mutex<Shared>,
     ) -> Result<(), String> {
         let fourcc = match self.codec {
@@ -462,55 +548,106 @@ impl Writer {
         let mut audio = OggOpusWriter::new(self.audio, 1, DEFAULT_PRE_SKIP)
             .map_err(io)?
             .with_packets_per_page(10);
-        // The file's zero on the room's 90 kHz clock, set by the first frame or packet.
-        let mut origin_90k: Option<u64> = None;
-        let mut next_audio_48k: Option<u64> = None;
-        let mut keyframe_seen = false;
-        let mut last_90k = 0u64;
-        while let Some((_, m)) = rx.blocking_recv() {
-            match m {
-                MediaOut::Video(frame, _) => {
-                    if !keyframe_seen && !frame.keyframe {
-                        continue;
+        let mut t = Timeline::default();
+        let mut first = true;
+        loop {
+            let next = if first {
+                segments.recv().ok()
+            } else if wait.is_zero() {
+                segments.try_recv().ok()
+            } else {
+                segments.recv_timeout(wait).ok()
+            };
+            let Some(Segment { mut rx }) = next else {
+                break;
+            };
+            first = false;
+            t.new_segment();
+            while let Some((_, m)) = rx.blocking_recv() {
+                match m {
+                    MediaOut::Video(frame, _) => {
+                        if let Some(pts) = t.video(frame.pts_90k, frame.keyframe) {
+                            video.write_frame(pts, &frame.data).map_err(io)?;
+                        }
                     }
-                    keyframe_seen = true;
-                    let origin = *origin_90k.get_or_insert(frame.pts_90k);
-                    let Some(pts) = frame.pts_90k.checked_sub(origin) else {
-                        continue;
-                    };
-                    video.write_frame(pts, &frame.data).map_err(io)?;
-                    last_90k = last_90k.max(pts);
+                    MediaOut::Audio(packet, pts_48k) => {
+                        let (silence, write) = t.audio(pts_48k);
+                        for _ in 0..silence {
+                            audio.write_packet(&OPUS_SILENCE).map_err(io)?;
+                        }
+                        if write {
+                            audio.write_packet(&packet).map_err(io)?;
+                        }
+                    }
+                    _ => continue,
                 }
-                MediaOut::Audio(packet, pts_48k) => {
-                    let origin = *origin_90k.get_or_insert(pts_48k * 90_000 / 48_000);
-                    let origin_48k = origin * 48_000 / 90_000;
-                    let Some(at) = pts_48k.checked_sub(origin_48k) else {
-                        continue;
-                    };
-                    let next = next_audio_48k.get_or_insert(at - at % AUDIO_STEP);
-                    if at + AUDIO_STEP / 2 < *next {
-                        continue; // late or repeated
-                    }
-                    while *next + AUDIO_STEP / 2 < at {
-                        audio.write_packet(&OPUS_SILENCE).map_err(io)?;
-                        *next += AUDIO_STEP;
-                    }
-                    audio.write_packet(&packet).map_err(io)?;
-                    *next += AUDIO_STEP;
-                    last_90k = last_90k.max(*next * 90_000 / 48_000);
-                }
-                _ => continue,
+                shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .duration_secs = t.end_90k as f64 / 90_000.0;
             }
-            shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .duration_secs = last_90k as f64 / 90_000.0;
         }
         audio.finish().map_err(io)?;
         // IVF's frame count cannot be patched in a pipe; ffmpeg does not need it. Dropping
         // the writer closes ffmpeg's stdin.
         drop(video);
         Ok(())
+    }
+}
+
+/// Maps each segment's room clocks (90 kHz video, 48 kHz audio, both from the room
+/// thread's start) onto the file's one timeline: a segment starts where the last ended.
+#[derive(Default)]
+struct Timeline {
+    /// Where the current segment starts in the file, and its first pts on the room clock.
+    base_90k: u64,
+    origin_90k: Option<u64>,
+    keyframe_seen: bool,
+    /// The next audio packet's place in the file (48 kHz).
+    next_audio_48k: u64,
+    /// The end of what was written.
+    end_90k: u64,
+}
+
+impl Timeline {
+    fn new_segment(&mut self) {
+        self.base_90k = self.end_90k;
+        self.origin_90k = None;
+        self.keyframe_seen = false;
+    }
+
+    /// The file pts of a frame, or `None` to drop it (before the segment's first keyframe).
+    fn video(&mut self, pts_90k: u64, keyframe: bool) -> Option<u64> {
+        if !self.keyframe_seen && !keyframe {
+            return None;
+        }
+        self.keyframe_seen = true;
+        let origin = *self.origin_90k.get_or_insert(pts_90k);
+        let pts = self.base_90k + pts_90k.checked_sub(origin)?;
+        // One frame's worth (at 30 fps) past it: where the next segment may start.
+        self.end_90k = self.end_90k.max(pts + 3000);
+        Some(pts)
+    }
+
+    /// How many 20 ms silences go before this packet, and whether it is written (a late
+    /// or repeated one is not).
+    fn audio(&mut self, pts_48k: u64) -> (u64, bool) {
+        let origin = *self.origin_90k.get_or_insert(pts_48k * 90_000 / 48_000);
+        let Some(rel) = pts_48k.checked_sub(origin * 48_000 / 90_000) else {
+            return (0, false);
+        };
+        let at = self.base_90k * 48_000 / 90_000 + rel;
+        if at + AUDIO_STEP / 2 < self.next_audio_48k {
+            return (0, false);
+        }
+        let mut silence = 0;
+        while self.next_audio_48k + AUDIO_STEP / 2 < at {
+            self.next_audio_48k += AUDIO_STEP;
+            silence += 1;
+        }
+        self.next_audio_48k += AUDIO_STEP;
+        self.end_90k = self.end_90k.max(self.next_audio_48k * 90_000 / 48_000);
+        (silence, true)
     }
 }
 
@@ -609,6 +746,26 @@ mod tests {
         assert_eq!(utc_stamp(0), "19700101-000000");
         assert_eq!(utc_stamp(1_796_083_200 + 3_723), "20261201-010203");
         assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+
+    #[test]
+    fn segments_follow_each_other_on_one_timeline() {
+        let mut t = Timeline::default();
+        t.new_segment();
+        // The room is 10 s old when recording starts; audio comes first.
+        assert_eq!(t.audio(480_000), (0, true));
+        assert_eq!(t.video(900_000 + 3000, false), None, "no keyframe yet");
+        assert_eq!(t.video(900_000 + 6000, true), Some(6000));
+        assert_eq!(t.audio(480_960), (0, true));
+        // A 60 ms hole in the audio is filled with three silences.
+        assert_eq!(t.audio(480_960 + 4 * 960), (3, true));
+        assert_eq!(t.audio(480_960), (0, false), "late");
+        let end = t.end_90k;
+        // The room closes and comes back (its clocks restart): the file goes on from `end`.
+        t.new_segment();
+        assert_eq!(t.video(0, true), Some(end));
+        let (silence, written) = t.audio(960);
+        assert!(written && silence <= 2, "{silence}");
     }
 
     #[test]

@@ -289,7 +289,10 @@ fn bandwidth_config(
 /// Joins `room` (creating it) or says why not.
 pub fn enter(server: &Arc<Server>, room: &str, name: &str) -> Result<Membership, Refusal> {
     crate::check_name("participant", name)?;
-    let handle = server.enter(room)?;
+    let (handle, started) = server.enter(room)?;
+    if started {
+        crate::recording::room_started(server, room, handle.clone());
+    }
     Ok(Membership {
         id: server.new_id(),
         room: handle,
