@@ -96,6 +96,13 @@ fn participant_id(s: &str) -> Option<ParticipantId> {
     s.strip_prefix('p')?.parse().ok().map(ParticipantId)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamBody {
+    url: String,
+    tier: Option<String>,
+}
+
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordingBody {
@@ -200,18 +207,17 @@ pub async fn handle(
             }
             // A recording outlives its room: stopping or listing it needs no running room.
             match (&method, rest) {
-                (&Method::DELETE, ["recordings", id]) => {
-                    let Some(r) = server.recordings.get(room, id) else {
-                        return error(
-                            StatusCode::NOT_FOUND,
-                            format!("no recording {id:?} in {room:?}"),
-                        );
+                (&Method::DELETE, [what @ ("recordings" | "streams"), id]) => {
+                    let streams = *what == "streams";
+                    let Some(r) = server.recordings.get(room, id, streams) else {
+                        return error(StatusCode::NOT_FOUND, format!("no {what} {id:?} in {room:?}"));
                     };
                     let report = r.stop(std::time::Duration::from_secs(30)).await;
                     return reply(StatusCode::OK, json!(report));
                 }
-                (&Method::GET, ["recordings"]) => {
-                    return reply(StatusCode::OK, json!(server.recordings.in_room(room)));
+                (&Method::GET, [what @ ("recordings" | "streams")]) => {
+                    let list = server.recordings.in_room(room, *what == "streams");
+                    return reply(StatusCode::OK, json!(list));
                 }
                 _ => {}
             }
@@ -219,6 +225,22 @@ pub async fn handle(
                 return error(StatusCode::NOT_FOUND, format!("no room {room:?}"));
             };
             match (method, rest) {
+                (Method::POST, ["streams"]) => {
+                    let b: StreamBody = match body(&bytes) {
+                        Ok(b) => b,
+                        Err(r) => return r.resp(),
+                    };
+                    match crate::recording::start_stream(&server, room, h, &b.url, b.tier.as_deref()) {
+                        Ok(r) => reply(
+                            StatusCode::CREATED,
+                            json!({ "id": r.id, "url": r.report().url }),
+                        ),
+                        Err(crate::recording::Refused(code, msg)) => error(
+                            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                            msg,
+                        ),
+                    }
+                }
                 (Method::POST, ["recordings"]) => {
                     let b: RecordingBody = if bytes.iter().all(u8::is_ascii_whitespace) {
                         RecordingBody::default()
@@ -239,7 +261,7 @@ pub async fn handle(
                     match started {
                         Ok(r) => reply(
                             StatusCode::CREATED,
-                            json!({ "id": r.id, "file": r.file.display().to_string() }),
+                            json!({ "id": r.id, "file": r.report().file }),
                         ),
                         Err(crate::recording::Refused(code, msg)) => error(
                             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

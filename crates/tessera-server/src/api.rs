@@ -289,7 +289,8 @@ pub fn routes(
                 match handle.ask(|reply| Command::Info { reply }).await {
                     Some(info) => {
                         let mut v = serde_json::to_value(&info).unwrap_or_default();
-                        v["recordings"] = crate::recording::json_for(&server, &name);
+                        v["recordings"] = crate::recording::json_for(&server, &name, false);
+                        v["streams"] = crate::recording::json_for(&server, &name, true);
                         json(&v)
                     }
                     None => text(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer\n"),

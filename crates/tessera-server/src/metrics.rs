@@ -140,6 +140,18 @@ impl Collector for Snapshot {
         )?;
         single(
             e,
+            "tessera_streams_active",
+            "RTMP streams running now (sending or reconnecting).",
+            gauge(r.streams_active as f64),
+        )?;
+        single(
+            e,
+            "tessera_stream_reconnects",
+            "Times an RTMP stream broke and was reconnected, since the server started.",
+            counter(r.stream_reconnects),
+        )?;
+        single(
+            e,
             "tessera_recording_bytes",
             "Bytes written so far by the recordings running now.",
             gauge(r.bytes as f64),
@@ -574,6 +586,8 @@ mod tests {
                 started: 3,
                 failed: 1,
                 bytes: 4096,
+                streams_active: 1,
+                stream_reconnects: 2,
             },
         });
         assert!(text.contains("tessera_media_udp_sockets 2"), "{text}");
@@ -582,6 +596,8 @@ mod tests {
             "tessera_recordings_started_total 3",
             "tessera_recordings_failed_total 1",
             "tessera_recording_bytes 4096",
+            "tessera_streams_active 1",
+            "tessera_stream_reconnects_total 2",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -1,4 +1,4 @@
-//! Recordings of a room's composite and full audio mix.
+//! Recordings and live streams (RTMP) of a room's composite and full audio mix.
 //!
 //! A recording is one more receiver of a tier: a room member of kind `recorder` that gets
 //! the tier's encoded frames (in the codec variant its format needs: a variant that already
@@ -9,6 +9,11 @@
 //! fragments (mp4) of about a second and flushes each; if the server dies, ffmpeg sees its
 //! inputs end and finishes the file itself.
 //!
+//! A stream is the same with ffmpeg sending FLV (H.264 copied, the mix transcoded to AAC)
+//! to an RTMP(S) URL; when the connection breaks, a new ffmpeg takes over after a backoff
+//! while the room goes on. Stream keys (the URL's path after the application) are never
+//! logged or shown: the API and logs show `rtmp://host/app/***`.
+//!
 //! Timing: the tier's 90 kHz pts and the mix's 48 kHz pts both count from the room's start,
 //! so the first packet of either fixes the file's zero for both; a gap in the audio (none
 //! is expected) is filled with Opus silence so the two stay in step.
@@ -17,7 +22,7 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Child, ChildStdin, Command as Process, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,7 +35,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::media::{MediaTx, PeerKey};
-use crate::room::{Command, JoinRequest, MediaOut, RoomHandle, Sink, TierCaps, RECORDER_KIND};
+use crate::room::{
+    Command, JoinRequest, MediaOut, RoomHandle, Sink, TierCaps, RECORDER_KIND, STREAM_KIND,
+};
 use crate::Server;
 
 /// 20 ms of CELT silence (TOC 0xf8: fullband, 20 ms, mono, one frame).
@@ -91,26 +98,159 @@ impl Format {
     }
 }
 
+/// Where the composite goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    File { path: PathBuf, format: Format },
+    Rtmp { url: String },
+}
+
+impl Target {
+    fn codecs(&self) -> &'static [&'static str] {
+        match self {
+            Target::File { format, .. } => format.codecs(),
+            // FLV: H.264 (and AAC), what RTMP servers and platforms take.
+            Target::Rtmp { .. } => &["H264"],
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::File { .. } => RECORDER_KIND,
+            Target::Rtmp { .. } => STREAM_KIND,
+        }
+    }
+
+    /// ffmpeg's output: the codec options, the muxer and its options, and where.
+    fn output_args(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = Vec::new();
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(Into::into));
+        match self {
+            Target::File { path, format } => {
+                push(&["-c", "copy"]);
+                push(format.muxer_args());
+                push(&["-flush_packets", "1"]);
+                a.push(path.into());
+            }
+            Target::Rtmp { url } => {
+                push(&[
+                    "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-ar", "48000",
+                ]);
+                push(&["-f", "flv", "-flvflags", "no_duration_filesize"]);
+                push(&["-rw_timeout", "10000000"]);
+                a.push(url.into());
+            }
+        }
+        a
+    }
+
+    /// What logs and the API may show: the file, or the URL without its stream key.
+    fn shown(&self) -> String {
+        match self {
+            Target::File { path, .. } => path.display().to_string(),
+            Target::Rtmp { url } => redact(url),
+        }
+    }
+
+    /// `text` (ffmpeg's messages) with the stream key taken out.
+    fn scrub(&self, text: &str) -> String {
+        match self {
+            Target::File { .. } => text.to_string(),
+            Target::Rtmp { url } => {
+                let mut t = text.replace(url.as_str(), &redact(url));
+                if let Some(key) = stream_key(url).filter(|k| k.len() >= 3) {
+                    t = t.replace(key, "***");
+                }
+                t
+            }
+        }
+    }
+}
+
+/// `rtmp://host/app/***`: the URL without credentials, stream key or query.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let app = path
+        .split('/')
+        .next()
+        .filter(|a| !a.is_empty() && path.contains('/'));
+    match app {
+        Some(app) => format!("{scheme}://{host}/{app}/***"),
+        None => format!("{scheme}://{host}/***"),
+    }
+}
+
+/// The part of an RTMP URL that is secret: everything after the application.
+fn stream_key(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let path = rest.split_once('/')?.1;
+    match path.split_once('/') {
+        Some((_, key)) => Some(key),
+        None => Some(path),
+    }
+}
+
+/// Checks a stream URL from a request: `rtmp://` or `rtmps://`, a host, an application and
+/// a key, no spaces or control characters.
+pub fn check_stream_url(url: &str) -> Result<(), String> {
+    let ok_scheme = url.starts_with("rtmp://") || url.starts_with("rtmps://");
+    let rest = url.split_once("://").map_or("", |r| r.1);
+    let host = rest.split('/').next().unwrap_or("");
+    if !ok_scheme {
+        return Err(format!(
+            "url must start with rtmp:// or rtmps:// (got {})",
+            redact(url)
+        ));
+    }
+    if host.is_empty() || !rest.contains('/') || stream_key(url).is_none_or(str::is_empty) {
+        return Err("url must be rtmp://host[:port]/app/key".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) || url.len() > 2048 {
+        return Err("url has spaces or control characters, or is too long".into());
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// Writing a file.
     Recording,
+    /// Sending to the RTMP server.
+    Streaming,
+    /// The stream broke; a new connection is tried after a backoff.
+    Reconnecting,
     Finishing,
     Done,
     Failed,
 }
 
-/// What the API says about a recording.
+/// What the API says about a recording or stream.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub id: String,
     pub room: String,
-    pub file: String,
-    pub format: Format,
+    /// A recording's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// A stream's URL, without its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub tier: String,
     pub state: State,
+    /// Bytes in the file, or sent to ffmpeg for the stream.
     pub bytes: u64,
     pub duration_secs: f64,
+    /// A stream's reconnections so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnects: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub started_unix: u64,
@@ -120,6 +260,8 @@ struct Shared {
     state: State,
     error: Option<String>,
     duration_secs: f64,
+    bytes: u64,
+    reconnects: u64,
 }
 
 /// One stretch of a recording in one room thread: the recorder's place in it and its queue.
@@ -130,8 +272,7 @@ struct Segment {
 pub struct Recording {
     pub id: String,
     pub room: String,
-    pub file: PathBuf,
-    format: Format,
+    pub target: Target,
     tier: String,
     codec: VideoCodec,
     /// Follows the room across reconnects (a declared room with `record = true`).
@@ -148,24 +289,40 @@ pub struct Recording {
 impl Recording {
     pub fn report(&self) -> Report {
         let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, format, url, bytes, reconnects) = match &self.target {
+            Target::File { path, format } => (
+                Some(path.display().to_string()),
+                Some(*format),
+                None,
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                None,
+            ),
+            Target::Rtmp { url } => (None, None, Some(redact(url)), s.bytes, Some(s.reconnects)),
+        };
         Report {
             id: self.id.clone(),
             room: self.room.clone(),
-            file: self.file.display().to_string(),
-            format: self.format,
+            file,
+            format,
+            url,
             tier: self.tier.clone(),
             state: s.state.clone(),
-            bytes: std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0),
+            bytes,
             duration_secs: s.duration_secs,
+            reconnects,
             error: s.error.clone(),
             started_unix: self.started_unix,
         }
     }
 
+    pub fn is_stream(&self) -> bool {
+        matches!(self.target, Target::Rtmp { .. })
+    }
+
     fn active(&self) -> bool {
         matches!(
             self.shared.lock().unwrap_or_else(|e| e.into_inner()).state,
-            State::Recording | State::Finishing
+            State::Recording | State::Streaming | State::Reconnecting | State::Finishing
         )
     }
 
@@ -176,8 +333,8 @@ impl Recording {
         let member = server.new_id();
         let joined = handle.send(Command::Join(Box::new(JoinRequest {
             id: member,
-            name: format!("Recording {}", self.id),
-            kind: RECORDER_KIND,
+            name: format!("Egress {}", self.id),
+            kind: self.target.kind(),
             options: JoinOptions {
                 sends_video: false,
                 sends_audio: false,
@@ -236,14 +393,18 @@ pub struct Recordings {
     list: Mutex<Vec<Arc<Recording>>>,
     pub started: AtomicU64,
     pub failed: AtomicU64,
+    pub reconnects: AtomicU64,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Counts {
+    /// Recordings (files) running, started and failed (streams included), bytes written.
     pub active: u64,
     pub started: u64,
     pub failed: u64,
     pub bytes: u64,
+    pub streams_active: u64,
+    pub stream_reconnects: u64,
 }
 
 /// Finished recordings kept for the API.
@@ -254,37 +415,43 @@ const KEEP_FINISHED: usize = 50;
 pub struct Refused(pub u16, pub String);
 
 impl Recordings {
-    pub fn in_room(&self, room: &str) -> Vec<Report> {
+    /// The room's recordings (`streams` false) or streams (true).
+    pub fn in_room(&self, room: &str, streams: bool) -> Vec<Report> {
         self.list
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|r| r.room == room)
+            .filter(|r| r.room == room && r.is_stream() == streams)
             .map(|r| r.report())
             .collect()
     }
 
-    pub fn get(&self, room: &str, id: &str) -> Option<Arc<Recording>> {
+    pub fn get(&self, room: &str, id: &str, streams: bool) -> Option<Arc<Recording>> {
         self.list
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .find(|r| r.room == room && r.id == id)
+            .find(|r| r.room == room && r.id == id && r.is_stream() == streams)
             .cloned()
     }
 
     /// For `/metrics`.
     pub fn counts(&self) -> Counts {
         let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        let active: Vec<&Arc<Recording>> = list.iter().filter(|r| r.active()).collect();
+        let active: Vec<Report> = list
+            .iter()
+            .filter(|r| r.active())
+            .map(|r| r.report())
+            .collect();
+        let (streams, files): (Vec<&Report>, Vec<&Report>) =
+            active.iter().partition(|r| r.url.is_some());
         Counts {
-            active: active.len() as u64,
+            active: files.len() as u64,
             started: self.started.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            bytes: active
-                .iter()
-                .map(|r| std::fs::metadata(&r.file).map(|m| m.len()).unwrap_or(0))
-                .sum(),
+            bytes: files.iter().map(|r| r.bytes).sum(),
+            streams_active: streams.len() as u64,
+            stream_reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }
 
@@ -337,8 +504,164 @@ pub fn start(
             format!("format {format_name:?}: must be \"webm\", \"mp4\" or \"mkv\""),
         )
     })?;
+    let dir = Path::new(&rc.dir);
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Refused(
+            500,
+            format!("recording.dir = {:?}: cannot create it: {e}", rc.dir),
+        )
+    })?;
+    let id = server.recordings.new_id();
+    let now = unix_now();
+    let path = dir.join(format!("{room}-{}-{id}.{}", utc_stamp(now), format.ext()));
+    // The file is created here, so that an unwritable directory is a clear refusal.
+    std::fs::File::create(&path).map_err(|e| {
+        Refused(
+            500,
+            format!("cannot create {}: {e} (recording.dir)", path.display()),
+        )
+    })?;
+    let target = Target::File {
+        path: path.clone(),
+        format,
+    };
+    start_egress(server, room, handle, id, target, tier, durable).inspect_err(|_| {
+        let _ = std::fs::remove_file(&path);
+    })
+}
+
+/// Starts streaming `room` to `url` (RTMP or RTMPS) from `tier`'s H.264 variant.
+pub fn start_stream(
+    server: &Arc<Server>,
+    room: &str,
+    handle: RoomHandle,
+    url: &str,
+    tier: Option<&str>,
+) -> Result<Arc<Recording>, Refused> {
+    check_stream_url(url).map_err(|e| Refused(400, e))?;
+    let id = server.recordings.new_id();
+    let target = Target::Rtmp {
+        url: url.to_string(),
+    };
+    start_egress(server, room, handle, id, target, tier, false)
+}
+
+impl Recordings {
+    fn new_id(&self) -> String {
+        format!("r{}", self.next.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// What an ffmpeg child is fed through, and the child.
+struct Output {
+    child: Child,
+    video: IvfWriter<ChildStdin>,
+    audio: OggOpusWriter<std::io::PipeWriter>,
+}
+
+/// How to start an ffmpeg for a target (again, after a stream broke).
+struct Spawner {
+    ffmpeg: String,
+    target: Target,
+    codec: VideoCodec,
+    width: u16,
+    height: u16,
+}
+
+impl Spawner {
+    fn spawn(&self) -> Result<Output, String> {
+        let (audio_read, audio_write) =
+            std::io::pipe().map_err(|e| format!("cannot make a pipe for ffmpeg: {e}"))?;
+        let audio_fd = audio_read.as_raw_fd();
+        let mut cmd = Process::new(&self.ffmpeg);
+        cmd.args(["-hide_banner", "-loglevel", "error", "-nostats", "-y"])
+            .args(["-thread_queue_size", "1024", "-f", "ivf"])
+            .args(["-probesize", "32", "-analyzeduration", "0", "-i", "pipe:0"])
+            .args(["-thread_queue_size", "1024", "-f", "ogg"])
+            .args([
+                "-probesize",
+                "4096",
+                "-analyzeduration",
+                "0",
+                "-i",
+                "pipe:3",
+            ])
+            .args(["-map", "0:v:0", "-map", "1:a:0"])
+            .args(self.target.output_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C at the server's terminal must not cut the
+            // file; ffmpeg finishes it when its inputs end.
+            .process_group(0);
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2 puts the audio
+        // pipe's read end on fd 3 (without close-on-exec, unlike the original).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(audio_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {:?} (recording.ffmpeg): {e}", self.ffmpeg))?;
+        drop(audio_read);
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let fourcc = match self.codec {
+            VideoCodec::Vp8 => VP8_FOURCC,
+            VideoCodec::H264 => *b"H264",
+        };
+        let io = |e: tessera_container::Error| e.to_string();
+        let video = IvfWriter::with_fourcc(stdin, fourcc, self.width, self.height, 1, 90_000)
+            .map_err(io)?;
+        let audio = OggOpusWriter::new(audio_write, 1, DEFAULT_PRE_SKIP)
+            .map_err(io)?
+            .with_packets_per_page(10);
+        Ok(Output {
+            child,
+            video,
+            audio,
+        })
+    }
+}
+
+/// Waits for an ffmpeg whose inputs have ended: `Err` with its reason if it failed.
+fn reap(mut child: Child, target: &Target) -> Result<(), String> {
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let detail = target.scrub(stderr.trim().lines().last().unwrap_or(""));
+    match child.wait() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) if detail.is_empty() => Err(format!("ffmpeg exited with {s}")),
+        Ok(s) => Err(format!("ffmpeg exited with {s}: {detail}")),
+        Err(e) => Err(format!("ffmpeg: {e}")),
+    }
+}
+
+fn start_egress(
+    server: &Arc<Server>,
+    room: &str,
+    handle: RoomHandle,
+    id: String,
+    target: Target,
+    tier: Option<&str>,
+    durable: bool,
+) -> Result<Arc<Recording>, Refused> {
+    let cfg = server.config();
+    let rc = &cfg.recording;
     let tier = tier.or((!rc.tier.is_empty()).then_some(rc.tier.as_str()));
-    let codecs: Vec<String> = format.codecs().iter().map(|c| c.to_string()).collect();
+    let codecs: Vec<String> = target.codecs().iter().map(|c| c.to_string()).collect();
     let (tier_name, codec, _) = server.pick_tier(room, tier, &codecs).map_err(|e| match e {
         crate::JoinError::BadRequest(r) | crate::JoinError::Full(r) => Refused(400, r),
         crate::JoinError::Internal(r) => Refused(500, r),
@@ -353,137 +676,81 @@ pub fn start(
         .get(base)
         .map(|t| (t.width as u16, t.height as u16))
         .unwrap_or((0, 0));
-    let dir = Path::new(&rc.dir);
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Refused(
-            500,
-            format!("recording.dir = {:?}: cannot create it: {e}", rc.dir),
-        )
-    })?;
-    let n = server.recordings.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let id = format!("r{n}");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let file = dir.join(format!("{room}-{}-{id}.{}", utc_stamp(now), format.ext()));
-    // The file is created here, so that an unwritable directory is a clear refusal.
-    std::fs::File::create(&file).map_err(|e| {
-        Refused(
-            500,
-            format!("cannot create {}: {e} (recording.dir)", file.display()),
-        )
-    })?;
-
-    let (audio_read, audio_write) =
-        std::io::pipe().map_err(|e| Refused(500, format!("cannot make a pipe for ffmpeg: {e}")))?;
-    let audio_fd = audio_read.as_raw_fd();
-    let mut cmd = Process::new(&rc.ffmpeg);
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostats", "-y"])
-        .args(["-thread_queue_size", "1024", "-f", "ivf"])
-        .args(["-probesize", "32", "-analyzeduration", "0", "-i", "pipe:0"])
-        .args(["-thread_queue_size", "1024", "-f", "ogg"])
-        .args([
-            "-probesize",
-            "4096",
-            "-analyzeduration",
-            "0",
-            "-i",
-            "pipe:3",
-        ])
-        .args(["-map", "0:v:0", "-map", "1:a:0", "-c", "copy"])
-        .args(format.muxer_args())
-        .args(["-flush_packets", "1"])
-        .arg(&file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // Its own process group: a Ctrl-C at the server's terminal must not cut the file;
-        // ffmpeg finishes it when its inputs end.
-        .process_group(0);
-    // SAFETY: between fork and exec only async-signal-safe calls: dup2 puts the audio
-    // pipe's read end on fd 3 (without close-on-exec, unlike the original).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(audio_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        let _ = std::fs::remove_file(&file);
-        Refused(
-            500,
-            format!("cannot run {:?} (recording.ffmpeg): {e}", rc.ffmpeg),
-        )
-    })?;
-    drop(audio_read);
-    let stdin = child.stdin.take().expect("stdin is piped");
-
+    let spawner = Spawner {
+        ffmpeg: rc.ffmpeg.clone(),
+        target: target.clone(),
+        codec,
+        width,
+        height,
+    };
+    let first = spawner.spawn().map_err(|e| Refused(500, e))?;
+    let state = match target {
+        Target::File { .. } => State::Recording,
+        Target::Rtmp { .. } => State::Streaming,
+    };
     let shared = Arc::new(Mutex::new(Shared {
-        state: State::Recording,
+        state,
         error: None,
         duration_secs: 0.0,
+        bytes: 0,
+        reconnects: 0,
     }));
     let (done_tx, finished) = watch::channel(false);
     let (segments_tx, segments) = std::sync::mpsc::channel();
+    let shown = target.shown();
     let rec = Arc::new(Recording {
         id: id.clone(),
         room: room.to_string(),
-        file: file.clone(),
-        format,
+        target,
         tier: tier_name.clone(),
         codec,
         durable,
         current: Mutex::new(None),
         segments: Mutex::new(Some(segments_tx)),
-        started_unix: now,
+        started_unix: unix_now(),
         shared: shared.clone(),
         finished,
     });
     if !rec.attach(server, handle) {
+        let mut child = first.child;
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_file(&file);
         return Err(Refused(404, format!("room {room:?} has closed")));
     }
     server.recordings.add(rec.clone());
     server.recordings.started.fetch_add(1, Ordering::Relaxed);
-    info!(room, recording = %id, file = %file.display(), tier = %tier_name, ?format, "recording started");
-    let writer = Writer {
-        codec,
-        width,
-        height,
-        stdin,
-        audio: audio_write,
-    };
-    let on_complete = rc.on_complete.clone();
+    info!(room, id = %id, to = %shown, tier = %tier_name, "egress started");
     let wait = if durable {
         Duration::from_secs(rc.empty_close_secs as u64)
     } else {
         Duration::ZERO
     };
+    let on_complete = rc.on_complete.clone();
     let server = server.clone();
     let thread_rec = rec.clone();
     std::thread::Builder::new()
-        .name(format!("rec-{id}"))
+        .name(format!("egress-{id}"))
         .spawn(move || {
             let rec = thread_rec;
-            let result = writer.run(segments, wait, &shared);
+            let writer = Writer {
+                spawner,
+                shared: &shared,
+                reconnects: &server.recordings.reconnects,
+            };
+            let result = writer.run(first, segments, wait);
             // No more segments: a room that comes back now starts a new recording.
             rec.segments
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            finish(child, result, &shared, &file, &on_complete);
+            finish(result, &shared, &rec.target, &on_complete);
             let failed = shared.lock().unwrap_or_else(|e| e.into_inner()).state == State::Failed;
             if failed {
                 server.recordings.failed.fetch_add(1, Ordering::Relaxed);
             }
             // The room goes on without it (after a failure it may still be in there).
             rec.leave();
-            info!(room = %rec.room, recording = %rec.id, failed, "recording finished");
+            info!(room = %rec.room, id = %rec.id, failed, "egress finished");
             let _ = done_tx.send(true);
         })
         .map_err(|e| Refused(500, format!("cannot start a writer thread: {e}")))?;
@@ -520,38 +787,35 @@ pub fn room_started(server: &Arc<Server>, room: &str, handle: RoomHandle) {
     }
 }
 
-struct Writer {
-    codec: VideoCodec,
-    width: u16,
-    height: u16,
-    stdin: std::process::ChildStdin,
-    audio: std::io::PipeWriter,
+/// Backoff between a stream's reconnections: 1, 2, 4 ... 30 s.
+fn backoff(attempt: u64) -> Duration {
+    Duration::from_secs((1u64 << attempt.min(5)).min(30))
 }
 
-impl Writer {
+struct Writer<'a> {
+    spawner: Spawner,
+    shared: &'a Mutex<Shared>,
+    reconnects: &'a AtomicU64,
+}
+
+impl Writer<'_> {
     /// Writes each segment the room threads send until the last one ends and no other
-    /// comes within `wait`; an error is ffmpeg gone (its reason is on its stderr).
+    /// comes within `wait`. A file's ffmpeg failing ends it (`Err`); a stream's is replaced
+    /// after a backoff. Returns how the last ffmpeg ended.
     fn run(
         self,
+        first: Output,
         segments: std::sync::mpsc::Receiver<Segment>,
         wait: Duration,
-        shared: &Mutex<Shared>,
     ) -> Result<(), String> {
-        let fourcc = match self.codec {
-            VideoCodec::Vp8 => VP8_FOURCC,
-            VideoCodec::H264 => *b"H264",
-        };
-        let io = |e: tessera_container::Error| e.to_string();
-        let mut video =
-            IvfWriter::with_fourcc(self.stdin, fourcc, self.width, self.height, 1, 90_000)
-                .map_err(io)?;
-        let mut audio = OggOpusWriter::new(self.audio, 1, DEFAULT_PRE_SKIP)
-            .map_err(io)?
-            .with_packets_per_page(10);
+        let stream = matches!(self.spawner.target, Target::Rtmp { .. });
+        let mut out = Some(first);
         let mut t = Timeline::default();
-        let mut first = true;
+        let mut first_segment = true;
+        let mut attempt = 0u64;
+        let mut retry_at: Option<std::time::Instant> = None;
         loop {
-            let next = if first {
+            let next = if first_segment {
                 segments.recv().ok()
             } else if wait.is_zero() {
                 segments.try_recv().ok()
@@ -561,36 +825,118 @@ impl Writer {
             let Some(Segment { mut rx }) = next else {
                 break;
             };
-            first = false;
+            first_segment = false;
             t.new_segment();
-            while let Some((_, m)) = rx.blocking_recv() {
-                match m {
-                    MediaOut::Video(frame, _) => {
-                        if let Some(pts) = t.video(frame.pts_90k, frame.keyframe) {
-                            video.write_frame(pts, &frame.data).map_err(io)?;
+            loop {
+                // A broken stream: take what comes (and drop it) until the next try.
+                let m = match retry_at {
+                    Some(at) => {
+                        let now = std::time::Instant::now();
+                        if now >= at {
+                            retry_at = None;
+                            match self.spawner.spawn() {
+                                Ok(o) => {
+                                    out = Some(o);
+                                    t.keyframe_seen = false;
+                                    self.set_state(State::Streaming, None);
+                                    info!(to = %self.spawner.target.shown(), "stream reconnected");
+                                }
+                                Err(e) => {
+                                    attempt += 1;
+                                    retry_at = Some(now + backoff(attempt));
+                                    self.set_state(State::Reconnecting, Some(e));
+                                }
+                            }
+                            continue;
+                        }
+                        match rx.try_recv() {
+                            Ok(m) => m,
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                std::thread::sleep(Duration::from_millis(20));
+                                continue;
+                            }
+                            Err(mpsc::error::TryRecvError::Disconnected) => break,
                         }
                     }
-                    MediaOut::Audio(packet, pts_48k) => {
-                        let (silence, write) = t.audio(pts_48k);
-                        for _ in 0..silence {
-                            audio.write_packet(&OPUS_SILENCE).map_err(io)?;
-                        }
-                        if write {
-                            audio.write_packet(&packet).map_err(io)?;
-                        }
+                    None => match rx.blocking_recv() {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                let Some(o) = out.as_mut() else {
+                    continue;
+                };
+                let written = self.write(o, &mut t, m.1);
+                if let Err(e) = written {
+                    let o = out.take().expect("checked above");
+                    drop(o.video);
+                    drop(o.audio);
+                    let why = reap(o.child, &self.spawner.target).err().unwrap_or(e);
+                    if !stream {
+                        return Err(why);
                     }
-                    _ => continue,
+                    attempt += 1;
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    warn!(to = %self.spawner.target.shown(), "stream broke, reconnecting in {:?}: {why}", backoff(attempt));
+                    {
+                        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                        s.reconnects += 1;
+                    }
+                    self.set_state(State::Reconnecting, Some(why));
+                    retry_at = Some(std::time::Instant::now() + backoff(attempt));
+                } else {
+                    attempt = 0;
                 }
-                shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .duration_secs = t.end_90k as f64 / 90_000.0;
             }
         }
-        audio.finish().map_err(io)?;
-        // IVF's frame count cannot be patched in a pipe; ffmpeg does not need it. Dropping
-        // the writer closes ffmpeg's stdin.
-        drop(video);
+        self.set_state(State::Finishing, None);
+        match out {
+            Some(o) => {
+                o.audio.finish().map_err(|e| e.to_string())?;
+                // IVF's frame count cannot be patched in a pipe; ffmpeg does not need it.
+                // Dropping the writer closes ffmpeg's stdin.
+                drop(o.video);
+                reap(o.child, &self.spawner.target)
+            }
+            // A stream that was down when it was stopped.
+            None => Ok(()),
+        }
+    }
+
+    fn set_state(&self, state: State, error: Option<String>) {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.state = state;
+        if error.is_some() {
+            s.error = error;
+        }
+    }
+
+    /// Writes one frame or packet at its place on the timeline.
+    fn write(&self, o: &mut Output, t: &mut Timeline, m: MediaOut) -> Result<(), String> {
+        let io = |e: tessera_container::Error| e.to_string();
+        let bytes = match m {
+            MediaOut::Video(frame, _) => match t.video(frame.pts_90k, frame.keyframe) {
+                Some(pts) => {
+                    o.video.write_frame(pts, &frame.data).map_err(io)?;
+                    frame.data.len()
+                }
+                None => 0,
+            },
+            MediaOut::Audio(packet, pts_48k) => {
+                let (silence, write) = t.audio(pts_48k);
+                for _ in 0..silence {
+                    o.audio.write_packet(&OPUS_SILENCE).map_err(io)?;
+                }
+                if write {
+                    o.audio.write_packet(&packet).map_err(io)?;
+                }
+                packet.len()
+            }
+            _ => return Ok(()),
+        };
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.duration_secs = t.end_90k as f64 / 90_000.0;
+        s.bytes += bytes as u64;
         Ok(())
     }
 }
@@ -651,62 +997,42 @@ impl Timeline {
     }
 }
 
-/// Waits for ffmpeg, records how it ended, and runs `on_complete` on a good file.
+/// Records how it ended, and runs `on_complete` on a good file.
 fn finish(
-    mut child: Child,
-    written: Result<(), String>,
+    result: Result<(), String>,
     shared: &Mutex<Shared>,
-    file: &Path,
+    target: &Target,
     on_complete: &[String],
 ) {
-    shared.lock().unwrap_or_else(|e| e.into_inner()).state = State::Finishing;
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let status = child.wait();
-    let ffmpeg_failed = match &status {
-        Ok(s) if s.success() => None,
-        Ok(s) => Some(format!("ffmpeg exited with {s}")),
-        Err(e) => Some(format!("ffmpeg: {e}")),
-    };
-    let error = match (written, ffmpeg_failed) {
-        (Ok(()), None) => None,
-        (w, f) => {
-            let detail = stderr.trim().lines().last().unwrap_or("").to_string();
-            let why = f.or(w.err()).unwrap_or_default();
-            Some(if detail.is_empty() {
-                why
-            } else {
-                format!("{why}: {detail}")
-            })
-        }
-    };
     {
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-        s.state = if error.is_some() {
-            State::Failed
-        } else {
+        s.state = if result.is_ok() {
             State::Done
+        } else {
+            State::Failed
         };
-        s.error = error.clone();
+        if let Err(e) = &result {
+            s.error = Some(e.clone());
+        }
     }
-    if let Some(e) = error {
-        error!(file = %file.display(), "recording failed: {e}");
+    let shown = target.shown();
+    if let Err(e) = result {
+        error!(to = %shown, "egress failed: {e}");
         return;
     }
+    let Target::File { path, .. } = target else {
+        return;
+    };
     if let Some((program, args)) = on_complete.split_first() {
         let run = Process::new(program)
             .args(args)
-            .arg(file)
+            .arg(path)
             .stdin(Stdio::null())
             .status();
         match run {
-            Ok(s) if s.success() => info!(file = %file.display(), "recording.on_complete ran: {s}"),
-            Ok(s) => warn!(file = %file.display(), "recording.on_complete failed: {s}"),
-            Err(e) => {
-                warn!(file = %file.display(), "recording.on_complete {program:?} did not run: {e}")
-            }
+            Ok(s) if s.success() => info!(file = %shown, "recording.on_complete ran: {s}"),
+            Ok(s) => warn!(file = %shown, "recording.on_complete failed: {s}"),
+            Err(e) => warn!(file = %shown, "recording.on_complete {program:?} did not run: {e}"),
         }
     }
 }
@@ -732,9 +1058,9 @@ fn utc_stamp(unix: u64) -> String {
     )
 }
 
-/// The recordings of `room` as JSON for `GET /api/rooms/{room}`.
-pub fn json_for(server: &Server, room: &str) -> serde_json::Value {
-    serde_json::to_value(server.recordings.in_room(room)).unwrap_or_default()
+/// The recordings (`streams` false) or streams of `room` as JSON for `GET /api/rooms/{room}`.
+pub fn json_for(server: &Server, room: &str, streams: bool) -> serde_json::Value {
+    serde_json::to_value(server.recordings.in_room(room, streams)).unwrap_or_default()
 }
 
 #[cfg(test)]

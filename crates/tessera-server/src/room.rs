@@ -208,9 +208,11 @@ pub struct NetStats {
 /// The `kind` of a room member that records the room (egress): not a person, so not listed
 /// among the participants; people are told it is there with a `recording` message.
 pub const RECORDER_KIND: &str = "recorder";
+/// A member that streams the room to an RTMP server (egress too).
+pub const STREAM_KIND: &str = "stream";
 
 fn is_egress(kind: &str) -> bool {
-    kind == RECORDER_KIND
+    kind == RECORDER_KIND || kind == STREAM_KIND
 }
 
 /// How often receivers' probes, held receivers and senders' hints are looked at.
@@ -1140,15 +1142,14 @@ impl RoomThread {
         }
     }
 
-    /// `recording` for people in the room, if anything records it.
+    /// `recording` for people in the room, if anything records or streams it.
     fn egress_message(&self) -> Option<ServerMessage> {
-        self.members
-            .values()
-            .any(|m| is_egress(m.kind))
-            .then_some(ServerMessage::Recording {
-                recording: true,
-                streaming: false,
-            })
+        let has = |kind: &str| self.members.values().any(|m| m.kind == kind);
+        let (recording, streaming) = (has(RECORDER_KIND), has(STREAM_KIND));
+        (recording || streaming).then_some(ServerMessage::Recording {
+            recording,
+            streaming,
+        })
     }
 
     /// Tells everyone whether the room is recorded now (`stopped`: a recorder just left).
