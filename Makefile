@@ -15,6 +15,7 @@ setup:
 setup-test: setup
 	@./scripts/setup-browser.sh
 	@./scripts/setup-netns.sh
+	@./scripts/setup-rtmp.sh
 	@./scripts/setup-python.sh
 
 fixtures: setup

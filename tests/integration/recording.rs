@@ -604,3 +604,217 @@ async fn a_declared_room_is_recorded_across_a_reconnect_into_one_file() {
         );
     }
 }
+
+/// A private nginx with the RTMP module on 127.0.0.1:`port` (killed when dropped), or
+/// `None` (with the reason) where nginx or the module is missing.
+fn rtmp_server(dir: &Path, port: u16) -> Result<std::process::Child, String> {
+    let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+    if !Path::new(module).exists() {
+        return Err(format!(
+            "{module} is missing (make setup-test installs libnginx-mod-rtmp)"
+        ));
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {module};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run nginx: {e}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Pulls `secs` of the stream back from the RTMP server into `file` (stream copy).
+fn pull(url: &str, file: &Path, secs: u32) -> bool {
+    Command::new("timeout")
+        .args([
+            "30",
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            url,
+            "-t",
+            &secs.to_string(),
+            "-c",
+            "copy",
+        ])
+        .arg(file)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+        && duration_of(file).is_some_and(|d| d >= secs as f64 - 1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reaches_a_real_rtmp_server_survives_its_restart_and_never_logs_the_key() {
+    let dir = scratch("stream-rtmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nginx = match rtmp_server(&dir.join("nginx"), port) {
+        Ok(c) => Killed(c),
+        Err(why) => {
+            eprintln!("SKIP a_stream_reaches_a_real_rtmp_server: {why}");
+            return;
+        }
+    };
+    let cfg = dir.join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[rooms]\ndefault_tier = \"t\"\n[tiers.t]\nwidth = 640\nheight = 360\nfps = 15\nbitrate_kbps = 600\ncodec = \"vp8\"\n{}",
+            config(&dir.join("files"))
+        ),
+    )
+    .unwrap();
+    let (mut child, base, log) = crate::security::spawn_serve(&cfg).await;
+    let room = "live-room";
+    let (clients, people) = two_publishers(&base, room).await;
+    let key = "stream-key-7f3a9c";
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let body = format!(r#"{{"url":"{url}"}}"#);
+    let (st, v) = admin(
+        &base,
+        "POST",
+        &format!("/api/admin/rooms/{room}/streams"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert!(!v.to_string().contains(key), "the key is not echoed: {v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    for (bad, why) in [
+        (r#"{"url":"http://example.org/live/x"}"#, "rtmp://"),
+        (r#"{"url":"rtmp://host-only"}"#, "rtmp://host"),
+        (r#"{"tier":"t"}"#, "url"),
+    ] {
+        let (st, v) = admin(
+            &base,
+            "POST",
+            &format!("/api/admin/rooms/{room}/streams"),
+            Some(bad),
+        )
+        .await;
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(why),
+            "{bad}: {v}"
+        );
+    }
+
+    // Pulled back from the RTMP server: H.264 and AAC, both publishers in their tiles and
+    // their tones in the mix.
+    let (w, h, tiles) = settle(Duration::from_secs(30), || async {
+        let t = room_tiles(&base, room).await;
+        (t.2.len() == 2, t)
+    })
+    .await;
+    let pulled = dir.join("pulled.flv");
+    assert!(
+        pull(&url, &pulled, 4),
+        "could not pull 4 s of the stream back"
+    );
+    assert_eq!(ffprobe(&pulled, "stream=codec_name"), "h264\naac\n");
+    let rects: Vec<(tessera_codec::Rect, &Fixture)> = clients
+        .iter()
+        .zip(&people)
+        .map(|(c, fx)| (tiles[&c.id], fx))
+        .collect();
+    check_file(&pulled, duration_of(&pulled).unwrap(), &rects, (w, h));
+
+    // The RTMP server restarts: the stream says so, then reconnects by itself.
+    drop(nginx);
+    let r = settle(Duration::from_secs(30), || async {
+        let (_, v) = admin(
+            &base,
+            "GET",
+            &format!("/api/admin/rooms/{room}/streams"),
+            None,
+        )
+        .await;
+        let r = v[0].clone();
+        (r["state"] == "reconnecting" && r["error"].is_string(), r)
+    })
+    .await;
+    assert_eq!(r["state"], "reconnecting", "{r}");
+    let _nginx = Killed(rtmp_server(&dir.join("nginx"), port).unwrap());
+    let r = settle(Duration::from_secs(60), || async {
+        let (_, v) = admin(
+            &base,
+            "GET",
+            &format!("/api/admin/rooms/{room}/streams"),
+            None,
+        )
+        .await;
+        let r = v[0].clone();
+        (
+            r["state"] == "streaming" && r["reconnects"].as_u64().unwrap_or(0) >= 1,
+            r,
+        )
+    })
+    .await;
+    assert_eq!(r["state"], "streaming", "{r}");
+    assert!(!r.to_string().contains(key), "{r}");
+    let again = dir.join("again.flv");
+    assert!(
+        pull(&url, &again, 3),
+        "no stream after the RTMP server came back"
+    );
+    let (_, metrics) = http(&base, "GET", "/metrics", None, None).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("tessera_streams_active 1"), "{metrics}");
+
+    let (st, v) = admin(
+        &base,
+        "DELETE",
+        &format!("/api/admin/rooms/{room}/streams/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["state"], "done", "{v}");
+    for c in clients {
+        c.leave().await;
+    }
+    child.kill().await.unwrap();
+    let log = log.await.unwrap();
+    assert!(
+        log.contains("live/***"),
+        "the stream is logged, redacted: {log}"
+    );
+    assert!(!log.contains(key), "the stream key reached the log");
+}
