@@ -182,7 +182,15 @@ fn check_file(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
     let dir = scratch("recordings");
-    let base = start_server(&config(&dir)).await;
+    // on_complete: run without a shell, the file's path last: copies each finished file.
+    let done = dir.join("done");
+    std::fs::create_dir_all(&done).unwrap();
+    let base = start_server(&format!(
+        "{}on_complete = [\"cp\", \"-t\", \"{}\"]\n",
+        config(&dir),
+        done.display()
+    ))
+    .await;
     let room = "rec-room";
     let (clients, people) = two_publishers(&base, room).await;
     let (w, h, tiles) = settle(Duration::from_secs(30), || async {
@@ -273,6 +281,14 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
         .map(|(c, fx)| (tiles[&c.id], fx))
         .collect();
     for ((_, file, codecs), report) in started.iter().zip(&reports) {
+        let copy = done.join(file.file_name().unwrap());
+        assert_eq!(
+            std::fs::metadata(&copy).map(|m| m.len()).ok(),
+            std::fs::metadata(file).map(|m| m.len()).ok(),
+            "on_complete did not copy {} to {}",
+            file.display(),
+            done.display()
+        );
         assert_eq!(
             &ffprobe(file, "stream=codec_name"),
             codecs,
