@@ -441,9 +441,12 @@ async function onMessage(msg) {
       renderStatsLine();
       return undefined;
     case 'recording':
-      // People are told when the meeting is recorded, as they expect.
-      s.recording = !!msg.recording;
-      ui.recording.hidden = !s.recording;
+      // People are told when the meeting is recorded or streamed, as they expect.
+      ui.recording.textContent = [msg.recording && '● REC', msg.streaming && '● LIVE']
+        .filter(Boolean).join('  ');
+      ui.recording.title = `This meeting is being ${[msg.recording && 'recorded', msg.streaming && 'streamed live']
+        .filter(Boolean).join(' and ')}`;
+      ui.recording.hidden = !(msg.recording || msg.streaming);
       return undefined;
     case 'pong':
       return undefined;

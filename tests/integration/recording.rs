@@ -335,9 +335,63 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
     )
     .await;
     assert_eq!(st, 400, "a request never names a path: {v}");
+    // The room closing (everyone gone) finishes a recording too.
+    let (st, v) = admin(
+        &base,
+        "POST",
+        &format!("/api/admin/rooms/{room}/recordings"),
+        Some(r#"{"format":"mkv"}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (id, file) = (
+        v["id"].as_str().unwrap().to_string(),
+        PathBuf::from(v["file"].as_str().unwrap()),
+    );
+    settle(Duration::from_secs(20), || async {
+        let (_, v) = admin(
+            &base,
+            "GET",
+            &format!("/api/admin/rooms/{room}/recordings"),
+            None,
+        )
+        .await;
+        let secs = v
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()).cloned());
+        (
+            secs.is_some_and(|r| r["duration_secs"].as_f64().unwrap_or(0.0) >= 2.0),
+            (),
+        )
+    })
+    .await;
     for c in clients {
         c.leave().await;
     }
+    let r = settle(Duration::from_secs(20), || async {
+        let (_, v) = admin(
+            &base,
+            "GET",
+            &format!("/api/admin/rooms/{room}/recordings"),
+            None,
+        )
+        .await;
+        let r = v
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()).cloned())
+            .unwrap_or_default();
+        (r["state"] == "done", r)
+    })
+    .await;
+    assert_eq!(
+        r["state"], "done",
+        "the room closed but the recording did not finish: {r}"
+    );
+    assert!(
+        duration_of(&file).is_some_and(|d| d >= 1.5),
+        "{}",
+        file.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

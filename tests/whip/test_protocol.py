@@ -288,6 +288,14 @@ async def patch_checks(c, api, config, loc, etag, offer, pub):
          f"{status}, Allow {one(h, 'allow')}")
     status, _, _ = await api("PATCH", f"/whip/{ROOM}/p999999", cand, {**frag, "If-Match": etag, **bearer(pub)})
     c.ok(status == 404, "PATCH on an unknown session -> 404", f"got {status}")
+    bare = loc.rsplit("-", 1)[0]
+    status, _, _ = await api("PATCH", bare, cand, {**frag, "If-Match": etag, **bearer(pub)})
+    c.ok(status == 404, "PATCH on the session's id without its URL secret -> 404", f"{bare}: got {status}")
+    status, _, _ = await api("DELETE", bare, headers=bearer(pub))
+    c.ok(status == 404, "DELETE without the URL secret -> 404", f"{bare}: got {status}")
+    wrong_pwd = cand.replace(f"a=ice-pwd:{pwd}", "a=ice-pwd:not-the-password")
+    status, _, _ = await api("PATCH", loc, wrong_pwd, {**frag, "If-Match": etag, **bearer(pub)})
+    c.ok(status == 422, "PATCH with the right ufrag and another a=ice-pwd -> 422", f"got {status}")
     status, _, _ = await api("PATCH", loc.replace("/whip/", "/whep/"), cand, {**frag, "If-Match": etag, **bearer(pub)})
     c.ok(status == 404, "PATCH on the session under the other endpoint's path -> 404", f"got {status}")
 
@@ -365,7 +373,8 @@ async def run(c, server, config):
                     f"got {status} {answer[:300]!r}"):
             raise Abort("publish refused")
         loc, etag = one(h, "location"), one(h, "etag")
-        c.ok(bool(loc) and re.fullmatch(rf"/whip/{ROOM}/[^/?]+", loc) is not None, "201 has Location", str(loc))
+        c.ok(bool(loc) and re.fullmatch(rf"/whip/{ROOM}/p\d+-[0-9a-f]{{32}}", loc) is not None,
+             "201 has Location /whip/{room}/{id}-{secret}", str(loc))
         c.ok(etag == f'"{attr(answer, "ice-ufrag")}"', "201 has an ETag naming the ICE session", f"{etag}")
         c.ok(one(h, "accept-patch") == FRAG, "201 has Accept-Patch: application/trickle-ice-sdpfrag", str(one(h, "accept-patch")))
         c.ok(len(links(h)) == 3 and all(x.get("username", "").endswith(":Pub") for x in links(h) if x["url"].startswith("turn:")),

@@ -135,6 +135,14 @@ struct TierBody {
     tier: String,
 }
 
+/// A recording or stream that could not start.
+fn refused(crate::recording::Refused(code, msg): crate::recording::Refused) -> Resp {
+    error(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        msg,
+    )
+}
+
 fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
@@ -230,15 +238,20 @@ pub async fn handle(
                         Ok(b) => b,
                         Err(r) => return r.resp(),
                     };
-                    match crate::recording::start_stream(&server, room, h, &b.url, b.tier.as_deref()) {
+                    let (srv, name) = (server.clone(), room.to_string());
+                    let started = tokio::task::spawn_blocking(move || {
+                        crate::recording::start_stream(&srv, &name, h, &b.url, b.tier.as_deref())
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(crate::recording::Refused(500, format!("stream start failed: {e}")))
+                    });
+                    match started {
                         Ok(r) => reply(
                             StatusCode::CREATED,
                             json!({ "id": r.id, "url": r.report().url }),
                         ),
-                        Err(crate::recording::Refused(code, msg)) => error(
-                            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                            msg,
-                        ),
+                        Err(r) => refused(r),
                     }
                 }
                 (Method::POST, ["recordings"]) => {
@@ -250,23 +263,28 @@ pub async fn handle(
                             Err(r) => return r.resp(),
                         }
                     };
-                    let started = crate::recording::start(
-                        &server,
-                        room,
-                        h,
-                        b.format.as_deref(),
-                        b.tier.as_deref(),
-                        false,
-                    );
+                    // Files and a fork: off the async threads.
+                    let (srv, name) = (server.clone(), room.to_string());
+                    let started = tokio::task::spawn_blocking(move || {
+                        crate::recording::start(
+                            &srv,
+                            &name,
+                            h,
+                            b.format.as_deref(),
+                            b.tier.as_deref(),
+                            false,
+                        )
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(crate::recording::Refused(500, format!("recording start failed: {e}")))
+                    });
                     match started {
                         Ok(r) => reply(
                             StatusCode::CREATED,
                             json!({ "id": r.id, "file": r.report().file }),
                         ),
-                        Err(crate::recording::Refused(code, msg)) => error(
-                            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                            msg,
-                        ),
+                        Err(r) => refused(r),
                     }
                 }
                 (Method::DELETE, []) => {

@@ -107,12 +107,34 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// `bytes` random bytes as lowercase hex (session URL secrets).
+pub fn random_hex(bytes: usize) -> String {
+    use ring::rand::SecureRandom as _;
+    let mut b = vec![0u8; bytes];
+    // SystemRandom fails only without an OS entropy source; then the secret is weaker,
+    // never absent.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// TURN REST credentials (what coturn's `use-auth-secret` checks): the username is
-/// `EXPIRY:NAME` (Unix seconds; `:` in the name becomes `_`), the password
-/// base64(HMAC-SHA1(secret, username)).
+/// `EXPIRY:NAME` (Unix seconds; the participant's name with every character outside
+/// `A-Za-z0-9._-` as `_`, at most 64, so that it survives HTTP headers and coturn's logs
+/// unchanged), the password base64(HMAC-SHA1(secret, username)).
 pub fn turn_credentials(secret: &str, expiry_unix: u64, name: &str) -> (String, String) {
     use base64::Engine as _;
-    let username = format!("{expiry_unix}:{}", name.replace(':', "_"));
+    let safe: String = name
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let username = format!("{expiry_unix}:{safe}");
     let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = hmac::sign(&key, username.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
@@ -187,7 +209,7 @@ mod tests {
         let (u, p) = turn_credentials("north", 1_700_000_000, "ann");
         assert_eq!(u, "1700000000:ann");
         assert_eq!(p, "jeamH6dA5l2I9g3jmieza7CzEDo=");
-        let (u, _) = turn_credentials("north", 1, "a:b");
-        assert_eq!(u, "1:a_b");
+        let (u, _) = turn_credentials("north", 1, "a:b José \"x\"");
+        assert_eq!(u, "1:a_b_Jos___x_");
     }
 }

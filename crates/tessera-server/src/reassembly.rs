@@ -235,6 +235,7 @@ impl<D: Depacketizer + Clone> Reassembler<D> {
             || now.saturating_duration_since(since) >= MAX_HOLE_WAIT
     }
 
+    /// The last sequence number of a complete frame starting at `start`, if all are here.
     fn complete_frame(&self, start: u64) -> Option<u64> {
         let first = self.packets.get(&start)?;
         let mut s = start;

@@ -14,11 +14,11 @@
 //! while the room goes on. Stream keys (the URL's path after the application) are never
 //! logged or shown: the API and logs show `rtmp://host/app/***`.
 //!
-//! Timing: the tier's 90 kHz pts and the mix's 48 kHz pts both count from the room's start,
-//! so the first packet of either fixes the file's zero for both; a gap in the audio (none
-//! is expected) is filled with Opus silence so the two stay in step.
+//! Timing: the tier's 90 kHz pts and the mix's 48 kHz pts both count from the room's start.
+//! ffmpeg starts each input at zero, so an output begins at a keyframe with the audio from
+//! that instant; a gap in the audio (none is expected) is filled with Opus silence so the
+//! two stay in step. A stream's new ffmpeg (after a reconnect) starts a new timeline.
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,8 @@ use crate::Server;
 /// 20 ms of CELT silence (TOC 0xf8: fullband, 20 ms, mono, one frame).
 const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 const AUDIO_STEP: u64 = 960;
-/// Frames and packets waiting for the writer; more is a stalled ffmpeg (counted as lost).
+/// Frames and packets waiting for the writer; more is a stalled ffmpeg, and the room drops
+/// them (a lost frame holds the recorder until the tier's next keyframe).
 const QUEUE: usize = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -288,13 +289,18 @@ pub struct Recording {
 
 impl Recording {
     pub fn report(&self) -> Report {
+        // The file's size is read before taking the lock the writer takes on every packet.
+        let file_bytes = match &self.target {
+            Target::File { path, .. } => std::fs::metadata(path).map(|m| m.len()).ok(),
+            Target::Rtmp { .. } => None,
+        };
         let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let (file, format, url, bytes, reconnects) = match &self.target {
             Target::File { path, format } => (
                 Some(path.display().to_string()),
                 Some(*format),
                 None,
-                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                file_bytes.unwrap_or(0),
                 None,
             ),
             Target::Rtmp { url } => (None, None, Some(redact(url)), s.bytes, Some(s.reconnects)),
@@ -346,11 +352,11 @@ impl Recording {
             caps: TierCaps::default(),
             sink: Sink { media, events },
         })));
+        // Under the segments lock, so that `stop` (which takes the sender first) always
+        // finds the member it must take out.
+        let segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
         let sent = joined
-            && self
-                .segments
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            && segments
                 .as_ref()
                 .is_some_and(|tx| tx.send(Segment { rx }).is_ok());
         if sent {
@@ -513,7 +519,17 @@ pub fn start(
     })?;
     let id = server.recordings.new_id();
     let now = unix_now();
-    let path = dir.join(format!("{room}-{}-{id}.{}", utc_stamp(now), format.ext()));
+    let safe: String = room
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("{safe}-{}-{id}.{}", utc_stamp(now), format.ext()));
     // The file is created here, so that an unwritable directory is a clear refusal.
     std::fs::File::create(&path).map_err(|e| {
         Refused(
@@ -562,6 +578,8 @@ fn unix_now() -> u64 {
 /// What an ffmpeg child is fed through, and the child.
 struct Output {
     child: Child,
+    /// The thread reading ffmpeg's messages; it ends with the last lines.
+    stderr: Option<std::thread::JoinHandle<String>>,
     video: IvfWriter<ChildStdin>,
     audio: OggOpusWriter<std::io::PipeWriter>,
 }
@@ -602,10 +620,16 @@ impl Spawner {
             // file; ffmpeg finishes it when its inputs end.
             .process_group(0);
         // SAFETY: between fork and exec only async-signal-safe calls: dup2 puts the audio
-        // pipe's read end on fd 3 (without close-on-exec, unlike the original).
+        // pipe's read end on fd 3 without close-on-exec (unlike the original); if it already
+        // is fd 3, dup2 does nothing, so the flag is cleared by hand.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(audio_fd, 3) < 0 {
+                let r = if audio_fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(audio_fd, 3)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -615,33 +639,60 @@ impl Spawner {
             .spawn()
             .map_err(|e| format!("cannot run {:?} (recording.ffmpeg): {e}", self.ffmpeg))?;
         drop(audio_read);
+        // ffmpeg's messages are read as they come (a full pipe would stall it); the last
+        // lines are kept for the reason it failed.
+        let stderr = child.stderr.take().map(|e| {
+            std::thread::spawn(move || {
+                let mut last = std::collections::VecDeque::new();
+                for line in
+                    std::io::BufRead::lines(std::io::BufReader::new(e)).map_while(Result::ok)
+                {
+                    if last.len() == 5 {
+                        last.pop_front();
+                    }
+                    last.push_back(line);
+                }
+                last.into_iter().collect::<Vec<_>>().join("; ")
+            })
+        });
         let stdin = child.stdin.take().expect("stdin is piped");
         let fourcc = match self.codec {
             VideoCodec::Vp8 => VP8_FOURCC,
             VideoCodec::H264 => *b"H264",
         };
         let io = |e: tessera_container::Error| e.to_string();
-        let video = IvfWriter::with_fourcc(stdin, fourcc, self.width, self.height, 1, 90_000)
-            .map_err(io)?;
-        let audio = OggOpusWriter::new(audio_write, 1, DEFAULT_PRE_SKIP)
-            .map_err(io)?
-            .with_packets_per_page(10);
-        Ok(Output {
-            child,
-            video,
-            audio,
-        })
+        let writers = IvfWriter::with_fourcc(stdin, fourcc, self.width, self.height, 1, 90_000)
+            .and_then(|v| {
+                let a = OggOpusWriter::new(audio_write, 1, DEFAULT_PRE_SKIP)?;
+                Ok((v, a.with_packets_per_page(10)))
+            });
+        match writers {
+            Ok((video, audio)) => Ok(Output {
+                child,
+                stderr,
+                video,
+                audio,
+            }),
+            Err(e) => {
+                // ffmpeg is gone already: reap it rather than leave a zombie.
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(io(e))
+            }
+        }
     }
 }
 
 /// Waits for an ffmpeg whose inputs have ended: `Err` with its reason if it failed.
-fn reap(mut child: Child, target: &Target) -> Result<(), String> {
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let detail = target.scrub(stderr.trim().lines().last().unwrap_or(""));
-    match child.wait() {
+fn reap(
+    mut child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    target: &Target,
+) -> Result<(), String> {
+    let status = child.wait();
+    let last = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    let detail = target.scrub(last.trim());
+    match status {
         Ok(s) if s.success() => Ok(()),
         Ok(s) if detail.is_empty() => Err(format!("ffmpeg exited with {s}")),
         Ok(s) => Err(format!("ffmpeg exited with {s}: {detail}")),
@@ -736,6 +787,7 @@ fn start_egress(
                 spawner,
                 shared: &shared,
                 reconnects: &server.recordings.reconnects,
+                segments_tx: &rec.segments,
             };
             let result = writer.run(first, segments, wait);
             // No more segments: a room that comes back now starts a new recording.
@@ -743,15 +795,19 @@ fn start_egress(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            finish(result, &shared, &rec.target, &on_complete);
-            let failed = shared.lock().unwrap_or_else(|e| e.into_inner()).state == State::Failed;
-            if failed {
+            let ok = finish(result, &shared, &rec.target);
+            if !ok {
                 server.recordings.failed.fetch_add(1, Ordering::Relaxed);
             }
             // The room goes on without it (after a failure it may still be in there).
             rec.leave();
-            info!(room = %rec.room, id = %rec.id, failed, "egress finished");
+            info!(room = %rec.room, id = %rec.id, failed = !ok, "egress finished");
             let _ = done_tx.send(true);
+            // After the file is reported complete: an upload must not hold up a DELETE or
+            // the server's shutdown.
+            if ok {
+                on_complete_run(&rec.target, &on_complete);
+            }
         })
         .map_err(|e| Refused(500, format!("cannot start a writer thread: {e}")))?;
     Ok(rec)
@@ -765,6 +821,12 @@ pub fn room_started(server: &Arc<Server>, room: &str, handle: RoomHandle) {
     if !cfg.rooms.declared.get(room).is_some_and(|d| d.record) {
         return;
     }
+    // Files and a fork: not on the async thread that handles the join.
+    let (server, room) = (server.clone(), room.to_string());
+    std::thread::spawn(move || record_declared(&server, &room, handle));
+}
+
+fn record_declared(server: &Arc<Server>, room: &str, handle: RoomHandle) {
     let parked = server
         .recordings
         .list
@@ -787,15 +849,21 @@ pub fn room_started(server: &Arc<Server>, room: &str, handle: RoomHandle) {
     }
 }
 
-/// Backoff between a stream's reconnections: 1, 2, 4 ... 30 s.
-fn backoff(attempt: u64) -> Duration {
-    Duration::from_secs((1u64 << attempt.min(5)).min(30))
+/// Backoff before a stream's next try: 1, 2, 4 ... 30 s.
+fn backoff(failures: u64) -> Duration {
+    Duration::from_secs((1u64 << failures.min(5)).min(30))
 }
+
+/// A new ffmpeg of a stream counts as connected once it has taken our media this long.
+const STREAM_UP: Duration = Duration::from_secs(10);
 
 struct Writer<'a> {
     spawner: Spawner,
     shared: &'a Mutex<Shared>,
     reconnects: &'a AtomicU64,
+    /// The recording's segment sender: taken when the writer decides to finish, so a room
+    /// that comes back after that starts a new recording.
+    segments_tx: &'a Mutex<Option<std::sync::mpsc::Sender<Segment>>>,
 }
 
 impl Writer<'_> {
@@ -811,16 +879,31 @@ impl Writer<'_> {
         let stream = matches!(self.spawner.target, Target::Rtmp { .. });
         let mut out = Some(first);
         let mut t = Timeline::default();
+        // What earlier ffmpegs of a stream carried, for the reported duration.
+        let mut done_90k = 0u64;
         let mut first_segment = true;
-        let mut attempt = 0u64;
+        // A stream's failed tries in a row, when it last started an ffmpeg, and whether
+        // that one is a reconnection not yet counted as up.
+        let mut failures = 0u64;
+        let mut up_since = std::time::Instant::now();
+        let mut reconnecting = false;
         let mut retry_at: Option<std::time::Instant> = None;
         loop {
             let next = if first_segment {
                 segments.recv().ok()
-            } else if wait.is_zero() {
-                segments.try_recv().ok()
             } else {
-                segments.recv_timeout(wait).ok()
+                match segments.recv_timeout(wait) {
+                    Ok(s) => Some(s),
+                    Err(_) => {
+                        // Finishing: no more segments from now on, but one that came in
+                        // just before is still taken.
+                        self.segments_tx
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take();
+                        segments.try_recv().ok()
+                    }
+                }
             };
             let Some(Segment { mut rx }) = next else {
                 break;
@@ -828,8 +911,8 @@ impl Writer<'_> {
             first_segment = false;
             t.new_segment();
             loop {
-                // A broken stream: take what comes (and drop it) until the next try.
                 let m = match retry_at {
+                    // A broken stream: take what comes (and drop it) until the next try.
                     Some(at) => {
                         let now = std::time::Instant::now();
                         if now >= at {
@@ -837,13 +920,14 @@ impl Writer<'_> {
                             match self.spawner.spawn() {
                                 Ok(o) => {
                                     out = Some(o);
-                                    t.keyframe_seen = false;
-                                    self.set_state(State::Streaming, None);
-                                    info!(to = %self.spawner.target.shown(), "stream reconnected");
+                                    done_90k += t.end_90k;
+                                    t = Timeline::default();
+                                    t.new_segment();
+                                    up_since = now;
                                 }
                                 Err(e) => {
-                                    attempt += 1;
-                                    retry_at = Some(now + backoff(attempt));
+                                    failures += 1;
+                                    retry_at = Some(now + backoff(failures));
                                     self.set_state(State::Reconnecting, Some(e));
                                 }
                             }
@@ -866,37 +950,55 @@ impl Writer<'_> {
                 let Some(o) = out.as_mut() else {
                     continue;
                 };
-                let written = self.write(o, &mut t, m.1);
-                if let Err(e) = written {
-                    let o = out.take().expect("checked above");
-                    drop(o.video);
-                    drop(o.audio);
-                    let why = reap(o.child, &self.spawner.target).err().unwrap_or(e);
-                    if !stream {
-                        return Err(why);
+                match self.write(o, &mut t, m.1, done_90k) {
+                    Ok(()) => {
+                        if reconnecting && up_since.elapsed() >= STREAM_UP {
+                            reconnecting = false;
+                            failures = 0;
+                            self.reconnects.fetch_add(1, Ordering::Relaxed);
+                            self.shared
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .reconnects += 1;
+                            self.set_state(State::Streaming, None);
+                            info!(to = %self.spawner.target.shown(), "stream reconnected");
+                        }
                     }
-                    attempt += 1;
-                    self.reconnects.fetch_add(1, Ordering::Relaxed);
-                    warn!(to = %self.spawner.target.shown(), "stream broke, reconnecting in {:?}: {why}", backoff(attempt));
-                    {
-                        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-                        s.reconnects += 1;
+                    Err(e) => {
+                        let o = out.take().expect("checked above");
+                        drop(o.video);
+                        drop(o.audio);
+                        let why = reap(o.child, o.stderr, &self.spawner.target)
+                            .err()
+                            .unwrap_or(e);
+                        if !stream {
+                            return Err(why);
+                        }
+                        // A connection that held counts as a break (retry soon); one that
+                        // never did, as one more failed try.
+                        if reconnecting || up_since.elapsed() < STREAM_UP {
+                            failures += 1;
+                        } else {
+                            failures = 0;
+                        }
+                        reconnecting = true;
+                        let delay = backoff(failures);
+                        warn!(to = %self.spawner.target.shown(), "stream broke, reconnecting in {delay:?}: {why}");
+                        self.set_state(State::Reconnecting, Some(why));
+                        retry_at = Some(std::time::Instant::now() + delay);
                     }
-                    self.set_state(State::Reconnecting, Some(why));
-                    retry_at = Some(std::time::Instant::now() + backoff(attempt));
-                } else {
-                    attempt = 0;
                 }
             }
         }
         self.set_state(State::Finishing, None);
         match out {
             Some(o) => {
-                o.audio.finish().map_err(|e| e.to_string())?;
+                let closed = o.audio.finish().map(|_| ()).map_err(|e| e.to_string());
                 // IVF's frame count cannot be patched in a pipe; ffmpeg does not need it.
                 // Dropping the writer closes ffmpeg's stdin.
                 drop(o.video);
-                reap(o.child, &self.spawner.target)
+                let reaped = reap(o.child, o.stderr, &self.spawner.target);
+                reaped.and(closed)
             }
             // A stream that was down when it was stopped.
             None => Ok(()),
@@ -912,7 +1014,13 @@ impl Writer<'_> {
     }
 
     /// Writes one frame or packet at its place on the timeline.
-    fn write(&self, o: &mut Output, t: &mut Timeline, m: MediaOut) -> Result<(), String> {
+    fn write(
+        &self,
+        o: &mut Output,
+        t: &mut Timeline,
+        m: MediaOut,
+        done_90k: u64,
+    ) -> Result<(), String> {
         let io = |e: tessera_container::Error| e.to_string();
         let bytes = match m {
             MediaOut::Video(frame, _) => match t.video(frame.pts_90k, frame.keyframe) {
@@ -935,21 +1043,27 @@ impl Writer<'_> {
             _ => return Ok(()),
         };
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        s.duration_secs = t.end_90k as f64 / 90_000.0;
+        s.duration_secs = (done_90k + t.end_90k) as f64 / 90_000.0;
         s.bytes += bytes as u64;
         Ok(())
     }
 }
 
 /// Maps each segment's room clocks (90 kHz video, 48 kHz audio, both from the room
-/// thread's start) onto the file's one timeline: a segment starts where the last ended.
+/// thread's start) onto one ffmpeg's timeline. ffmpeg starts each of its inputs at zero, so
+/// an output starts with a keyframe and both streams from that instant: audio before the
+/// first keyframe is dropped. A later segment (the room's next thread) starts where the
+/// last ended, and its audio may lead its first keyframe, as within a segment.
 #[derive(Default)]
 struct Timeline {
-    /// Where the current segment starts in the file, and its first pts on the room clock.
+    /// Where the current segment starts on the output, and its first pts on the room clock.
     base_90k: u64,
     origin_90k: Option<u64>,
     keyframe_seen: bool,
-    /// The next audio packet's place in the file (48 kHz).
+    /// The output has begun (its first keyframe was written), and its last video pts.
+    started: bool,
+    last_video_90k: Option<u64>,
+    /// The next audio packet's place on the output (48 kHz).
     next_audio_48k: u64,
     /// The end of what was written.
     end_90k: u64,
@@ -962,22 +1076,31 @@ impl Timeline {
         self.keyframe_seen = false;
     }
 
-    /// The file pts of a frame, or `None` to drop it (before the segment's first keyframe).
+    /// The output pts of a frame, or `None` to drop it (before the segment's first
+    /// keyframe).
     fn video(&mut self, pts_90k: u64, keyframe: bool) -> Option<u64> {
         if !self.keyframe_seen && !keyframe {
             return None;
         }
-        self.keyframe_seen = true;
         let origin = *self.origin_90k.get_or_insert(pts_90k);
-        let pts = self.base_90k + pts_90k.checked_sub(origin)?;
+        // A frame stamped a little before the segment's first audio packet (which came
+        // first) sits at the segment's start; pts only grow.
+        let pts = (self.base_90k + pts_90k.saturating_sub(origin))
+            .max(self.last_video_90k.map_or(0, |p| p + 1));
+        self.last_video_90k = Some(pts);
+        self.keyframe_seen = true;
+        self.started = true;
         // One frame's worth (at 30 fps) past it: where the next segment may start.
         self.end_90k = self.end_90k.max(pts + 3000);
         Some(pts)
     }
 
-    /// How many 20 ms silences go before this packet, and whether it is written (a late
-    /// or repeated one is not).
+    /// How many 20 ms silences go before this packet, and whether it is written (not
+    /// before the output's first keyframe, nor a late or repeated one).
     fn audio(&mut self, pts_48k: u64) -> (u64, bool) {
+        if !self.started {
+            return (0, false);
+        }
         let origin = *self.origin_90k.get_or_insert(pts_48k * 90_000 / 48_000);
         let Some(rel) = pts_48k.checked_sub(origin * 48_000 / 90_000) else {
             return (0, false);
@@ -997,43 +1120,40 @@ impl Timeline {
     }
 }
 
-/// Records how it ended, and runs `on_complete` on a good file.
-fn finish(
-    result: Result<(), String>,
-    shared: &Mutex<Shared>,
-    target: &Target,
-    on_complete: &[String],
-) {
-    {
-        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-        s.state = if result.is_ok() {
-            State::Done
-        } else {
-            State::Failed
-        };
-        if let Err(e) = &result {
-            s.error = Some(e.clone());
+/// Records how it ended; true when it ended well.
+fn finish(result: Result<(), String>, shared: &Mutex<Shared>, target: &Target) -> bool {
+    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(()) => {
+            s.state = State::Done;
+            true
+        }
+        Err(e) => {
+            error!(to = %target.shown(), "egress failed: {e}");
+            s.state = State::Failed;
+            s.error = Some(e);
+            false
         }
     }
-    let shown = target.shown();
-    if let Err(e) = result {
-        error!(to = %shown, "egress failed: {e}");
-        return;
-    }
-    let Target::File { path, .. } = target else {
+}
+
+/// Runs `recording.on_complete` on a finished file and logs how it ended.
+fn on_complete_run(target: &Target, on_complete: &[String]) {
+    let (Target::File { path, .. }, Some((program, args))) = (target, on_complete.split_first())
+    else {
         return;
     };
-    if let Some((program, args)) = on_complete.split_first() {
-        let run = Process::new(program)
-            .args(args)
-            .arg(path)
-            .stdin(Stdio::null())
-            .status();
-        match run {
-            Ok(s) if s.success() => info!(file = %shown, "recording.on_complete ran: {s}"),
-            Ok(s) => warn!(file = %shown, "recording.on_complete failed: {s}"),
-            Err(e) => warn!(file = %shown, "recording.on_complete {program:?} did not run: {e}"),
-        }
+    let shown = target.shown();
+    let run = Process::new(program)
+        .args(args)
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    match run {
+        Ok(s) if s.success() => info!(file = %shown, "recording.on_complete ran: {s}"),
+        Ok(s) => warn!(file = %shown, "recording.on_complete failed: {s}"),
+        Err(e) => warn!(file = %shown, "recording.on_complete {program:?} did not run: {e}"),
     }
 }
 
@@ -1058,9 +1178,18 @@ fn utc_stamp(unix: u64) -> String {
     )
 }
 
-/// The recordings (`streams` false) or streams of `room` as JSON for `GET /api/rooms/{room}`.
+/// The recordings (`streams` false) or streams of `room` as JSON for the public
+/// `GET /api/rooms/{room}`: a file by its name only (the admin API has the path).
 pub fn json_for(server: &Server, room: &str, streams: bool) -> serde_json::Value {
-    serde_json::to_value(server.recordings.in_room(room, streams)).unwrap_or_default()
+    let mut list = server.recordings.in_room(room, streams);
+    for r in &mut list {
+        r.file = r.file.as_deref().map(|f| {
+            Path::new(f)
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+        });
+    }
+    serde_json::to_value(list).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1078,20 +1207,30 @@ mod tests {
     fn segments_follow_each_other_on_one_timeline() {
         let mut t = Timeline::default();
         t.new_segment();
-        // The room is 10 s old when recording starts; audio comes first.
-        assert_eq!(t.audio(480_000), (0, true));
+        // The room is 10 s old when recording starts. ffmpeg starts each input at zero, so
+        // nothing is written before the first keyframe, which is the output's zero.
+        assert_eq!(
+            t.audio(480_000),
+            (0, false),
+            "audio before the first keyframe"
+        );
         assert_eq!(t.video(900_000 + 3000, false), None, "no keyframe yet");
-        assert_eq!(t.video(900_000 + 6000, true), Some(6000));
-        assert_eq!(t.audio(480_960), (0, true));
+        assert_eq!(t.video(900_000 + 6000, true), Some(0));
+        let k_48k = (900_000 + 6000) * 48 / 90;
+        assert_eq!(t.audio(k_48k), (0, true));
+        assert_eq!(t.audio(k_48k + 960), (0, true));
         // A 60 ms hole in the audio is filled with three silences.
-        assert_eq!(t.audio(480_960 + 4 * 960), (3, true));
-        assert_eq!(t.audio(480_960), (0, false), "late");
+        assert_eq!(t.audio(k_48k + 5 * 960), (3, true));
+        assert_eq!(t.audio(k_48k + 960), (0, false), "late");
+        assert_eq!(t.video(900_000 + 9000, false), Some(3000));
         let end = t.end_90k;
-        // The room closes and comes back (its clocks restart): the file goes on from `end`.
+        // The room closes and comes back (its clocks restart): the output goes on from
+        // `end`, audio may lead the segment's first keyframe.
         t.new_segment();
-        assert_eq!(t.video(0, true), Some(end));
         let (silence, written) = t.audio(960);
         assert!(written && silence <= 2, "{silence}");
+        assert_eq!(t.video(0, false), None);
+        assert!(t.video(1500, true).is_some_and(|p| p >= end));
     }
 
     #[test]

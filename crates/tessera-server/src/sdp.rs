@@ -110,6 +110,14 @@ pub fn ice_ufrag(sdp: &str) -> Option<&str> {
         .filter(|u| !u.is_empty())
 }
 
+/// The first `a=ice-pwd` of an SDP.
+pub fn ice_pwd(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-pwd:"))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
 /// The first section of `kind` that is not inactive.
 pub fn find<'a>(sections: &'a [Section], kind: &str) -> Option<&'a Section> {
     sections

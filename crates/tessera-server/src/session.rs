@@ -593,10 +593,15 @@ pub struct Resource {
     /// The participant name it joined under (tokens are checked against it).
     pub name: String,
     pub member: Membership,
-    /// The ICE session: the server's and the client's `a=ice-ufrag`. The server's is the
-    /// resource's entity-tag (`ETag`); both change with an ICE restart.
+    /// The ICE session: the server's and the client's `a=ice-ufrag` (and the client's
+    /// `a=ice-pwd`). The server's is the resource's entity-tag (`ETag`); all change with an
+    /// ICE restart.
     pub ufrag: String,
     pub remote_ufrag: String,
+    pub remote_pwd: String,
+    /// Random, in the session's URL: participant ids are public (every participant sees
+    /// them), so the id alone must not let anyone PATCH or DELETE the session.
+    pub secret: String,
 }
 
 impl Resource {
@@ -605,7 +610,8 @@ impl Resource {
     }
 }
 
-/// Handles `POST /whip/{room}` and `POST /whep/{room}`: returns (id, answer).
+/// Handles `POST /whip/{room}` and `POST /whep/{room}`: returns (id, answer, the session's
+/// URL secret).
 pub async fn start_resource(
     server: &Arc<Server>,
     kind: &'static str,
@@ -614,7 +620,7 @@ pub async fn start_resource(
     tier: Option<String>,
     offer: &str,
     who: (Option<SocketAddr>, Option<&str>),
-) -> Result<(ParticipantId, String), Refusal> {
+) -> Result<(ParticipantId, String, String), Refusal> {
     let (addr, token) = who;
     check_join_rate(server, addr)?;
     let grants = authorize(server, token, room, name)?;
@@ -659,6 +665,7 @@ pub async fn start_resource(
         }
     };
     let id = m.id;
+    let secret = crate::auth::random_hex(16);
     server
         .resources
         .lock()
@@ -672,6 +679,8 @@ pub async fn start_resource(
                 member: m,
                 ufrag: sdp::ice_ufrag(&answer).unwrap_or_default().to_string(),
                 remote_ufrag: sdp::ice_ufrag(offer).unwrap_or_default().to_string(),
+                remote_pwd: sdp::ice_pwd(offer).unwrap_or_default().to_string(),
+                secret: secret.clone(),
             },
         );
     let server = server.clone();
@@ -703,7 +712,7 @@ pub async fn start_resource(
             r.member.leave().await;
         }
     });
-    Ok((id, answer))
+    Ok((id, answer, secret))
 }
 
 impl Server {

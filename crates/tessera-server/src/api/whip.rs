@@ -226,15 +226,18 @@ fn publish(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Reject
                 let tier = q.get("tier").cloned();
                 let who = (addr, bearer(&auth));
                 match session::start_resource(&server, kind, &room, name, tier, offer, who).await {
-                    Ok((id, answer)) => {
+                    Ok((id, answer, secret)) => {
                         let etag = format!("\"{}\"", sdp::ice_ufrag(&answer).unwrap_or_default());
+                        // `p7-SECRET`, or `p7-SECRET~NODE` in a cluster.
+                        let rid = server.resource_id(id);
+                        let rid = match rid.split_once('~') {
+                            Some((local, node)) => format!("{local}-{secret}~{node}"),
+                            None => format!("{rid}-{secret}"),
+                        };
                         let mut resp = Response::builder()
                             .status(StatusCode::CREATED)
                             .header(header::CONTENT_TYPE, SDP)
-                            .header(
-                                header::LOCATION,
-                                format!("/{kind}/{room}/{}", server.resource_id(id)),
-                            )
+                            .header(header::LOCATION, format!("/{kind}/{room}/{rid}"))
                             .header(header::ETAG, etag)
                             .header("accept-patch", SDPFRAG)
                             .body(answer.into())
@@ -253,6 +256,13 @@ struct Session {
     key: crate::media::PeerKey,
     etag: String,
     remote_ufrag: String,
+    remote_pwd: String,
+}
+
+/// A session URL's local part, `p7-SECRET`: (7, SECRET).
+fn local_session(id: &str) -> Option<(u64, &str)> {
+    let (num, secret) = id.split_once('-')?;
+    Some((num.strip_prefix('p')?.parse().ok()?, secret))
 }
 
 /// Finds resource `id` of `kind` in `room` and checks the request's token against the
@@ -265,20 +275,18 @@ fn session_of(
     auth: &Option<String>,
 ) -> Result<Session, Box<Resp>> {
     let missing = || Box::new(text(StatusCode::NOT_FOUND, "no such session\n"));
-    let num = id
-        .strip_prefix('p')
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or_else(missing)?;
+    let (num, secret) = local_session(id).ok_or_else(missing)?;
     let (session, name) = {
         let map = server.resources.lock().unwrap_or_else(|e| e.into_inner());
         let r: &Resource = map
             .get(&num)
-            .filter(|r| r.kind == kind && r.room == room)
+            .filter(|r| r.kind == kind && r.room == room && r.secret == secret)
             .ok_or_else(missing)?;
         let session = Session {
             key: r.member.peer.ok_or_else(missing)?,
             etag: r.etag(),
             remote_ufrag: r.remote_ufrag.clone(),
+            remote_pwd: r.remote_pwd.clone(),
         };
         (session, r.name.clone())
     };
@@ -321,6 +329,7 @@ fn patch(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Rejectio
                     key,
                     etag,
                     remote_ufrag,
+                    remote_pwd,
                 } = match session_of(&server, kind, &room, &id, &auth) {
                     Ok(s) => s,
                     Err(resp) => return *resp,
@@ -368,6 +377,12 @@ fn patch(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Rejectio
                         "a=ice-ufrag:{u} is not this session's ICE ufrag; restart ICE with If-Match: *"
                     ));
                 }
+                if frag.pwd.as_deref().is_some_and(|p| p != remote_pwd) {
+                    return unprocessable(
+                        "a=ice-pwd is not this session's ICE password; restart ICE with If-Match: *"
+                            .into(),
+                    );
+                }
                 for (i, m) in frag.media.iter().enumerate() {
                     for c in &m.candidates {
                         let candidate = tessera_proto::IceCandidate {
@@ -397,7 +412,7 @@ async fn restart(
     frag: sdp::Fragment,
     unprocessable: impl Fn(String) -> Resp,
 ) -> Resp {
-    let Some(new_remote) = frag.ufrag.clone().filter(|_| frag.pwd.is_some()) else {
+    let (Some(new_remote), Some(new_pwd)) = (frag.ufrag.clone(), frag.pwd.clone()) else {
         return unprocessable("an ICE restart needs a=ice-ufrag and a=ice-pwd".into());
     };
     let answer = match server.media.restart(key, RestartWith::Fragment(frag)).await {
@@ -406,13 +421,14 @@ async fn restart(
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     };
     let ufrag = sdp::ice_ufrag(&answer).unwrap_or_default().to_string();
-    let num = id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok());
+    let num = local_session(id).map(|(n, _)| n);
     let etag = {
         let mut map = server.resources.lock().unwrap_or_else(|e| e.into_inner());
         match num.and_then(|n| map.get_mut(&n)) {
             Some(r) => {
                 r.ufrag = ufrag;
                 r.remote_ufrag = new_remote;
+                r.remote_pwd = new_pwd;
                 r.etag()
             }
             None => return text(StatusCode::NOT_FOUND, "the session ended\n"),
@@ -450,7 +466,7 @@ fn delete(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Rejecti
                 if let Err(resp) = session_of(&server, kind, &room, &id, &auth) {
                     return *resp;
                 }
-                let num = id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok());
+                let num = local_session(&id).map(|(n, _)| n);
                 match num.and_then(|n| server.take_resource(n)) {
                     Some(r) => {
                         r.member.leave().await;
