@@ -147,6 +147,19 @@ fn check_file(
         "{}: plays {dur:.2} s, the recording lasted {want_secs:.2} s",
         file.display()
     );
+    // Both streams start together: ffmpeg zeroes each input, so audio written before the
+    // first keyframe would put the video early.
+    let starts: Vec<f64> = ffprobe(file, "stream=start_time")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    // (A stream pulled back joins mid-way: its video waits for the next keyframe.)
+    let pulled = file.extension().is_some_and(|e| e == "flv");
+    assert!(
+        pulled || (starts.len() == 2 && (starts[0] - starts[1]).abs() < 0.05),
+        "{}: stream start times {starts:?}",
+        file.display()
+    );
     let mid = dur / 2.0;
     let frame = frame_at(file, mid, w, h);
     for (rect, fx) in tiles {
@@ -281,10 +294,17 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
         .map(|(c, fx)| (tiles[&c.id], fx))
         .collect();
     for ((_, file, codecs), report) in started.iter().zip(&reports) {
+        // on_complete runs once the file is reported complete: wait for its copy.
         let copy = done.join(file.file_name().unwrap());
+        let want = std::fs::metadata(file).map(|m| m.len()).ok();
+        let got = settle(Duration::from_secs(20), || async {
+            let got = std::fs::metadata(&copy).map(|m| m.len()).ok();
+            (got == want, got)
+        })
+        .await;
         assert_eq!(
-            std::fs::metadata(&copy).map(|m| m.len()).ok(),
-            std::fs::metadata(file).map(|m| m.len()).ok(),
+            got,
+            want,
             "on_complete did not copy {} to {}",
             file.display(),
             done.display()
