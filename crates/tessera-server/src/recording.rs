@@ -263,6 +263,8 @@ struct Shared {
     duration_secs: f64,
     bytes: u64,
     reconnects: u64,
+    /// A frame was written (a recording without one is no file).
+    wrote_video: bool,
 }
 
 /// One stretch of a recording in one room thread: the recorder's place in it and its queue.
@@ -745,6 +747,7 @@ fn start_egress(
         duration_secs: 0.0,
         bytes: 0,
         reconnects: 0,
+        wrote_video: false,
     }));
     let (done_tx, finished) = watch::channel(false);
     let (segments_tx, segments) = std::sync::mpsc::channel();
@@ -795,6 +798,15 @@ fn start_egress(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
+            let wrote = shared.lock().unwrap_or_else(|e| e.into_inner()).wrote_video;
+            let result = match (&rec.target, result) {
+                // Stopped (or the room gone) before the first keyframe: no file to keep.
+                (Target::File { path, .. }, Ok(())) if !wrote => {
+                    let _ = std::fs::remove_file(path);
+                    Err("nothing was recorded: it ended before the tier's first keyframe".into())
+                }
+                (_, r) => r,
+            };
             let ok = finish(result, &shared, &rec.target);
             if !ok {
                 server.recordings.failed.fetch_add(1, Ordering::Relaxed);
@@ -1026,6 +1038,10 @@ impl Writer<'_> {
             MediaOut::Video(frame, _) => match t.video(frame.pts_90k, frame.keyframe) {
                 Some(pts) => {
                     o.video.write_frame(pts, &frame.data).map_err(io)?;
+                    self.shared
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .wrote_video = true;
                     frame.data.len()
                 }
                 None => 0,
