@@ -1754,7 +1754,16 @@ mod tests {
         tokio::spawn(async move { while healthy_rx.recv().await.is_some() {} });
         let (tx, mut rx) = crate::media::MediaTx::channel(160);
         assert!(room.send(receiver(1, tx)));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // It connects just after its tier's keyframe (the one its join caused).
+        let joined_keyframe = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some((_, m)) = rx.recv().await {
+                if matches!(m, MediaOut::Video(ref v, _) if v.keyframe) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(joined_keyframe.is_ok(), "no keyframe after joining");
         assert!(room.send(Command::ReceiverConnected {
             id: ParticipantId(1)
         }));
