@@ -323,7 +323,7 @@ pc.addTransceiver(canvas.captureStream(15).getVideoTracks()[0], { direction: 'se
 
 let resource = null;
 let ready = false; // the session exists and no ICE restart is in flight
-let sending = false;
+let sending = null; // the running pump, awaited by a restart
 const queue = [];
 const ice = () => {
   const sdp = pc.localDescription.sdp;
@@ -349,16 +349,19 @@ async function trickle(c) {
   if (res.status !== 204) whip.errors.push('trickle PATCH ' + line + ': ' + res.status + ' ' + (await res.text()));
 }
 
-async function pump() {
-  if (sending) return;
-  sending = true;
-  try {
-    while (ready && queue.length) await trickle(queue.shift());
-  } catch (e) {
-    whip.errors.push('trickle: ' + e);
-  } finally {
-    sending = false;
-  }
+function pump() {
+  if (sending) return sending;
+  sending = (async () => {
+    await null; // after the assignment above, so that the finally clears it
+    try {
+      while (ready && queue.length) await trickle(queue.shift());
+    } catch (e) {
+      whip.errors.push('trickle: ' + e);
+    } finally {
+      sending = null;
+    }
+  })();
+  return sending;
 }
 
 pc.onicecandidate = (ev) => {
@@ -389,7 +392,8 @@ async function start() {
 // An ICE restart by PATCH: our new credentials in, the server's new ones and ETag out.
 whip.restart = async () => {
   ready = false;
-  while (sending) await new Promise((r) => setTimeout(r, 20));
+  // The PATCH in flight (if any) finishes first; with ready false no other starts.
+  if (sending) await sending;
   const r = {};
   try {
     pc.restartIce();
