@@ -33,6 +33,41 @@ async fn admin(
     (st, serde_json::from_slice(&body).unwrap_or_default())
 }
 
+/// An admin call on `room`'s recordings or streams: `rest` is `recordings`, `streams/r2`...
+async fn egress(
+    base: &str,
+    method: &str,
+    room: &str,
+    rest: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    admin(
+        base,
+        method,
+        &format!("/api/admin/rooms/{room}/{rest}"),
+        body,
+    )
+    .await
+}
+
+/// The room's canvas size and tiles, once it has two.
+async fn two_tiles(
+    base: &str,
+    room: &str,
+) -> (
+    u32,
+    u32,
+    std::collections::HashMap<String, tessera_codec::Rect>,
+) {
+    let (w, h, tiles) = settle(Duration::from_secs(30), || async {
+        let t = room_tiles(base, room).await;
+        (t.2.len() == 2, t)
+    })
+    .await;
+    assert_eq!(tiles.len(), 2, "two tiles: {tiles:?}");
+    (w, h, tiles)
+}
+
 /// Two publishers (VP8) in `room`, each showing its fixture colour and tone.
 async fn two_publishers(base: &str, room: &str) -> (Vec<Client>, Vec<Fixture>) {
     let (_, list) = fixtures();
@@ -206,23 +241,12 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
     .await;
     let room = "rec-room";
     let (clients, people) = two_publishers(&base, room).await;
-    let (w, h, tiles) = settle(Duration::from_secs(30), || async {
-        let t = room_tiles(&base, room).await;
-        (t.2.len() == 2, t)
-    })
-    .await;
-    assert_eq!(tiles.len(), 2, "two tiles: {tiles:?}");
+    let (w, h, tiles) = two_tiles(&base, room).await;
 
     let mut started = Vec::new();
     for (format, codecs) in [("webm", "vp8\nopus\n"), ("mp4", "h264\nopus\n")] {
         let body = format!(r#"{{"format":"{format}"}}"#);
-        let (st, v) = admin(
-            &base,
-            "POST",
-            &format!("/api/admin/rooms/{room}/recordings"),
-            Some(&body),
-        )
-        .await;
+        let (st, v) = egress(&base, "POST", room, "recordings", Some(&body)).await;
         assert_eq!(st, 201, "{format}: {v}");
         let id = v["id"].as_str().unwrap().to_string();
         let file = PathBuf::from(v["file"].as_str().unwrap());
@@ -275,13 +299,7 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
 
     let mut reports = Vec::new();
     for (id, file, _) in &started {
-        let (st, v) = admin(
-            &base,
-            "DELETE",
-            &format!("/api/admin/rooms/{room}/recordings/{id}"),
-            None,
-        )
-        .await;
+        let (st, v) = egress(&base, "DELETE", room, &format!("recordings/{id}"), None).await;
         assert_eq!(st, 200, "{v}");
         assert_eq!(v["state"], "done", "{v}");
         assert_eq!(v["file"].as_str(), Some(file.to_str().unwrap()), "{v}");
@@ -322,44 +340,27 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
             (w, h),
         );
     }
-    let (st, _) = admin(
-        &base,
-        "DELETE",
-        &format!("/api/admin/rooms/{room}/recordings/r99"),
-        None,
-    )
-    .await;
+    let (st, _) = egress(&base, "DELETE", room, "recordings/r99", None).await;
     assert_eq!(st, 404);
-    let (st, v) = admin(
-        &base,
-        "POST",
-        &format!("/api/admin/rooms/{room}/recordings"),
-        Some(r#"{"format":"avi"}"#),
-    )
-    .await;
-    assert_eq!(st, 400, "{v}");
-    assert!(v["error"].as_str().unwrap_or("").contains("avi"), "{v}");
-    let (st, v) = admin(
-        &base,
-        "POST",
-        &format!("/api/admin/rooms/{room}/recordings"),
-        Some(r#"{"tier":"nope"}"#),
-    )
-    .await;
-    assert_eq!(st, 400, "{v}");
-    let (st, v) = admin(
-        &base,
-        "POST",
-        &format!("/api/admin/rooms/{room}/recordings"),
-        Some(r#"{"file":"/etc/x"}"#),
-    )
-    .await;
-    assert_eq!(st, 400, "a request never names a path: {v}");
+    // Bad requests name what is wrong; a request never names a path.
+    for (bad, why) in [
+        (r#"{"format":"avi"}"#, "avi"),
+        (r#"{"tier":"nope"}"#, "nope"),
+        (r#"{"file":"/etc/x"}"#, "file"),
+    ] {
+        let (st, v) = egress(&base, "POST", room, "recordings", Some(bad)).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(why),
+            "{bad}: {v}"
+        );
+    }
     // The room closing (everyone gone) finishes a recording too.
-    let (st, v) = admin(
+    let (st, v) = egress(
         &base,
         "POST",
-        &format!("/api/admin/rooms/{room}/recordings"),
+        room,
+        "recordings",
         Some(r#"{"format":"mkv"}"#),
     )
     .await;
@@ -369,13 +370,7 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
         PathBuf::from(v["file"].as_str().unwrap()),
     );
     settle(Duration::from_secs(20), || async {
-        let (_, v) = admin(
-            &base,
-            "GET",
-            &format!("/api/admin/rooms/{room}/recordings"),
-            None,
-        )
-        .await;
+        let (_, v) = egress(&base, "GET", room, "recordings", None).await;
         let secs = v
             .as_array()
             .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()).cloned());
@@ -389,13 +384,7 @@ async fn webm_and_mp4_recordings_decode_with_each_publishers_colour_and_tone() {
         c.leave().await;
     }
     let r = settle(Duration::from_secs(20), || async {
-        let (_, v) = admin(
-            &base,
-            "GET",
-            &format!("/api/admin/rooms/{room}/recordings"),
-            None,
-        )
-        .await;
+        let (_, v) = egress(&base, "GET", room, "recordings", None).await;
         let r = v
             .as_array()
             .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()).cloned())
@@ -443,13 +432,7 @@ async fn a_full_disk_stops_the_recording_with_an_error_and_the_room_goes_on() {
     let base = start_server(&config(&dir)).await;
     let room = "full-room";
     let (clients, _) = two_publishers(&base, room).await;
-    let (st, v) = admin(
-        &base,
-        "POST",
-        &format!("/api/admin/rooms/{room}/recordings"),
-        None,
-    )
-    .await;
+    let (st, v) = egress(&base, "POST", room, "recordings", None).await;
     assert_eq!(st, 201, "{v}");
     let rec = settle(Duration::from_secs(60), || async {
         let (_, body) = http(&base, "GET", &format!("/api/rooms/{room}"), None, None).await;
@@ -511,10 +494,11 @@ async fn a_recording_cut_by_sigkill_of_the_server_and_ffmpeg_still_plays_up_to_t
     let (mut child, base, _log) = crate::security::spawn_serve(&cfg).await;
     let room = "kill-room";
     let (clients, _) = two_publishers(&base, room).await;
-    let (st, v) = admin(
+    let (st, v) = egress(
         &base,
         "POST",
-        &format!("/api/admin/rooms/{room}/recordings"),
+        room,
+        "recordings",
         Some(r#"{"format":"mkv"}"#),
     )
     .await;
@@ -616,7 +600,7 @@ async fn a_declared_room_is_recorded_across_a_reconnect_into_one_file() {
         }
     };
     let recordings = || async {
-        let (_, v) = admin(&base, "GET", "/api/admin/rooms/board/recordings", None).await;
+        let (_, v) = egress(&base, "GET", "board", "recordings", None).await;
         v.as_array().cloned().unwrap_or_default()
     };
     let recorded = |at_least: f64| async move {
@@ -797,13 +781,7 @@ async fn a_stream_reaches_a_real_rtmp_server_survives_its_restart_and_never_logs
     let key = "stream-key-7f3a9c";
     let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
     let body = format!(r#"{{"url":"{url}"}}"#);
-    let (st, v) = admin(
-        &base,
-        "POST",
-        &format!("/api/admin/rooms/{room}/streams"),
-        Some(&body),
-    )
-    .await;
+    let (st, v) = egress(&base, "POST", room, "streams", Some(&body)).await;
     assert_eq!(st, 201, "{v}");
     assert!(!v.to_string().contains(key), "the key is not echoed: {v}");
     let id = v["id"].as_str().unwrap().to_string();
@@ -812,13 +790,7 @@ async fn a_stream_reaches_a_real_rtmp_server_survives_its_restart_and_never_logs
         (r#"{"url":"rtmp://host-only"}"#, "rtmp://host"),
         (r#"{"tier":"t"}"#, "url"),
     ] {
-        let (st, v) = admin(
-            &base,
-            "POST",
-            &format!("/api/admin/rooms/{room}/streams"),
-            Some(bad),
-        )
-        .await;
+        let (st, v) = egress(&base, "POST", room, "streams", Some(bad)).await;
         assert_eq!(st, 400, "{bad}: {v}");
         assert!(
             v["error"].as_str().unwrap_or("").contains(why),
@@ -828,11 +800,7 @@ async fn a_stream_reaches_a_real_rtmp_server_survives_its_restart_and_never_logs
 
     // Pulled back from the RTMP server: H.264 and AAC, both publishers in their tiles and
     // their tones in the mix.
-    let (w, h, tiles) = settle(Duration::from_secs(30), || async {
-        let t = room_tiles(&base, room).await;
-        (t.2.len() == 2, t)
-    })
-    .await;
+    let (w, h, tiles) = two_tiles(&base, room).await;
     let pulled = dir.join("pulled.flv");
     assert!(
         pull(&url, &pulled, 4),
@@ -849,13 +817,7 @@ async fn a_stream_reaches_a_real_rtmp_server_survives_its_restart_and_never_logs
     // The RTMP server restarts: the stream says so, then reconnects by itself.
     drop(nginx);
     let r = settle(Duration::from_secs(30), || async {
-        let (_, v) = admin(
-            &base,
-            "GET",
-            &format!("/api/admin/rooms/{room}/streams"),
-            None,
-        )
-        .await;
+        let (_, v) = egress(&base, "GET", room, "streams", None).await;
         let r = v[0].clone();
         (r["state"] == "reconnecting" && r["error"].is_string(), r)
     })
@@ -863,13 +825,7 @@ async fn a_stream_reaches_a_real_rtmp_server_survives_its_restart_and_never_logs
     assert_eq!(r["state"], "reconnecting", "{r}");
     let _nginx = Killed(rtmp_server(&dir.join("nginx"), port).unwrap());
     let r = settle(Duration::from_secs(60), || async {
-        let (_, v) = admin(
-            &base,
-            "GET",
-            &format!("/api/admin/rooms/{room}/streams"),
-            None,
-        )
-        .await;
+        let (_, v) = egress(&base, "GET", room, "streams", None).await;
         let r = v[0].clone();
         (
             r["state"] == "streaming" && r["reconnects"].as_u64().unwrap_or(0) >= 1,
@@ -888,13 +844,7 @@ async fn a_stream_reaches_a_real_rtmp_server_survives_its_restart_and_never_logs
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("tessera_streams_active 1"), "{metrics}");
 
-    let (st, v) = admin(
-        &base,
-        "DELETE",
-        &format!("/api/admin/rooms/{room}/streams/{id}"),
-        None,
-    )
-    .await;
+    let (st, v) = egress(&base, "DELETE", room, &format!("streams/{id}"), None).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["state"], "done", "{v}");
     for c in clients {

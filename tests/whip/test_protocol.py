@@ -36,7 +36,6 @@ import secrets
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,7 +45,7 @@ from aiortc import RTCSessionDescription  # noqa: E402
 from aiortc.rtcrtpsender import RTCRtpSender  # noqa: E402
 
 import test_whip_whep as w  # noqa: E402
-from test_whip_whep import Abort, Checks, Server  # noqa: E402
+from test_whip_whep import Abort, Server  # noqa: E402
 
 ROOT = w.ROOT
 OUT = w.OUT
@@ -440,31 +439,10 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     config = OUT / "protocol.toml"
     config.write_text(CONFIG)
-    checks = Checks()
     server = Server(BINARY, config=config, log_name="protocol-server.log")
-    started = time.monotonic()
-    try:
-        server.start()
-        asyncio.run(asyncio.wait_for(run(checks, server, config), TOTAL_TIMEOUT))
-    except Abort as e:
-        checks.failed.append(str(e))
-        print(f"  ABORT {e}", flush=True)
-    except asyncio.TimeoutError:
-        checks.failed.append(f"the run took over {TOTAL_TIMEOUT:.0f} s")
-    except Exception:
-        checks.failed.append("unexpected error in the test")
-        traceback.print_exc()
-    finally:
-        server.stop()
-    print(f"\n{len(checks.failed) and 'FAILED' or 'OK'} in {time.monotonic() - started:.1f} s")
-    if checks.failed:
-        print("failures:")
-        for f in checks.failed:
-            print(f"  - {f}")
-        print(f"server output (full log {server.log_path}):\n{server.tail()}")
-    print(f"whip-protocol: {checks.passed} passed, {len(checks.failed)} failed")
-    return 1 if checks.failed else 0
-
+    return w.run_checks(
+        "whip-protocol", server, lambda checks, server: run(checks, server, config), TOTAL_TIMEOUT
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -796,18 +796,24 @@ def main():
 
     OUT.mkdir(parents=True, exist_ok=True)
     binary = Path(os.environ.get("TESSERA_BIN", ROOT / "target" / "debug" / "tessera"))
+    return run_checks("whip", Server(binary), lambda checks, server: run(checks, server), TOTAL_TIMEOUT)
+
+
+def run_checks(label, server, body, timeout):
+    """Starts `server`, runs `body(checks, server)` (a coroutine) within `timeout` seconds of
+    the start, stops the server and prints the summary line `LABEL: N passed, M failed`.
+    Returns the exit code."""
     checks = Checks()
-    server = Server(binary)
     started = time.monotonic()
     try:
         server.start()
-        asyncio.run(asyncio.wait_for(run(checks, server), TOTAL_TIMEOUT - (time.monotonic() - started)))
+        asyncio.run(asyncio.wait_for(body(checks, server), timeout - (time.monotonic() - started)))
     except Abort as e:
         checks.failed.append(str(e))
         print(f"  ABORT {e}", flush=True)
     except asyncio.TimeoutError:
-        checks.failed.append(f"the run took over {TOTAL_TIMEOUT:.0f} s")
-        print(f"  ABORT the run took over {TOTAL_TIMEOUT:.0f} s", flush=True)
+        checks.failed.append(f"the run took over {timeout:.0f} s")
+        print(f"  ABORT the run took over {timeout:.0f} s", flush=True)
     except Exception:
         checks.failed.append("unexpected error in the test")
         traceback.print_exc()
@@ -820,9 +826,8 @@ def main():
         for f in checks.failed:
             print(f"  - {f}")
         print(f"server output (full log {server.log_path}):\n{server.tail()}")
-    print(f"whip: {checks.passed} passed, {len(checks.failed)} failed")
+    print(f"{label}: {checks.passed} passed, {len(checks.failed)} failed")
     return 1 if checks.failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -63,14 +63,11 @@ impl VideoFrame {
         v: &[u8],
         v_stride: usize,
     ) -> VideoFrame {
-        let (cw, ch) = chroma_size(width, height);
-        VideoFrame {
-            width,
-            height,
-            y: copy_plane(y, y_stride, width as usize, height as usize),
-            u: copy_plane(u, u_stride, cw as usize, ch as usize),
-            v: copy_plane(v, v_stride, cw as usize, ch as usize),
-        }
+        let mut out = None;
+        Self::copy_planes_into(
+            &mut out, width, height, y, y_stride, u, u_stride, v, v_stride,
+        );
+        out.expect("copy_planes_into fills it")
     }
 
     /// Like [`VideoFrame::from_planes`], into `out`: its buffers are reused when it holds a
@@ -87,12 +84,13 @@ impl VideoFrame {
         v: &[u8],
         v_stride: usize,
     ) {
-        let Some(f) = out.as_mut() else {
-            *out = Some(VideoFrame::from_planes(
-                width, height, y, y_stride, u, u_stride, v, v_stride,
-            ));
-            return;
-        };
+        let f = out.get_or_insert_with(|| VideoFrame {
+            width,
+            height,
+            y: Vec::new(),
+            u: Vec::new(),
+            v: Vec::new(),
+        });
         let (cw, ch) = chroma_size(width, height);
         f.width = width;
         f.height = height;
@@ -179,17 +177,6 @@ fn copy_plane_into(dst: &mut Vec<u8>, src: &[u8], stride: usize, width: usize, h
     for row in src.chunks(stride).take(height) {
         dst.extend_from_slice(&row[..width]);
     }
-}
-
-fn copy_plane(src: &[u8], stride: usize, width: usize, height: usize) -> Vec<u8> {
-    if stride == width {
-        return src[..width * height].to_vec();
-    }
-    let mut out = Vec::with_capacity(width * height);
-    for row in src.chunks(stride).take(height) {
-        out.extend_from_slice(&row[..width]);
-    }
-    out
 }
 
 /// A pixel rectangle.

@@ -107,6 +107,21 @@ fn refusal(Refusal(code, reason): Refusal) -> Resp {
     resp
 }
 
+/// `415` with the header naming the type wanted (`Accept-Post` or `Accept-Patch`), unless
+/// the request's `Content-Type` is that type.
+fn wrong_type(ct: &Option<String>, accept: &'static str, want: &'static str) -> Option<Resp> {
+    if ct.as_deref().is_some_and(|c| c.starts_with(want)) {
+        return None;
+    }
+    let mut r = text(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("the body must have Content-Type: {want}\n"),
+    );
+    r.headers_mut()
+        .insert(accept, HeaderValue::from_static(want));
+    Some(r)
+}
+
 fn bearer(auth: &Option<String>) -> Option<&str> {
     auth.as_deref().and_then(|a| a.strip_prefix("Bearer "))
 }
@@ -191,13 +206,7 @@ fn publish(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Reject
                 let Some(kind) = kind_of(&kind) else {
                     return text(StatusCode::NOT_FOUND, "not found\n");
                 };
-                if !ct.as_deref().is_some_and(|c| c.starts_with(SDP)) {
-                    let mut r = text(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "the body must be an SDP offer with Content-Type: application/sdp\n",
-                    );
-                    r.headers_mut()
-                        .insert("accept-post", HeaderValue::from_static(SDP));
+                if let Some(r) = wrong_type(&ct, "accept-post", SDP) {
                     return r;
                 }
                 let Ok(offer) = std::str::from_utf8(&body) else {
@@ -334,13 +343,7 @@ fn patch(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Rejectio
                     Ok(s) => s,
                     Err(resp) => return *resp,
                 };
-                if !ct.as_deref().is_some_and(|c| c.starts_with(SDPFRAG)) {
-                    let mut r = text(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "PATCH takes Content-Type: application/trickle-ice-sdpfrag\n",
-                    );
-                    r.headers_mut()
-                        .insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+                if let Some(r) = wrong_type(&ct, "accept-patch", SDPFRAG) {
                     return r;
                 }
                 let Some(if_match) = if_match else {
