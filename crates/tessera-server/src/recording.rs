@@ -1038,10 +1038,6 @@ impl Writer<'_> {
             MediaOut::Video(frame, _) => match t.video(frame.pts_90k, frame.keyframe) {
                 Some(pts) => {
                     o.video.write_frame(pts, &frame.data).map_err(io)?;
-                    self.shared
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .wrote_video = true;
                     frame.data.len()
                 }
                 None => 0,
@@ -1061,6 +1057,7 @@ impl Writer<'_> {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         s.duration_secs = (done_90k + t.end_90k) as f64 / 90_000.0;
         s.bytes += bytes as u64;
+        s.wrote_video |= t.started;
         Ok(())
     }
 }
