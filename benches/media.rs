@@ -84,6 +84,7 @@ fn compose(c: &mut Criterion) {
                     .map(|(f, name)| TileInput {
                         name,
                         frame: Some(f),
+                        fit: None,
                     })
                     .collect();
                 compositor.compose(&LayoutSpec::Grid, &tiles, Some(0)).y[0]

@@ -150,6 +150,7 @@ pub fn load_media(fx: &Fixture, codec: VideoCodec) -> Media {
         token: None,
         tier: None,
         receive_video: true,
+        layout: None,
     }
 }
 

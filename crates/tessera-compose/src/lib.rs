@@ -12,7 +12,7 @@
 //! use tessera_types::Rgb;
 //! let red = VideoFrame::filled(320, 180, Rgb { r: 255, g: 0, b: 0 }.to_yuv());
 //! let mut c = Compositor::new(ComposeConfig::new(640, 360)).unwrap();
-//! let tiles = [TileInput { name: "Ann", frame: Some(&red) }, TileInput { name: "Bo", frame: None }];
+//! let tiles = [TileInput { name: "Ann", frame: Some(&red), fit: None }, TileInput { name: "Bo", frame: None, fit: None }];
 //! let canvas = c.compose(&LayoutSpec::Grid, &tiles, None);
 //! assert_eq!((canvas.width, canvas.height), (640, 360));
 //! ```
@@ -97,6 +97,9 @@ pub struct TileInput<'a> {
     pub name: &'a str,
     /// `None` shows the placeholder.
     pub frame: Option<&'a VideoFrame>,
+    /// How this tile's picture is fitted, if not the canvas's `fit` (a shared screen is
+    /// letterboxed: cutting its edges would cut text).
+    pub fit: Option<Fit>,
 }
 
 /// Draws tiles into a canvas it owns. See the crate documentation.
@@ -224,8 +227,9 @@ impl Compositor {
                 continue;
             }
             let tile = tiles[p.participant];
+            let fit = tile.fit.unwrap_or(self.cfg.fit);
             let covers_tile = match tile.frame {
-                Some(f) if self.cfg.fit == Fit::Crop => f.width >= 2 && f.height >= 2,
+                Some(f) if fit == Fit::Crop => f.width >= 2 && f.height >= 2,
                 Some(f) => {
                     f.width as u64 * rect.h as u64 == f.height as u64 * rect.w as u64
                         || near_size(f, rect)
@@ -238,7 +242,7 @@ impl Compositor {
             }
             match tile.frame {
                 Some(frame) if frame.width >= 2 && frame.height >= 2 => {
-                    draw_fitted(&mut self.canvas, frame, rect, self.cfg.fit);
+                    draw_fitted(&mut self.canvas, frame, rect, fit);
                 }
                 _ => self.draw_placeholder(tile.name, rect),
             }

@@ -48,6 +48,7 @@ fn four_sources_land_in_their_tiles() {
         .map(|(f, name)| TileInput {
             name,
             frame: Some(f),
+            fit: None,
         })
         .collect();
     let mut c = Compositor::new(ComposeConfig::new(1280, 720)).unwrap();
@@ -72,6 +73,7 @@ fn letterbox_leaves_bars_and_crop_fills() {
     let tiles = [TileInput {
         name: "A",
         frame: Some(&src),
+        fit: None,
     }];
     let mut cfg = ComposeConfig::new(1280, 720);
     cfg.gap_px = 0;
@@ -114,6 +116,7 @@ fn crop_keeps_the_centre_of_the_picture() {
         &[TileInput {
             name: "A",
             frame: Some(&src),
+            fit: None,
         }],
         None,
     );
@@ -134,6 +137,7 @@ fn placeholder_shows_initials_on_its_colour() {
         &[TileInput {
             name: "ann lee",
             frame: None,
+            fit: None,
         }],
         None,
     );
@@ -173,6 +177,7 @@ fn placeholder_image_is_used_when_configured() {
         &[TileInput {
             name: "A",
             frame: None,
+            fit: None,
         }],
         None,
     );
@@ -189,6 +194,7 @@ fn labels_change_the_bottom_left_of_the_tile() {
     let tiles = [TileInput {
         name: "Participant With A Long Name",
         frame: Some(&src),
+        fit: None,
     }];
     let mut cfg = ComposeConfig::new(640, 360);
     cfg.label_font = font();
@@ -214,10 +220,12 @@ fn speaker_highlight_draws_a_border() {
         TileInput {
             name: "A",
             frame: Some(&a),
+            fit: None,
         },
         TileInput {
             name: "B",
             frame: Some(&b),
+            fit: None,
         },
     ];
     let mut cfg = ComposeConfig::new(640, 360);
@@ -250,6 +258,7 @@ fn odd_and_tiny_sources_and_bad_configs_do_not_panic() {
             .map(|i| TileInput {
                 name: "x",
                 frame: Some(if i % 2 == 0 { &odd } else { &tiny }),
+                fit: None,
             })
             .collect();
         c.compose(&LayoutSpec::Grid, &tiles, Some(0));
@@ -277,6 +286,7 @@ fn timing_4_and_9_tiles() {
             .map(|f| TileInput {
                 name: "Someone",
                 frame: Some(f),
+                fit: None,
             })
             .collect();
         let mut cfg = ComposeConfig::new(1280, 720);

@@ -338,6 +338,14 @@ pub struct RoomsConfig {
     pub auto_create: bool,
     /// The richest tier a receiver of any room may get ("" = no cap).
     pub max_tier: String,
+    /// The layout while a screen is shared (the share in its speaker tile). The default,
+    /// "presenter", falls back to "speaker" in a config without that layout.
+    pub share_layout: String,
+    /// Frame rate a shared screen is asked to send (text wants pixels, not motion).
+    pub share_fps: u32,
+    /// Most video encodes one room runs for viewers' own layout choices; a choice that
+    /// would need another gets the room's layout (`layout_refused`).
+    pub max_encodes_per_room: u32,
     pub declared: BTreeMap<String, DeclaredRoom>,
 }
 
@@ -512,6 +520,9 @@ impl Default for RoomsConfig {
             idle_timeout_secs: 30,
             auto_create: true,
             max_tier: String::new(),
+            share_layout: "presenter".into(),
+            share_fps: 5,
+            max_encodes_per_room: 4,
             declared: BTreeMap::new(),
         }
     }
@@ -748,6 +759,17 @@ impl Config {
     /// Whether `name` is a layout this config can use.
     pub fn has_layout(&self, name: &str) -> bool {
         BUILTIN_LAYOUTS.contains(&name) || self.layouts.contains_key(name)
+    }
+
+    /// The layout shown while a screen is shared: `rooms.share_layout`, or "speaker" when
+    /// that is the default "presenter" and the config has no such layout.
+    pub fn share_layout(&self) -> &str {
+        let name = self.rooms.share_layout.as_str();
+        if name == "presenter" && !self.has_layout(name) {
+            "speaker"
+        } else {
+            name
+        }
     }
 }
 

@@ -301,6 +301,25 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             ),
         );
     }
+    if !cfg.has_layout(cfg.share_layout()) {
+        let mut known: Vec<&str> = BUILTIN_LAYOUTS.to_vec();
+        known.extend(cfg.layouts.keys().map(String::as_str));
+        p.push(
+            "rooms.share_layout".into(),
+            format!(
+                "rooms.share_layout = {:?}: must be one of {}",
+                cfg.rooms.share_layout,
+                known.join(", ")
+            ),
+        );
+    }
+    p.range("rooms.share_fps", cfg.rooms.share_fps, 1, 30);
+    p.range(
+        "rooms.max_encodes_per_room",
+        cfg.rooms.max_encodes_per_room,
+        1,
+        64,
+    );
     if !cfg.tiers.contains_key(&cfg.rooms.default_tier) {
         let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
         p.push(

@@ -135,6 +135,12 @@ pub enum Input {
         id: ParticipantId,
         loss_pct: u8,
     },
+    /// This participant is a shared screen (`None`: nobody shares): tiers without a layout
+    /// of their own show `settings.share_layout` with it in the speaker tile, letterboxed
+    /// whatever `fit` says, so nothing of it is cut.
+    SetShare(Option<ParticipantId>),
+    /// More tiers (variants with a layout of their own); names already known are ignored.
+    AddTiers(Vec<TierSettings>),
 }
 
 /// Whose ears an encoded audio packet is for.

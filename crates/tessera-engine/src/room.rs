@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_codec::{AudioEncoder, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE_HZ};
-use tessera_compose::{ComposeConfig, Compositor, TileInput};
+use tessera_compose::{ComposeConfig, Compositor, Fit, TileInput};
 use tessera_mixer::Mixer;
 use tessera_types::{ParticipantId, VideoCodec};
 
@@ -71,6 +71,8 @@ pub struct Room {
     next_audio_tick: u64,
     active_speaker: Option<ParticipantId>,
     pinned: Option<ParticipantId>,
+    /// The participant that is a shared screen.
+    share: Option<ParticipantId>,
     /// Measures compose/encode cost when the owner provides one (the engine never reads
     /// the clock itself; offline runs and tests leave it unset).
     cost_clock: Option<fn() -> Instant>,
@@ -95,6 +97,7 @@ impl Room {
             next_audio_tick: 0,
             active_speaker: None,
             pinned: None,
+            share: None,
             cost_clock: None,
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
@@ -250,6 +253,20 @@ impl Room {
             .collect()
     }
 
+    /// Names of the tiers encoding now.
+    pub fn encoding_tiers(&self) -> Vec<&str> {
+        self.tiers
+            .iter()
+            .filter(|t| t.encoder.is_some())
+            .map(|t| t.settings.name.as_str())
+            .collect()
+    }
+
+    /// The shared screen, if one is shown.
+    pub fn share(&self) -> Option<ParticipantId> {
+        self.share
+    }
+
     pub fn active_speaker(&self) -> Option<ParticipantId> {
         self.active_speaker
     }
@@ -287,6 +304,9 @@ impl Room {
                 if let Some(pos) = self.participants.iter().position(|p| p.id == id) {
                     self.participants.remove(pos);
                     self.mixer.remove(id);
+                    if self.share == Some(id) {
+                        self.share = None;
+                    }
                     if self.active_speaker == Some(id) {
                         self.active_speaker = None;
                         self.outputs
@@ -357,6 +377,21 @@ impl Room {
                 }
             }
             Input::SetLayout(layout) => self.settings.layout = layout,
+            Input::SetShare(id) => self.share = id,
+            Input::AddTiers(tiers) => {
+                for t in tiers {
+                    if self.settings.tier_index(&t.name).is_some() {
+                        continue;
+                    }
+                    match self.new_tier(&t, now) {
+                        Ok(tier) => {
+                            self.settings.tiers.push(t);
+                            self.tiers.push(tier);
+                        }
+                        Err(_) => self.stats.reconfigure_errors += 1,
+                    }
+                }
+            }
             Input::SetAudioLoss { id, loss_pct } => {
                 let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
                     self.stats.inputs_for_unknown_participants += 1;
@@ -558,6 +593,11 @@ impl Room {
         let tick_time = tier.tick_time(k);
 
         let after = self.settings.placeholder_after;
+        let share = self.share.filter(|id| {
+            self.participants
+                .iter()
+                .any(|p| p.id == *id && p.has_tile())
+        });
         let tiles: Vec<TileInput<'_>> = self
             .participants
             .iter()
@@ -565,8 +605,10 @@ impl Room {
             .map(|p| TileInput {
                 name: &p.name,
                 frame: p.tile_frame(tick_time, after),
+                fit: (Some(p.id) == share).then_some(Fit::Letterbox),
             })
             .collect();
+        // An administrator's pin, else the shared screen, else whoever speaks.
         let shown = self
             .pinned
             .filter(|id| {
@@ -574,6 +616,7 @@ impl Room {
                     .iter()
                     .any(|p| p.id == *id && p.has_tile())
             })
+            .or(share)
             .or(self.active_speaker);
         let speaker = shown.and_then(|s| {
             self.participants
@@ -586,9 +629,12 @@ impl Room {
         tier.stats.frames_composed += 1;
         let clock = self.cost_clock;
         let t0 = clock.map(|c| c());
-        let canvas = tier
-            .compositor
-            .compose(&self.settings.layout, &tiles, speaker);
+        let layout = match (&tier.settings.layout, share) {
+            (Some(own), _) => own,
+            (None, Some(_)) => &self.settings.share_layout,
+            (None, None) => &self.settings.layout,
+        };
+        let canvas = tier.compositor.compose(layout, &tiles, speaker);
         let t1 = clock.map(|c| c());
         let Some(encoder) = tier.encoder.as_mut() else {
             return;

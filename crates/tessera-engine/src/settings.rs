@@ -19,12 +19,18 @@ pub struct TierSettings {
     pub fps: u32,
     pub bitrate_bps: u32,
     pub codec: VideoCodec,
+    /// A layout of its own (a variant some viewers chose); `None`: the room's layout
+    /// (`rooms.share_layout` while a screen is shared).
+    pub layout: Option<LayoutSpec>,
 }
 
 /// Everything a [`crate::Room`] is configured with. Build it with [`RoomSettings::from_config`].
 #[derive(Clone, Debug)]
 pub struct RoomSettings {
     pub layout: LayoutSpec,
+    /// The layout tiers without a layout of their own show while a screen is shared
+    /// (`rooms.share_layout`); the share sits in its speaker tile.
+    pub share_layout: LayoutSpec,
     /// Canvas size in `compose` is replaced by each tier's own size.
     pub compose: ComposeConfig,
     pub tiers: Vec<TierSettings>,
@@ -50,6 +56,11 @@ pub struct RoomSettings {
     /// `hint_bits_per_pixel` per pixel per frame.
     pub sender_hints: bool,
     pub hint_bits_per_pixel: f32,
+    /// The frame rate a shared screen is asked for (`rooms.share_fps`; used by the owner).
+    pub share_fps: u32,
+    /// Most encodes viewers' own layout choices may bring the room to
+    /// (`rooms.max_encodes_per_room`; used by the owner).
+    pub max_encodes: usize,
 }
 
 /// Font and placeholder image bytes named by the config, read from disk by the caller.
@@ -172,6 +183,7 @@ impl RoomSettings {
         };
         Ok(RoomSettings {
             layout: layout_by_name(cfg, layout)?,
+            share_layout: layout_by_name(cfg, cfg.share_layout())?,
             compose,
             tiers: cfg
                 .tiers
@@ -183,6 +195,7 @@ impl RoomSettings {
                     fps: t.fps,
                     bitrate_bps: t.bitrate_kbps * 1000,
                     codec: t.codec.into(),
+                    layout: None,
                 })
                 .collect(),
             mixer,
@@ -207,6 +220,8 @@ impl RoomSettings {
             ),
             sender_hints: cfg.bandwidth.sender_hints,
             hint_bits_per_pixel: cfg.bandwidth.hint_bits_per_pixel,
+            share_fps: cfg.rooms.share_fps,
+            max_encodes: cfg.rooms.max_encodes_per_room as usize,
         })
     }
 

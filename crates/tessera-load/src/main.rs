@@ -116,6 +116,7 @@ fn load(dir: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Media> {
         token: None,
         tier: args.tier.clone(),
         receive_video: !args.audio_only,
+        layout: None,
     })
 }
 

@@ -85,6 +85,10 @@ pub enum ClientMessage {
         /// sends a larger tier than this needs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         display: Option<DisplaySize>,
+        /// The layout this client wants to see (`grid`, `speaker` or a `[layouts.NAME]`);
+        /// the room's layout if absent. See `layout`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layout: Option<String>,
     },
     /// The client's SDP offer (after `joined`). Exactly one offer per session.
     Offer { sdp: String },
@@ -100,6 +104,17 @@ pub enum ClientMessage {
     /// "Audio only": `true` stops the composite video to this client (and the client stops
     /// sending its camera); `false` returns it to the bandwidth ladder.
     AudioOnly { enabled: bool },
+    /// See a layout of one's own (`null`: the room's again). Viewers with the same layout,
+    /// tier and codec share one encode; a choice that would exceed
+    /// `rooms.max_encodes_per_room` is answered with `layout_refused`.
+    Layout { layout: Option<String> },
+    /// Share a screen: the SDP offer of a second PeerConnection that only sends (one video
+    /// section, and one audio section for the shared tab's sound, if any), with its
+    /// candidates gathered. Answered with `share_answer`. A share already running in the
+    /// room is replaced.
+    Share { sdp: String },
+    /// Stop sharing one's screen.
+    ShareStop,
     /// Leave the room; the server closes the PeerConnection and the socket.
     Leave,
     /// Keep-alive; answered with `pong`.
@@ -118,6 +133,9 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
         layout: String,
         tier: String,
+        /// The layouts a client may choose with `layout`.
+        #[serde(default)]
+        layouts: Vec<String>,
     },
     /// The server's SDP answer.
     Answer {
@@ -141,15 +159,41 @@ pub enum ServerMessage {
     ActiveSpeaker {
         id: Option<String>,
     },
+    /// The layout this client now sees: the room's (sent to everyone without a layout of
+    /// their own), or the client's own choice.
     LayoutChanged {
         layout: String,
     },
-    /// What the client's camera should send: the largest tile it occupies on any canvas in
-    /// use. The web client applies it with `RTCRtpSender.setParameters`
+    /// A `layout` choice (or one made in `join`) was not taken: the client sees the room's
+    /// layout. `reason` says why (an unknown name, or the room runs
+    /// `rooms.max_encodes_per_room` encodes already).
+    LayoutRefused {
+        layout: String,
+        reason: String,
+    },
+    /// The server's answer to `share`.
+    ShareAnswer {
+        sdp: String,
+    },
+    /// The client's screen share ended (replaced by another, removed, or its connection
+    /// failed); the client closes that PeerConnection.
+    ShareEnded {
+        reason: String,
+    },
+    /// Who shares a screen now (`id`: the participant, `null` when nobody does); sent on
+    /// every change and on joining a room with a share.
+    Sharing {
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// What the client's camera (`kind: camera`) or shared screen (`kind: screen`) should
+    /// send: the largest tile it occupies on any canvas in use (a screen: at most 1920x1080
+    /// at `rooms.share_fps`). The web client applies it with `RTCRtpSender.setParameters`
     /// (`scaleResolutionDownBy`, `maxFramerate`, `maxBitrate`). A camera on no canvas gets a
     /// tiny hint (`on_canvas: false`).
     SendHint {
-        /// `camera` (later also `screen`).
+        /// `camera` or `screen`.
         kind: String,
         width: u32,
         height: u32,
@@ -296,6 +340,7 @@ mod tests {
                 tier: None,
                 token: None,
                 display: None,
+                layout: None,
             }),
         );
         check(
@@ -308,6 +353,7 @@ mod tests {
                 tier: Some("low".into()),
                 token: None,
                 display: None,
+                layout: None,
             }),
         );
         check(
@@ -346,12 +392,25 @@ mod tests {
                     width: 640,
                     height: 360,
                 }),
+                layout: None,
             }),
         );
         check(
             r#"{"type":"audio_only","enabled":true}"#,
             Ok(ClientMessage::AudioOnly { enabled: true }),
         );
+        check(
+            r#"{"type":"layout","layout":"speaker"}"#,
+            Ok(ClientMessage::Layout {
+                layout: Some("speaker".into()),
+            }),
+        );
+        check(
+            r#"{"type":"layout","layout":null}"#,
+            Ok(ClientMessage::Layout { layout: None }),
+        );
+        check(r#"{"type":"share_stop"}"#, Ok(ClientMessage::ShareStop));
+        check(r#"{"type":"share"}"#, Err("missing field `sdp`"));
         check(r#"{"type":"dance"}"#, Err("unknown variant `dance`"));
         check(r#"{"type":"offer"}"#, Err("missing field `sdp`"));
         check(
@@ -369,6 +428,14 @@ mod tests {
             ServerMessage::ParticipantLeft { id: "p3".into() },
             ServerMessage::error(ErrorCode::BadSdp, "no usable video codec"),
             ServerMessage::Candidate { candidate: None },
+            ServerMessage::Sharing {
+                id: Some("p2".into()),
+                name: Some("Ann".into()),
+            },
+            ServerMessage::LayoutRefused {
+                layout: "speaker".into(),
+                reason: "the room runs 4 encodes".into(),
+            },
         ];
         for m in msgs {
             let text = m.to_json();

@@ -54,6 +54,8 @@ pub struct Media {
     pub tier: Option<String>,
     /// Offer to receive the composite (false with no camera: an audio-only participant).
     pub receive_video: bool,
+    /// The layout to ask for in `join` (None: the room's).
+    pub layout: Option<String>,
 }
 
 impl Default for Media {
@@ -65,6 +67,7 @@ impl Default for Media {
             token: None,
             tier: None,
             receive_video: true,
+            layout: None,
         }
     }
 }
@@ -377,9 +380,8 @@ impl Client {
             video: tracks.video.map(|c| (c, Vec::new())),
             video_fps: 30,
             audio: Vec::new(),
-            token: None,
-            tier: None,
             receive_video: true,
+            ..Media::default()
         };
         Self::start(base, room, name, media, tracks, None).await
     }
@@ -408,6 +410,7 @@ impl Client {
                 tier: media.tier.clone(),
                 token: media.token.clone(),
                 display: None,
+                layout: media.layout.clone(),
             }))
             .await
             .map_err(|e| ClientError::Signalling(e.to_string()))?;

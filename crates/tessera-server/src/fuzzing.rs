@@ -201,6 +201,7 @@ fn draw(compositor: &mut Option<Compositor>, picture: &VideoFrame, n: usize) {
     let tile = TileInput {
         name: "",
         frame: Some(picture),
+        fit: None,
     };
     c.compose(&LayoutSpec::Speaker, &[tile, tile], Some(0));
 }

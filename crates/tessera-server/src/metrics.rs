@@ -640,6 +640,7 @@ mod tests {
             audio_ticks: 0,
             audio_ticks_skipped: 0,
             active_speaker: None,
+            sharing: None,
             commands_dropped: 0,
             busy_secs: 0.0,
             mix_latency: LatencyHistogram::default(),

@@ -343,6 +343,7 @@ impl Recording {
             id: member,
             name: format!("Egress {}", self.id),
             kind: self.target.kind(),
+            owner: None,
             options: JoinOptions {
                 sends_video: false,
                 sends_audio: false,

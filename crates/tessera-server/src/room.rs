@@ -13,7 +13,7 @@ use serde::Serialize;
 use tessera_codec::{EncodedVideo, VideoFrame};
 use tessera_engine::{
     BandwidthConfig, BandwidthController, Feedback, Input, JoinOptions, LayoutSpec, Listener,
-    Output, Probe, Room, RoomSettings, Rung,
+    Output, Probe, Room, RoomSettings, Rung, TierSettings,
 };
 use tessera_proto::{ErrorCode, ParticipantInfo, ServerMessage};
 use tessera_types::{ParticipantId, VideoCodec};
@@ -88,6 +88,11 @@ pub enum Command {
         layout: String,
         layouts: Vec<(String, LayoutSpec)>,
     },
+    /// A viewer chose a layout of its own (`None`: the room's again).
+    ChooseLayout {
+        id: ParticipantId,
+        layout: Option<(String, LayoutSpec)>,
+    },
     /// Admin: use this layout until the room closes.
     SetLayout {
         name: String,
@@ -131,6 +136,8 @@ pub struct JoinRequest {
     pub id: ParticipantId,
     pub name: String,
     pub kind: &'static str,
+    /// A screen share's participant (`None`: the one with the same name, if any).
+    pub owner: Option<ParticipantId>,
     pub options: JoinOptions,
     pub codec_out: Option<VideoCodec>,
     /// Move this receiver between tiers from its feedback (`[bandwidth]`), if enabled.
@@ -213,6 +220,48 @@ pub const STREAM_KIND: &str = "stream";
 
 fn is_egress(kind: &str) -> bool {
     kind == RECORDER_KIND || kind == STREAM_KIND
+}
+
+/// A participant's shared screen: a member of its own, shown in the share layout's
+/// speaker tile, not listed among the participants (`sharing` says whose it is).
+pub const SCREEN_KIND: &str = "screen";
+
+/// Listed among the room's participants: not egress and not a screen share.
+fn is_person(kind: &str) -> bool {
+    !is_egress(kind) && kind != SCREEN_KIND
+}
+
+/// The largest picture a shared screen is asked for.
+const MAX_SHARE_PIXELS: (u32, u32) = (1920, 1080);
+
+/// The engine tier of config tier variant `base` (e.g. `low` or `low~h264`) drawn in
+/// layout `layout`.
+fn layout_variant(base: &str, layout: &str) -> String {
+    format!("{base}{LAYOUT_VARIANT}{layout}")
+}
+
+/// Marks a tier variant with a layout of its own in an engine tier's name.
+pub const LAYOUT_VARIANT: char = '@';
+
+/// The config tier variant (`low`, `low~h264`) an engine tier is drawn from.
+fn base_of_variant(tier: &str) -> String {
+    tier.split(LAYOUT_VARIANT)
+        .next()
+        .unwrap_or(tier)
+        .to_string()
+}
+
+/// A variant of each of `tiers` (those without a layout of their own) drawn in `layout`.
+fn layout_variants(tiers: &[TierSettings], name: &str, layout: &LayoutSpec) -> Vec<TierSettings> {
+    tiers
+        .iter()
+        .filter(|t| t.layout.is_none())
+        .map(|t| TierSettings {
+            name: layout_variant(&t.name, name),
+            layout: Some(layout.clone()),
+            ..t.clone()
+        })
+        .collect()
 }
 
 /// How often receivers' probes, held receivers and senders' hints are looked at.
@@ -315,6 +364,8 @@ pub struct RoomInfo {
     pub audio_ticks: u64,
     pub audio_ticks_skipped: u64,
     pub active_speaker: Option<String>,
+    /// The participant whose screen is shared (or the share itself, if it has none).
+    pub sharing: Option<String>,
     pub commands_dropped: u64,
     /// Time the room thread spent working (not waiting), a proxy for its CPU time.
     pub busy_secs: f64,
@@ -327,6 +378,8 @@ pub struct ParticipantReport {
     pub id: String,
     pub name: String,
     pub kind: &'static str,
+    /// The layout this viewer chose (`None`: the room's).
+    pub layout: Option<String>,
     pub codec_in: Option<String>,
     pub codec_out: Option<String>,
     pub tier: Option<String>,
@@ -405,6 +458,10 @@ pub struct TileReport {
 struct Member {
     info: ParticipantInfo,
     kind: &'static str,
+    /// A screen share's participant.
+    owner: Option<ParticipantId>,
+    /// The layout this viewer chose, if not the room's.
+    layout: Option<String>,
     options: JoinOptions,
     codec_in: Option<VideoCodec>,
     codec_out: Option<VideoCodec>,
@@ -557,6 +614,8 @@ pub fn spawn(
                 admin_layout: None,
                 latency: LatencyHistogram::default(),
                 egress_keyframes: HashMap::new(),
+                share: None,
+                variant_layouts: HashMap::new(),
             };
             let result =
                 std::panic::catch_unwind(AssertUnwindSafe(|| thread.run(&control_rx, &rx)));
@@ -592,6 +651,10 @@ struct RoomThread {
     latency: LatencyHistogram,
     /// When each tier with a recording last got its periodic keyframe.
     egress_keyframes: HashMap<String, Instant>,
+    /// The member that is the room's shared screen.
+    share: Option<ParticipantId>,
+    /// Layouts viewers chose, for which the room has tier variants.
+    variant_layouts: HashMap<String, LayoutSpec>,
 }
 
 impl RoomThread {
@@ -696,6 +759,7 @@ impl RoomThread {
                     id,
                     name,
                     kind,
+                    owner,
                     mut options,
                     codec_out,
                     bandwidth,
@@ -718,9 +782,24 @@ impl RoomThread {
                     audio_muted: false,
                     video_muted: false,
                 };
+                let owner = (kind == SCREEN_KIND)
+                    .then(|| {
+                        owner.or_else(|| {
+                            self.members
+                                .iter()
+                                .find(|(_, m)| is_person(m.kind) && m.info.name == name)
+                                .map(|(id, _)| *id)
+                        })
+                    })
+                    .flatten();
+                let label = if kind == SCREEN_KIND {
+                    format!("{name} (screen)")
+                } else {
+                    name
+                };
                 self.input(Input::Join {
                     id,
-                    name,
+                    name: label,
                     options: options.clone(),
                 });
                 self.members.insert(
@@ -728,6 +807,8 @@ impl RoomThread {
                     Member {
                         info: info.clone(),
                         kind,
+                        owner,
+                        layout: None,
                         options,
                         codec_in: None,
                         codec_out,
@@ -759,8 +840,13 @@ impl RoomThread {
                     self.announce_egress(None);
                     return true;
                 }
+                if kind == SCREEN_KIND {
+                    self.start_share(id);
+                    return true;
+                }
                 if let Some(m) = self.members.get(&id) {
-                    if let Some(msg) = self.egress_message() {
+                    let msgs = [self.egress_message(), self.sharing_message()];
+                    for msg in msgs.into_iter().flatten() {
                         let _ = m.sink.events.send(msg);
                     }
                 }
@@ -772,7 +858,7 @@ impl RoomThread {
                 // entered the room since (before this offer) is only known from here.
                 if let Some(m) = self.members.get(&id) {
                     for other in self.order.iter().filter(|o| **o != id) {
-                        if let Some(o) = self.members.get(other).filter(|o| !is_egress(o.kind)) {
+                        if let Some(o) = self.members.get(other).filter(|o| is_person(o.kind)) {
                             let _ = m.sink.events.send(ServerMessage::ParticipantUpdated {
                                 participant: o.info.clone(),
                             });
@@ -784,13 +870,7 @@ impl RoomThread {
             Command::Leave { id } => {
                 if let Some(m) = self.members.remove(&id) {
                     info!(participant = %id, "left");
-                    self.order.retain(|p| *p != id);
-                    self.input(Input::Leave { id });
-                    if is_egress(m.kind) {
-                        self.announce_egress(Some(true));
-                    } else {
-                        self.broadcast(ServerMessage::ParticipantLeft { id: id.to_string() }, None);
-                    }
+                    self.forget(id, &m);
                 }
             }
             Command::Video { id, codec, data } => {
@@ -884,7 +964,7 @@ impl RoomThread {
                     .order
                     .iter()
                     .filter_map(|id| self.members.get(id))
-                    .filter(|m| !is_egress(m.kind))
+                    .filter(|m| is_person(m.kind))
                     .map(|m| m.info.clone())
                     .collect();
                 let _ = reply.send((list, self.layout_name.clone()));
@@ -904,6 +984,21 @@ impl RoomThread {
                 layouts,
             } => {
                 info!(%layout, "applying a new config");
+                let mut settings = settings;
+                // Viewers' layout variants follow their tiers' new settings.
+                self.variant_layouts
+                    .retain(|name, _| layouts.iter().any(|(n, _)| n == name));
+                for (n, spec) in &mut self.variant_layouts {
+                    if let Some((_, new)) = layouts.iter().find(|(l, _)| l == n) {
+                        *spec = new.clone();
+                    }
+                }
+                let variants: Vec<TierSettings> = self
+                    .variant_layouts
+                    .iter()
+                    .flat_map(|(n, spec)| layout_variants(&settings.tiers, n, spec))
+                    .collect();
+                settings.tiers.extend(variants);
                 self.input(Input::Reconfigure(settings));
                 let admin = self
                     .admin_layout
@@ -921,6 +1016,7 @@ impl RoomThread {
                     }
                 }
             }
+            Command::ChooseLayout { id, layout } => self.choose_layout(id, layout),
             Command::SetLayout { name, spec } => {
                 info!(layout = %name, "layout set by an administrator");
                 self.input(Input::SetLayout(spec));
@@ -951,9 +1047,7 @@ impl RoomThread {
                         reason,
                         fatal: true,
                     });
-                    self.order.retain(|p| *p != id);
-                    self.input(Input::Leave { id });
-                    self.broadcast(ServerMessage::ParticipantLeft { id: id.to_string() }, None);
+                    self.forget(id, m);
                 }
                 let _ = reply.send(found.is_some());
             }
@@ -982,7 +1076,166 @@ impl RoomThread {
     fn set_layout_name(&mut self, layout: String) {
         if layout != self.layout_name {
             self.layout_name = layout.clone();
-            self.broadcast(ServerMessage::LayoutChanged { layout }, None);
+            // Viewers with a layout of their own keep seeing it.
+            for m in self.members.values().filter(|m| m.layout.is_none()) {
+                let _ = m.sink.events.send(ServerMessage::LayoutChanged {
+                    layout: layout.clone(),
+                });
+            }
+        }
+    }
+
+    /// After a member left or was removed: the engine forgets it, and the others are told.
+    fn forget(&mut self, id: ParticipantId, m: &Member) {
+        self.order.retain(|p| *p != id);
+        self.input(Input::Leave { id });
+        if is_egress(m.kind) {
+            self.announce_egress(Some(true));
+        } else if m.kind == SCREEN_KIND {
+            if self.share == Some(id) {
+                self.share = None;
+                info!(share = %id, "screen share ended");
+                self.broadcast(
+                    ServerMessage::Sharing {
+                        id: None,
+                        name: None,
+                    },
+                    None,
+                );
+            }
+        } else {
+            self.broadcast(ServerMessage::ParticipantLeft { id: id.to_string() }, None);
+        }
+    }
+
+    /// `sharing` for people in the room, if a screen is shared.
+    fn sharing_message(&self) -> Option<ServerMessage> {
+        let id = self.share?;
+        let m = self.members.get(&id)?;
+        Some(ServerMessage::Sharing {
+            id: Some(m.owner.unwrap_or(id).to_string()),
+            name: Some(m.info.name.clone()),
+        })
+    }
+
+    /// A screen share joined: it replaces the room's share, if any (whose sharer is told),
+    /// and the room shows it.
+    fn start_share(&mut self, id: ParticipantId) {
+        if let Some(old) = self.share.take() {
+            let name = self.members.get(&id).map(|m| m.info.name.clone());
+            if let Some(m) = self.members.remove(&old) {
+                info!(share = %old, by = ?name, "screen share replaced");
+                let _ = m.sink.events.send(ServerMessage::Error {
+                    code: ErrorCode::Removed,
+                    reason: format!(
+                        "{} shares a screen now; one share at a time",
+                        name.as_deref().unwrap_or("someone")
+                    ),
+                    fatal: true,
+                });
+                self.order.retain(|p| *p != old);
+                self.input(Input::Leave { id: old });
+            }
+        }
+        self.share = Some(id);
+        info!(share = %id, "screen share started");
+        self.input(Input::SetShare(Some(id)));
+        if let Some(msg) = self.sharing_message() {
+            self.broadcast(msg, None);
+        }
+    }
+
+    /// Engine tiers in use: every tier some member receives.
+    fn tiers_in_use(&self) -> HashSet<&str> {
+        self.members
+            .values()
+            .filter_map(|m| m.options.receive_tier.as_deref())
+            .collect()
+    }
+
+    /// The engine tier member `id` gets for config tier variant `base`: `base` drawn in its
+    /// own layout, if it chose one and that costs no encode beyond
+    /// `rooms.max_encodes_per_room`; otherwise `base` (and its choice is dropped, with a
+    /// `layout_refused`).
+    fn variant_for(&mut self, id: ParticipantId, base: Option<String>) -> Option<String> {
+        let base = base?;
+        let Some(layout) = self.members.get(&id).and_then(|m| m.layout.clone()) else {
+            return Some(base);
+        };
+        let want = layout_variant(&base, &layout);
+        let in_use = self.tiers_in_use();
+        let mine = self
+            .members
+            .get(&id)
+            .and_then(|m| m.options.receive_tier.as_deref());
+        let receivers = |t: &str| {
+            self.members
+                .values()
+                .filter(|m| m.options.receive_tier.as_deref() == Some(t))
+                .count()
+        };
+        // The encodes that go on whatever this viewer does (its own tier stops if it was
+        // the only one receiving it).
+        let others = in_use
+            .iter()
+            .filter(|t| Some(**t) != mine || receivers(t) > 1)
+            .count();
+        let max = self.room().settings().max_encodes;
+        if in_use.contains(want.as_str()) || others < max {
+            return Some(want);
+        }
+        let reason =
+            format!("the room runs {others} encodes already (rooms.max_encodes_per_room = {max})");
+        info!(participant = %id, %layout, "layout choice refused: {reason}");
+        let room_layout = self.layout_name.clone();
+        if let Some(m) = self.members.get_mut(&id) {
+            m.layout = None;
+            let _ = m
+                .sink
+                .events
+                .send(ServerMessage::LayoutRefused { layout, reason });
+            let _ = m.sink.events.send(ServerMessage::LayoutChanged {
+                layout: room_layout,
+            });
+        }
+        Some(base)
+    }
+
+    /// A viewer chose a layout of its own, or the room's again.
+    fn choose_layout(&mut self, id: ParticipantId, choice: Option<(String, LayoutSpec)>) {
+        let Some(m) = self.members.get(&id) else {
+            return;
+        };
+        let current = m.options.receive_tier.clone();
+        let base = current.as_deref().map(base_of_variant);
+        if let Some((name, spec)) = &choice {
+            if !self.variant_layouts.contains_key(name) {
+                let variants = layout_variants(&self.room().settings().tiers, name, spec);
+                self.variant_layouts.insert(name.clone(), spec.clone());
+                self.input(Input::AddTiers(variants));
+            }
+        }
+        if let Some(m) = self.members.get_mut(&id) {
+            m.layout = choice.as_ref().map(|(n, _)| n.clone());
+        }
+        let tier = self.variant_for(id, base);
+        let room_layout = self.layout_name.clone();
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        // A refused choice was answered by `variant_for`.
+        if m.layout.is_some() || choice.is_none() {
+            let shown = m.layout.clone().unwrap_or(room_layout);
+            info!(participant = %id, layout = %shown, "layout chosen by the viewer");
+            let _ = m
+                .sink
+                .events
+                .send(ServerMessage::LayoutChanged { layout: shown });
+        }
+        if tier != current && tier.is_some() {
+            m.options.receive_tier = tier.clone();
+            m.held = true;
+            self.input(Input::SetReceiveTier { id, tier });
         }
     }
 
@@ -1001,10 +1254,13 @@ impl RoomThread {
             .tiers
             .iter()
             .find(|t| {
-                t.codec == codec && (t.name == tier || t.name.split('~').next() == Some(tier))
+                t.codec == codec
+                    && t.layout.is_none()
+                    && (t.name == tier || t.name.split('~').next() == Some(tier))
             })
             .map(|t| t.name.clone())
             .ok_or_else(|| format!("unknown tier {tier:?}"))?;
+        let name = self.variant_for(id, Some(name.clone())).unwrap_or(name);
         self.input(Input::SetReceiveTier {
             id,
             tier: Some(name.clone()),
@@ -1035,7 +1291,10 @@ impl RoomThread {
             .into_iter()
             .flatten()
             .min();
-        let mut ours: Vec<_> = tiers.iter().filter(|t| t.codec == codec).collect();
+        let mut ours: Vec<_> = tiers
+            .iter()
+            .filter(|t| t.codec == codec && t.layout.is_none())
+            .collect();
         ours.sort_by_key(|t| t.bitrate_bps);
         let smallest = ours.first().map(|t| t.name.clone());
         let mut ladder: Vec<Rung> = ours
@@ -1103,15 +1362,16 @@ impl RoomThread {
         let Some(rung) = switched else {
             return;
         };
+        let estimate = m.bandwidth.as_ref().map(|b| b.estimate(now));
+        let tier = self.variant_for(id, rung.tier);
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
         m.tier_switches += 1;
         m.held = true;
-        m.options.receive_tier = rung.tier.clone();
-        let estimate = m.bandwidth.as_ref().map(|b| b.estimate(now));
-        info!(participant = %id, tier = ?rung.tier, ?estimate, "tier changed by the receiver's bandwidth");
-        self.input(Input::SetReceiveTier {
-            id,
-            tier: rung.tier,
-        });
+        m.options.receive_tier = tier.clone();
+        info!(participant = %id, ?tier, ?estimate, "tier changed by the receiver's bandwidth");
+        self.input(Input::SetReceiveTier { id, tier });
         self.report_bandwidth(id, now);
     }
 
@@ -1221,10 +1481,12 @@ impl RoomThread {
                         .settings()
                         .tiers
                         .iter()
-                        .find(|t| Some(t.codec) == codec)
+                        .find(|t| Some(t.codec) == codec && t.layout.is_none())
                         .map(|t| t.name.clone())
                 })
+                .map(|t| base_of_variant(&t))
         };
+        let tier = self.variant_for(id, tier);
         info!(participant = %id, enabled, "audio only");
         if let Some(m) = self.members.get_mut(&id) {
             m.options.receive_tier = tier.clone();
@@ -1302,6 +1564,7 @@ impl RoomThread {
             return;
         }
         let bpp = settings.hint_bits_per_pixel as f64;
+        let share_fps = settings.share_fps;
         let in_use: HashSet<&str> = self
             .members
             .values()
@@ -1335,16 +1598,29 @@ impl RoomThread {
                 .filter(|(_, src)| *src != tessera_engine::EstimateSource::Loss)
                 .map(|(e, _)| ((e * 8 / 10) / 50_000 * 50_000).max(MIN_HINT_BPS as u64))
                 .map_or(u32::MAX, |c| c.min(u32::MAX as u64) as u32);
+            let screen = m.kind == SCREEN_KIND;
             let hint = match best.get(id) {
-                Some(&(w, h, fps)) => Hint {
-                    width: w & !1,
-                    height: h & !1,
-                    fps,
-                    max_bitrate_bps: ((w as f64 * h as f64 * fps as f64 * bpp) as u32)
-                        .clamp(MIN_HINT_BPS, MAX_HINT_BPS)
-                        .min(link_cap),
-                    on_canvas: true,
-                },
+                Some(&(w, h, fps)) => {
+                    // A screen: its largest tile (at most 1080p) at a low frame rate, since
+                    // text wants pixels, not motion.
+                    let (w, h, fps) = if screen {
+                        let (mw, mh) = MAX_SHARE_PIXELS;
+                        let scale = (mw as f64 / w as f64).min(mh as f64 / h as f64).min(1.0);
+                        let (w, h) = ((w as f64 * scale) as u32, (h as f64 * scale) as u32);
+                        (w, h, share_fps)
+                    } else {
+                        (w, h, fps)
+                    };
+                    Hint {
+                        width: w & !1,
+                        height: h & !1,
+                        fps,
+                        max_bitrate_bps: ((w as f64 * h as f64 * fps as f64 * bpp) as u32)
+                            .clamp(MIN_HINT_BPS, MAX_HINT_BPS)
+                            .min(link_cap),
+                        on_canvas: true,
+                    }
+                }
                 // On no canvas: almost nothing (after a grace period, since a new
                 // participant's tile appears with the next composite).
                 None if now.saturating_duration_since(m.joined_at) >= Duration::from_secs(2) => {
@@ -1365,7 +1641,7 @@ impl RoomThread {
             m.last_hint = Some(hint);
             let _ = m.sink.media.try_send(MediaOut::Remb(hint.max_bitrate_bps));
             let _ = m.sink.events.send(ServerMessage::SendHint {
-                kind: "camera".into(),
+                kind: if screen { "screen" } else { "camera" }.into(),
                 width: hint.width,
                 height: hint.height,
                 fps: hint.fps,
@@ -1510,6 +1786,7 @@ impl RoomThread {
                     id: id.to_string(),
                     name: m.info.name.clone(),
                     kind: m.kind,
+                    layout: m.layout.clone(),
                     codec_in: m.codec_in.map(|c| c.to_string()),
                     codec_out: m.codec_out.map(|c| c.to_string()),
                     tier: m.options.receive_tier.clone(),
@@ -1594,6 +1871,11 @@ impl RoomThread {
             audio_ticks: stats.audio_ticks,
             audio_ticks_skipped: stats.audio_ticks_skipped,
             active_speaker: room.active_speaker().map(|p| p.to_string()),
+            sharing: self.share.and_then(|s| {
+                self.members
+                    .get(&s)
+                    .map(|m| m.owner.unwrap_or(s).to_string())
+            }),
             commands_dropped: self.dropped.load(Ordering::Relaxed),
             busy_secs: self.busy.as_secs_f64(),
             mix_latency: self.latency.clone(),
@@ -1633,6 +1915,7 @@ mod tests {
             id: ParticipantId(id),
             name: format!("P{id}"),
             kind: "test",
+            owner: None,
             options: JoinOptions {
                 sends_video: false,
                 sends_audio: true,
@@ -1662,6 +1945,7 @@ mod tests {
             id: ParticipantId(id),
             name: format!("R{id}"),
             kind: "test",
+            owner: None,
             options: JoinOptions {
                 sends_video: false,
                 sends_audio: true,
@@ -1805,6 +2089,7 @@ mod tests {
             id: ParticipantId(1),
             name: "Ann".into(),
             kind: "test",
+            owner: None,
             options: JoinOptions {
                 sends_video: false,
                 sends_audio: true,
@@ -1881,6 +2166,7 @@ mod tests {
                 id: ParticipantId(id),
                 name: format!("C{id}"),
                 kind: "test",
+                owner: None,
                 options: JoinOptions {
                     sends_video: false,
                     sends_audio: true,

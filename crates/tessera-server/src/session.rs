@@ -18,7 +18,7 @@ use warp::ws::{Message, WebSocket};
 use crate::auth::{self, Perm};
 use crate::limits::{Bucket, Limit};
 use crate::media::{AnswerPlan, ConnState, OpenPeer, PeerError, PeerEvent, PeerKey, RestartWith};
-use crate::room::{Command, JoinRequest, RoomHandle, Sink, TierCaps};
+use crate::room::{Command, JoinRequest, RoomHandle, Sink, TierCaps, SCREEN_KIND};
 use crate::{sdp, JoinError, Server};
 
 /// A place in a room. Dropping it without `leave` is a bug, so `leave` consumes it.
@@ -50,8 +50,14 @@ pub struct Wants {
     pub tier: Option<String>,
     /// The token allows receiving the composite and the mix.
     pub receive: bool,
+    /// The token allows publishing (a camera, a microphone or a screen).
+    pub publish: bool,
     /// The size the client shows the composite at (`join`'s `display`).
     pub display: Option<(u32, u32)>,
+    /// A screen share's participant.
+    pub owner: Option<ParticipantId>,
+    /// The layout the client asked for in `join` (applied once its media starts).
+    pub layout: Option<String>,
 }
 
 /// What a join token allows; everything when `auth.token_secret` is "".
@@ -200,6 +206,7 @@ pub async fn start_media(
         id: m.id,
         name: wants.name.clone(),
         kind: wants.kind,
+        owner: wants.owner,
         options: JoinOptions {
             sends_video,
             sends_audio,
@@ -342,6 +349,7 @@ struct JoinFields {
     tier: Option<String>,
     token: Option<String>,
     display: Option<tessera_proto::DisplaySize>,
+    layout: Option<String>,
 }
 
 /// Admits a WebSocket `join`: rate, token, tier and a place in the room.
@@ -381,6 +389,7 @@ async fn join_ws(
         ice_servers: server.ice_servers_for(&j.name),
         layout,
         tier: tier_name,
+        layouts: server.layout_names(),
     };
     let wants = Wants {
         name: j.name,
@@ -389,7 +398,10 @@ async fn join_ws(
         audio: j.audio && grants.publish,
         tier: j.tier,
         receive: grants.subscribe,
+        publish: grants.publish,
         display: j.display.map(|d| (d.width, d.height)),
+        owner: None,
+        layout: j.layout,
     };
     Ok((m, wants, msg))
 }
@@ -412,6 +424,10 @@ where
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<ServerMessage>();
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let mut member: Option<(Membership, Wants)> = None;
+    // The participant's screen share: a member of its own, with its own PeerConnection.
+    let mut share: Option<Membership> = None;
+    let (share_ev_tx, mut share_ev_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let (share_peer_tx, mut share_peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let mut offered = false;
     // Set at join, cleared once media connects: a session stuck before that is removed.
     let mut connect_by: Option<tokio::time::Instant> = None;
@@ -463,11 +479,11 @@ where
                         Err(e) => Some(ServerMessage::error(ErrorCode::BadMessage, e.0)),
                         Ok(ClientMessage::Ping) => Some(ServerMessage::Pong),
                         Ok(ClientMessage::Leave) => break,
-                        Ok(ClientMessage::Join { room, name, video, audio, tier, token, display }) => {
+                        Ok(ClientMessage::Join { room, name, video, audio, tier, token, display, layout }) => {
                             if member.is_some() {
                                 Some(ServerMessage::error(ErrorCode::BadState, "already joined"))
                             } else {
-                                let j = JoinFields { room, name, video, audio, tier, token, display };
+                                let j = JoinFields { room, name, video, audio, tier, token, display, layout };
                                 match join_ws(&server, addr, j).await {
                                     Err(Refusal(code, reason)) => Some(ServerMessage::error(code, reason)),
                                     Ok((m, wants, msg)) => {
@@ -498,6 +514,10 @@ where
                                     }
                                     Ok((answer, _tier)) => {
                                         let _ = tx.send(send_json(&ServerMessage::Answer { sdp: answer })).await;
+                                        let layout = wants.layout.clone();
+                                        if let Some(refused) = layout.and_then(|l| choose_layout(&server, m, wants, Some(l))) {
+                                            let _ = tx.send(send_json(&refused)).await;
+                                        }
                                         if let Some(key) = m.peer {
                                             for c in early_candidates.drain(..) {
                                                 if let Err(e) = server.media.add_candidate(key, c).await {
@@ -520,6 +540,33 @@ where
                                 }
                             }
                         }
+                        Ok(ClientMessage::Layout { layout }) => match member.as_mut() {
+                            Some((m, wants)) => choose_layout(&server, m, wants, layout),
+                            None => Some(ServerMessage::error(ErrorCode::BadState, "send join before layout")),
+                        },
+                        Ok(ClientMessage::Share { sdp }) => match member.as_ref() {
+                            None => Some(ServerMessage::error(ErrorCode::BadState, "send join before share")),
+                            Some((m, _)) if m.peer.is_none() => Some(ServerMessage::error(ErrorCode::BadState, "send your offer before sharing a screen")),
+                            Some((_, wants)) if !wants.publish => Some(ServerMessage::error(ErrorCode::Forbidden, "the token does not allow publish")),
+                            Some((m, wants)) => {
+                                if let Some(old) = share.take() {
+                                    old.leave().await;
+                                }
+                                match start_share(&server, m, wants, &sdp, share_ev_tx.clone(), share_peer_tx.clone()).await {
+                                    Ok((s, answer)) => {
+                                        share = Some(s);
+                                        Some(ServerMessage::ShareAnswer { sdp: answer })
+                                    }
+                                    Err(Refusal(code, reason)) => Some(ServerMessage::error(code, reason)),
+                                }
+                            }
+                        },
+                        Ok(ClientMessage::ShareStop) => {
+                            if let Some(s) = share.take() {
+                                s.leave().await;
+                            }
+                            None
+                        }
                         Ok(ClientMessage::AudioOnly { enabled }) => match &member {
                             Some((m, _)) => { m.room.send(Command::AudioOnly { id: m.id, enabled }); None }
                             None => Some(ServerMessage::error(ErrorCode::BadState, "send join before audio_only")),
@@ -537,6 +584,29 @@ where
                     if fatal { break; }
                     None
                 }
+                ev = share_ev_rx.recv() => match ev {
+                    // The share's hint is for this client; other room events it already
+                    // gets as a participant.
+                    Some(hint @ ServerMessage::SendHint { .. }) => Some(hint),
+                    Some(ServerMessage::Error { fatal: true, reason, .. }) => match share.take() {
+                        Some(s) => {
+                            s.leave().await;
+                            Some(ServerMessage::ShareEnded { reason })
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                },
+                pev = share_peer_rx.recv() => match pev {
+                    Some(PeerEvent::State(ConnState::Failed)) => match share.take() {
+                        Some(s) => {
+                            s.leave().await;
+                            Some(ServerMessage::ShareEnded { reason: "the share's media connection was lost".into() })
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                },
                 Ok(()) = shutdown.changed() => {
                     let _ = tx.send(send_json(&ServerMessage::Error {
                         code: ErrorCode::Shutdown,
@@ -577,6 +647,9 @@ where
                 }
             }
         }
+        if let Some(s) = share {
+            s.leave().await;
+        }
         if let Some((m, _)) = member {
             m.leave().await;
         }
@@ -584,6 +657,71 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// A viewer's `layout` choice (in `join` or later): checked against the config, then handed
+/// to the room once the viewer's media runs. Returns the refusal to send, if any.
+fn choose_layout(
+    server: &Server,
+    m: &Membership,
+    wants: &mut Wants,
+    layout: Option<String>,
+) -> Option<ServerMessage> {
+    let choice = match layout {
+        None => None,
+        Some(name) => match server.layout_choice(&name) {
+            Ok(spec) => Some((name, spec)),
+            Err(reason) => {
+                return Some(ServerMessage::LayoutRefused {
+                    layout: name,
+                    reason,
+                })
+            }
+        },
+    };
+    wants.layout = choice.as_ref().map(|(n, _)| n.clone());
+    if m.peer.is_some() {
+        m.room.send(Command::ChooseLayout {
+            id: m.id,
+            layout: choice,
+        });
+    }
+    None
+}
+
+/// Starts participant `m`'s screen share from the offer of its second PeerConnection: a
+/// member of kind `screen` that only sends. Returns it and the answer.
+async fn start_share(
+    server: &Arc<Server>,
+    m: &Membership,
+    wants: &Wants,
+    offer: &str,
+    events: mpsc::UnboundedSender<ServerMessage>,
+    peer_events: mpsc::UnboundedSender<PeerEvent>,
+) -> Result<(Membership, String), Refusal> {
+    let mut s = enter(server, &m.room.name, &wants.name)?;
+    let share = Wants {
+        name: wants.name.clone(),
+        kind: SCREEN_KIND,
+        video: true,
+        audio: true,
+        tier: None,
+        receive: false,
+        publish: true,
+        display: None,
+        owner: Some(m.id),
+        layout: None,
+    };
+    match start_media(&mut s, &share, offer, events, peer_events).await {
+        Ok((answer, _)) => {
+            info!(participant = %m.id, share = %s.id, "screen share offered");
+            Ok((s, answer))
+        }
+        Err(e) => {
+            s.leave().await;
+            Err(e)
+        }
+    }
 }
 
 /// A WHIP publisher or WHEP viewer: kept until DELETE or until its connection fails.
@@ -611,10 +749,11 @@ impl Resource {
 }
 
 /// Handles `POST /whip/{room}` and `POST /whep/{room}`: returns (id, answer, the session's
-/// URL secret).
+/// URL secret). `member` is the room member's kind: `whip`, `whep`, or `screen` (a WHIP
+/// publisher's screen share).
 pub async fn start_resource(
     server: &Arc<Server>,
-    kind: &'static str,
+    member: &'static str,
     room: &str,
     name: &str,
     tier: Option<String>,
@@ -622,6 +761,11 @@ pub async fn start_resource(
     who: (Option<SocketAddr>, Option<&str>),
 ) -> Result<(ParticipantId, String, String), Refusal> {
     let (addr, token) = who;
+    let kind = if member == SCREEN_KIND {
+        "whip"
+    } else {
+        member
+    };
     check_join_rate(server, addr)?;
     let grants = authorize(server, token, room, name)?;
     let allowed = if kind == "whip" {
@@ -647,15 +791,19 @@ pub async fn start_resource(
     let mut m = enter(server, room, name)?;
     let wants = Wants {
         name: name.to_string(),
-        kind,
+        kind: member,
         video: kind == "whip",
         audio: kind == "whip",
         tier,
         receive: kind == "whep",
+        publish: kind == "whip",
         display: None,
+        owner: None,
+        layout: None,
     };
-    // Nobody reads a WHIP/WHEP client's signalling events.
-    let (ev_tx, _) = mpsc::unbounded_channel();
+    // Signalling events have no one to go to, but a fatal one (removed by an admin, a
+    // share replaced by another) ends the resource.
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
     let answer = match start_media(&mut m, &wants, offer, ev_tx, peer_tx).await {
         Ok((answer, _)) => answer,
@@ -689,6 +837,13 @@ pub async fn start_resource(
         loop {
             let ev = tokio::select! {
                 ev = peer_rx.recv() => ev,
+                Some(msg) = ev_rx.recv() => match msg {
+                    ServerMessage::Error { fatal: true, reason, .. } => {
+                        info!(participant = %id, %reason, "{kind} removed by its room");
+                        break;
+                    }
+                    _ => continue,
+                },
                 _ = sleep_until(connect_by) => {
                     server.limits.refused(Limit::IdleTimeout);
                     info!(participant = %id, "{kind} never connected; removing it");
@@ -716,6 +871,22 @@ pub async fn start_resource(
 }
 
 impl Server {
+    /// The layouts a viewer may choose: the built-in ones and the config's.
+    pub(crate) fn layout_names(&self) -> Vec<String> {
+        let cfg = self.config();
+        tessera_config::BUILTIN_LAYOUTS
+            .iter()
+            .map(|l| l.to_string())
+            .chain(cfg.layouts.keys().cloned())
+            .collect()
+    }
+
+    /// The layout named `name`, if a viewer may choose it.
+    pub(crate) fn layout_choice(&self, name: &str) -> Result<tessera_engine::LayoutSpec, String> {
+        let cfg = self.config();
+        tessera_engine::layout_by_name(&cfg, name).map_err(|e| e.to_string())
+    }
+
     pub(crate) fn take_resource(&self, id: u64) -> Option<Resource> {
         self.resources
             .lock()

@@ -58,6 +58,7 @@ pub fn run(args: PreviewArgs) -> anyhow::Result<()> {
         .map(|n| TileInput {
             name: n,
             frame: None,
+            fit: None,
         })
         .collect();
     let rgb = compositor

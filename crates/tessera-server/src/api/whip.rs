@@ -233,8 +233,20 @@ fn publish(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Reject
                     .map(String::as_str)
                     .unwrap_or(default_name(kind));
                 let tier = q.get("tier").cloned();
+                // `kind=screen`: a WHIP publisher's screen share (shown in the share layout).
+                let member = match (kind, q.get("kind").map(String::as_str)) {
+                    (_, None | Some("camera")) => kind,
+                    ("whip", Some("screen")) => crate::room::SCREEN_KIND,
+                    (_, Some(k)) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            &format!("kind={k:?}: must be camera, or screen on /whip\n"),
+                        )
+                    }
+                };
                 let who = (addr, bearer(&auth));
-                match session::start_resource(&server, kind, &room, name, tier, offer, who).await {
+                match session::start_resource(&server, member, &room, name, tier, offer, who).await
+                {
                     Ok((id, answer, secret)) => {
                         let etag = format!("\"{}\"", sdp::ice_ufrag(&answer).unwrap_or_default());
                         // `p7-SECRET`, or `p7-SECRET~NODE` in a cluster.

@@ -166,6 +166,7 @@ fn render_tier(args: &RenderArgs, cfg: &Config) -> Result<TierSettings> {
         fps,
         bitrate_bps: bitrate_kbps * 1000,
         codec,
+        layout: None,
     })
 }
 
