@@ -8,6 +8,7 @@ mod check_config;
 mod churn;
 mod cluster;
 mod hints;
+mod layouts;
 mod live;
 mod media_plane;
 mod preview;

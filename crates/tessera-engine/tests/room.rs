@@ -689,3 +689,127 @@ fn a_muted_participant_is_absent_from_every_mix() {
         );
     }
 }
+
+/// Tile areas all within a few percent of each other (pixel rounding): a grid.
+fn equal_tiles(areas: &[u32]) -> bool {
+    let (lo, hi) = (areas.iter().min(), areas.iter().max());
+    matches!((lo, hi), (Some(lo), Some(hi)) if *hi * 20 <= *lo * 21)
+}
+
+#[test]
+fn a_shared_screen_takes_the_share_layouts_big_tile_letterboxed_whoever_speaks() {
+    let t0 = Instant::now();
+    let mut cfg = Config::embedded();
+    // Cameras are cropped to their tiles; the share must not be.
+    cfg.video.fit = tessera_config::Fit::Crop;
+    let mut s = RoomSettings::from_config(&cfg, "grid", &Assets::load(&cfg).unwrap()).unwrap();
+    s.tiers.retain(|t| t.name == "low");
+    s.tiers[0].fps = FPS;
+    s.tiers[0].bitrate_bps = 800_000;
+    s.always_encode = vec!["low".into()];
+    assert_eq!(s.share_layout.name(), "presenter");
+    let mut room = Room::new(s, t0).unwrap();
+    let mut senders = three_senders();
+    join_all(&mut room, &senders, t0);
+    // Ann's camera is the share; Cy is the one talking.
+    room.handle_input(Input::SetShare(Some(ParticipantId(1))), t0);
+    let mut out = Collected::default();
+    run(&mut room, t0, 0, 2000, &mut out, |room, ms, now| {
+        for s in senders.iter_mut() {
+            if ms % 40 == 0 {
+                let data = s.frame(ms / 40);
+                room.handle_input(
+                    Input::Video {
+                        id: s.id,
+                        codec: s.codec,
+                        data,
+                    },
+                    now,
+                );
+            }
+            let mut samples = s.tone();
+            if s.id != ParticipantId(3) {
+                samples.iter_mut().for_each(|x| *x = 0);
+            }
+            room.handle_input(Input::AudioPcm { id: s.id, samples }, now);
+        }
+    });
+    assert_eq!(room.active_speaker(), Some(ParticipantId(3)));
+    assert_eq!(room.share(), Some(ParticipantId(1)));
+    let rects = room.tile_rects("low");
+    let (id, r) = *rects.iter().max_by_key(|(_, r)| r.w * r.h).unwrap();
+    assert_eq!(
+        id,
+        ParticipantId(1),
+        "the share is not the big tile: {rects:?}"
+    );
+    // presenter: 75% of the width, all the height.
+    assert!(r.w > 640 * 7 / 10 && r.h > 360 * 9 / 10, "{r:?}");
+    let picture = out.last_picture(VideoCodec::Vp8);
+    // A 16:9 picture in a 4:3 tile: bars above and below, the picture whole in between.
+    let bg = cfg.video.background.clone();
+    let bg = Rgb::parse_hex(&bg).unwrap();
+    let fitted_h = r.w * 9 / 16;
+    let bar = (r.h - fitted_h) / 2;
+    assert!(bar > 20, "{r:?}");
+    assert!(
+        colour_close(
+            picture.mean_yuv(Rect::new(r.x + r.w / 4, r.y + 2, r.w / 2, bar - 8)),
+            bg
+        ),
+        "no bar above the share: it was cropped"
+    );
+    assert!(colour_close(
+        picture.mean_yuv(Rect::new(r.x + r.w / 4, r.y + bar + 10, r.w / 2, 20)),
+        senders[0].colour
+    ));
+    // The share ends: the room's own layout (grid: equal tiles) again.
+    room.handle_input(Input::SetShare(None), t0 + Duration::from_millis(2000));
+    run(&mut room, t0, 2000, 2200, &mut out, feed_all(&mut senders));
+    let sizes: Vec<u32> = room
+        .tile_rects("low")
+        .iter()
+        .map(|(_, r)| r.w * r.h)
+        .collect();
+    assert!(equal_tiles(&sizes), "not a grid again: {sizes:?}");
+}
+
+#[test]
+fn a_tier_variant_with_its_own_layout_draws_it_beside_the_rooms() {
+    let t0 = Instant::now();
+    let mut s = settings("grid");
+    let mut own = s.tiers[0].clone();
+    own.name = "low@speaker".into();
+    own.layout = Some(LayoutSpec::Speaker);
+    s.always_encode.push(own.name.clone());
+    let mut room = Room::new(s, t0).unwrap();
+    room.handle_input(Input::AddTiers(vec![own.clone(), own]), t0);
+    assert_eq!(
+        room.settings().tiers.len(),
+        2,
+        "a known name is not added twice"
+    );
+    let mut senders = three_senders();
+    join_all(&mut room, &senders, t0);
+    let mut out = Collected::default();
+    run(&mut room, t0, 0, 600, &mut out, feed_all(&mut senders));
+    let mut encoding = room.encoding_tiers();
+    encoding.sort();
+    assert_eq!(encoding, ["low", "low@speaker"]);
+    let area = |tier: &str| -> Vec<u32> {
+        room.tile_rects(tier)
+            .iter()
+            .map(|(_, r)| r.w * r.h)
+            .collect()
+    };
+    let grid = area("low");
+    assert_eq!(grid.len(), 3);
+    assert!(equal_tiles(&grid), "{grid:?}");
+    let speaker = area("low@speaker");
+    assert_eq!(speaker.len(), 3);
+    let big = *speaker.iter().max().unwrap();
+    assert!(
+        speaker.iter().filter(|a| **a == big).count() == 1 && big > 2 * grid[0],
+        "no big speaker tile: {speaker:?}"
+    );
+}
