@@ -1959,6 +1959,98 @@ mod tests {
         }))
     }
 
+    fn screen(id: u64, name: &str, owner: Option<u64>, sink: Sink) -> Command {
+        Command::Join(Box::new(JoinRequest {
+            id: ParticipantId(id),
+            name: name.into(),
+            kind: SCREEN_KIND,
+            owner: owner.map(ParticipantId),
+            options: JoinOptions {
+                sends_video: true,
+                sends_audio: true,
+                receive_tier: None,
+                receives_audio: false,
+            },
+            codec_out: None,
+            bandwidth: None,
+            caps: TierCaps::default(),
+            sink,
+        }))
+    }
+
+    /// The next `sharing` message in `rx`, skipping others, within 5 s.
+    async fn next_sharing(
+        rx: &mut tmpsc::UnboundedReceiver<ServerMessage>,
+    ) -> (Option<String>, Option<String>) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(ServerMessage::Sharing { id, name })) => return (id, name),
+                Ok(Some(_)) => {}
+                other => panic!("no sharing message: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_share_at_a_time_a_new_one_replaces_the_old_and_everyone_is_told() {
+        let room = spawn("share", "grid".into(), settings()).unwrap();
+        let (ann, mut ann_rx) = sink();
+        let (bo, mut bo_rx) = sink();
+        join(&room, 1, ann);
+        join(&room, 2, bo);
+        // P1's share, found by its name.
+        let (share1, mut share1_rx) = sink();
+        assert!(room.send(screen(11, "P1", None, share1)));
+        let p1 = ParticipantId(1).to_string();
+        assert_eq!(
+            next_sharing(&mut bo_rx).await,
+            (Some(p1.clone()), Some("P1".into()))
+        );
+        assert_eq!(next_sharing(&mut ann_rx).await.0, Some(p1.clone()));
+        let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
+        assert_eq!(info.sharing, Some(p1));
+        let (list, _) = room.ask(|reply| Command::List { reply }).await.unwrap();
+        assert_eq!(
+            list.len(),
+            2,
+            "a share is not listed as a participant: {list:?}"
+        );
+        // P2 shares: P1's share is removed (and told), everyone hears of P2's.
+        let (share2, _share2_rx) = sink();
+        assert!(room.send(screen(12, "P2", Some(2), share2)));
+        let p2 = ParticipantId(2).to_string();
+        assert_eq!(next_sharing(&mut ann_rx).await.0, Some(p2.clone()));
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(until, share1_rx.recv()).await {
+                Ok(Some(ServerMessage::Error {
+                    code: ErrorCode::Removed,
+                    fatal: true,
+                    reason,
+                })) => {
+                    assert!(reason.contains("P2 shares a screen now"), "{reason}");
+                    break;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("the replaced share was not told: {other:?}"),
+            }
+        }
+        let info = room.ask(|reply| Command::Info { reply }).await.unwrap();
+        let kinds: Vec<&str> = info.participants.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, ["test", "test", SCREEN_KIND], "{kinds:?}");
+        // The share ends: nobody shares.
+        room.send(Command::Leave {
+            id: ParticipantId(12),
+        });
+        assert_eq!(
+            next_sharing(&mut bo_rx).await,
+            (Some(p2), Some("P2".into()))
+        );
+        assert_eq!(next_sharing(&mut bo_rx).await, (None, None));
+        room.send(Command::Stop);
+    }
+
     /// How a second receiver of the healthy one's tier misbehaves.
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Other {
