@@ -240,7 +240,7 @@ fn publish(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Reject
                     (_, Some(k)) => {
                         return text(
                             StatusCode::BAD_REQUEST,
-                            &format!("kind={k:?}: must be camera, or screen on /whip\n"),
+                            format!("kind={k:?}: must be camera, or screen on /whip\n"),
                         )
                     }
                 };
