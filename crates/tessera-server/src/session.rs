@@ -428,6 +428,9 @@ where
     let mut share: Option<Membership> = None;
     let (share_ev_tx, mut share_ev_rx) = mpsc::unbounded_channel::<ServerMessage>();
     let (share_peer_tx, mut share_peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
+    // Set when a share starts, cleared once its media connects: a share that never does
+    // is ended rather than left as an empty big tile.
+    let mut share_connect_by: Option<tokio::time::Instant> = None;
     let mut offered = false;
     // Set at join, cleared once media connects: a session stuck before that is removed.
     let mut connect_by: Option<tokio::time::Instant> = None;
@@ -555,6 +558,7 @@ where
                                 match start_share(&server, m, wants, &sdp, share_ev_tx.clone(), share_peer_tx.clone()).await {
                                     Ok((s, answer)) => {
                                         share = Some(s);
+                                        share_connect_by = Some(tokio::time::Instant::now() + idle_timeout(&server));
                                         Some(ServerMessage::ShareAnswer { sdp: answer })
                                     }
                                     Err(Refusal(code, reason)) => Some(ServerMessage::error(code, reason)),
@@ -597,7 +601,21 @@ where
                     },
                     _ => None,
                 },
+                _ = sleep_until(share_connect_by) => {
+                    share_connect_by = None;
+                    match share.take() {
+                        Some(s) => {
+                            s.leave().await;
+                            Some(ServerMessage::ShareEnded { reason: format!("the share's media connection did not come up within {} s (rooms.idle_timeout_secs)", idle_timeout(&server).as_secs()) })
+                        }
+                        None => None,
+                    }
+                }
                 pev = share_peer_rx.recv() => match pev {
+                    Some(PeerEvent::State(ConnState::Connected)) => {
+                        share_connect_by = None;
+                        None
+                    }
                     Some(PeerEvent::State(ConnState::Failed)) => match share.take() {
                         Some(s) => {
                             s.leave().await;
