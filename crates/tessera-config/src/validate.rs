@@ -289,29 +289,26 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
         }
     }
 
-    if !cfg.has_layout(&cfg.rooms.default_layout) {
-        let mut known: Vec<&str> = BUILTIN_LAYOUTS.to_vec();
-        known.extend(cfg.layouts.keys().map(String::as_str));
-        p.push(
-            "rooms.default_layout".into(),
-            format!(
-                "rooms.default_layout = {:?}: must be one of {}",
-                cfg.rooms.default_layout,
-                known.join(", ")
-            ),
-        );
-    }
-    if !cfg.has_layout(cfg.share_layout()) {
-        let mut known: Vec<&str> = BUILTIN_LAYOUTS.to_vec();
-        known.extend(cfg.layouts.keys().map(String::as_str));
-        p.push(
-            "rooms.share_layout".into(),
-            format!(
-                "rooms.share_layout = {:?}: must be one of {}",
-                cfg.rooms.share_layout,
-                known.join(", ")
-            ),
-        );
+    for (key, name, checked) in [
+        (
+            "rooms.default_layout",
+            &cfg.rooms.default_layout,
+            cfg.rooms.default_layout.as_str(),
+        ),
+        (
+            "rooms.share_layout",
+            &cfg.rooms.share_layout,
+            cfg.share_layout(),
+        ),
+    ] {
+        if !cfg.has_layout(checked) {
+            let mut known: Vec<&str> = BUILTIN_LAYOUTS.to_vec();
+            known.extend(cfg.layouts.keys().map(String::as_str));
+            p.push(
+                key.into(),
+                format!("{key} = {name:?}: must be one of {}", known.join(", ")),
+            );
+        }
     }
     p.range("rooms.share_fps", cfg.rooms.share_fps, 1, 30);
     p.range(

@@ -231,6 +231,21 @@ fn join_all(room: &mut Room, senders: &[Sender], t0: Instant) {
 
 /// Feeds video at 25 fps (every other 20 ms step is skipped to 40 ms) and audio every step.
 fn feed_all(senders: &mut [Sender]) -> impl FnMut(&mut Room, u64, Instant) + '_ {
+    feed(senders, None)
+}
+
+/// As `feed_all`, with everyone but `talker` silent.
+fn feed_talker(
+    senders: &mut [Sender],
+    talker: ParticipantId,
+) -> impl FnMut(&mut Room, u64, Instant) + '_ {
+    feed(senders, Some(talker))
+}
+
+fn feed(
+    senders: &mut [Sender],
+    talker: Option<ParticipantId>,
+) -> impl FnMut(&mut Room, u64, Instant) + '_ {
     move |room, ms, now| {
         for s in senders.iter_mut() {
             if ms % 40 == 0 {
@@ -244,7 +259,10 @@ fn feed_all(senders: &mut [Sender]) -> impl FnMut(&mut Room, u64, Instant) + '_ 
                     now,
                 );
             }
-            let samples = s.tone();
+            let mut samples = s.tone();
+            if talker.is_some_and(|t| t != s.id) {
+                samples.iter_mut().for_each(|x| *x = 0);
+            }
             room.handle_input(Input::AudioPcm { id: s.id, samples }, now);
         }
     }
@@ -595,26 +613,14 @@ fn the_speaker_layout_follows_the_loudest_talker() {
     join_all(&mut room, &senders, t0);
     let mut out = Collected::default();
     // Only Cy talks.
-    run(&mut room, t0, 0, 2000, &mut out, |room, ms, now| {
-        for s in senders.iter_mut() {
-            if ms % 40 == 0 {
-                let data = s.frame(ms / 40);
-                room.handle_input(
-                    Input::Video {
-                        id: s.id,
-                        codec: s.codec,
-                        data,
-                    },
-                    now,
-                );
-            }
-            let mut samples = s.tone();
-            if s.id != ParticipantId(3) {
-                samples.iter_mut().for_each(|x| *x = 0);
-            }
-            room.handle_input(Input::AudioPcm { id: s.id, samples }, now);
-        }
-    });
+    run(
+        &mut room,
+        t0,
+        0,
+        2000,
+        &mut out,
+        feed_talker(&mut senders, ParticipantId(3)),
+    );
     assert_eq!(room.active_speaker(), Some(ParticipantId(3)));
     assert_eq!(out.speakers.last(), Some(&Some(ParticipantId(3))));
     let rects = room.tile_rects("low");
@@ -714,26 +720,14 @@ fn a_shared_screen_takes_the_share_layouts_big_tile_letterboxed_whoever_speaks()
     // Ann's camera is the share; Cy is the one talking.
     room.handle_input(Input::SetShare(Some(ParticipantId(1))), t0);
     let mut out = Collected::default();
-    run(&mut room, t0, 0, 2000, &mut out, |room, ms, now| {
-        for s in senders.iter_mut() {
-            if ms % 40 == 0 {
-                let data = s.frame(ms / 40);
-                room.handle_input(
-                    Input::Video {
-                        id: s.id,
-                        codec: s.codec,
-                        data,
-                    },
-                    now,
-                );
-            }
-            let mut samples = s.tone();
-            if s.id != ParticipantId(3) {
-                samples.iter_mut().for_each(|x| *x = 0);
-            }
-            room.handle_input(Input::AudioPcm { id: s.id, samples }, now);
-        }
-    });
+    run(
+        &mut room,
+        t0,
+        0,
+        2000,
+        &mut out,
+        feed_talker(&mut senders, ParticipantId(3)),
+    );
     assert_eq!(room.active_speaker(), Some(ParticipantId(3)));
     assert_eq!(room.share(), Some(ParticipantId(1)));
     let rects = room.tile_rects("low");
