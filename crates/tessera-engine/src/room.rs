@@ -262,6 +262,13 @@ impl Room {
             .collect()
     }
 
+    /// The size of a participant's last decoded picture.
+    pub fn picture_size(&self, id: ParticipantId) -> Option<(u32, u32)> {
+        self.participant(id)
+            .and_then(|p| p.last_frame.as_ref())
+            .map(|f| (f.width, f.height))
+    }
+
     /// The shared screen, if one is shown.
     pub fn share(&self) -> Option<ParticipantId> {
         self.share

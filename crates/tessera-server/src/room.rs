@@ -1570,16 +1570,28 @@ impl RoomThread {
             .values()
             .filter_map(|m| m.options.receive_tier.as_deref())
             .collect();
-        let mut best: HashMap<ParticipantId, (u32, u32, u32)> = HashMap::new();
+        let letterbox = settings.compose.fit == tessera_compose::Fit::Letterbox;
+        let share = self.room().share();
+        // Per sender: its largest tile (w, h), the most fps, and the pixels of its picture
+        // in that tile (a letterboxed picture fills less than its tile: a 16:9 camera in a
+        // tall tile shows in about half of it, and its bitrate should follow).
+        let mut best: HashMap<ParticipantId, (u32, u32, u32, u64)> = HashMap::new();
         for t in settings
             .tiers
             .iter()
             .filter(|t| in_use.contains(t.name.as_str()))
         {
             for (id, r) in self.room().tile_rects(&t.name) {
-                let e = best.entry(id).or_insert((0, 0, 0));
+                let e = best.entry(id).or_insert((0, 0, 0, 0));
                 if r.w * r.h > e.0 * e.1 {
-                    (e.0, e.1) = (r.w, r.h);
+                    let shown = match self.room().picture_size(id) {
+                        Some((pw, ph)) if pw > 0 && ph > 0 && (letterbox || share == Some(id)) => {
+                            let scale = (r.w as f64 / pw as f64).min(r.h as f64 / ph as f64);
+                            (pw as f64 * scale * ph as f64 * scale) as u64
+                        }
+                        _ => r.w as u64 * r.h as u64,
+                    };
+                    (e.0, e.1, e.3) = (r.w, r.h, shown);
                 }
                 e.2 = e.2.max(t.fps);
             }
@@ -1600,22 +1612,22 @@ impl RoomThread {
                 .map_or(u32::MAX, |c| c.min(u32::MAX as u64) as u32);
             let screen = m.kind == SCREEN_KIND;
             let hint = match best.get(id) {
-                Some(&(w, h, fps)) => {
+                Some(&(w, h, fps, shown)) => {
                     // A screen: its largest tile (at most 1080p) at a low frame rate, since
                     // text wants pixels, not motion.
-                    let (w, h, fps) = if screen {
+                    let (w, h, fps, shown) = if screen {
                         let (mw, mh) = MAX_SHARE_PIXELS;
                         let scale = (mw as f64 / w as f64).min(mh as f64 / h as f64).min(1.0);
                         let (w, h) = ((w as f64 * scale) as u32, (h as f64 * scale) as u32);
-                        (w, h, share_fps)
+                        (w, h, share_fps, shown as f64 * scale * scale)
                     } else {
-                        (w, h, fps)
+                        (w, h, fps, shown as f64)
                     };
                     Hint {
                         width: w & !1,
                         height: h & !1,
                         fps,
-                        max_bitrate_bps: ((w as f64 * h as f64 * fps as f64 * bpp) as u32)
+                        max_bitrate_bps: ((shown * fps as f64 * bpp) as u32)
                             .clamp(MIN_HINT_BPS, MAX_HINT_BPS)
                             .min(link_cap),
                         on_canvas: true,
