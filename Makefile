@@ -49,12 +49,15 @@ test: fixtures setup-test
 test-rust: fixtures
 	$(CARGO) test --workspace --no-fail-fast
 
-# run.mjs: one server, Chromium and Firefox ESR. cluster.mjs: two nodes on a private
-# redis-server, a page joining through the node without the room, the room's node killed.
+# run.mjs: one server, Chromium and Firefox ESR. share.mjs: one server, a screen shared from
+# Chromium's fake capture in the presenter layout, and viewers' own layouts (under 10 s).
+# cluster.mjs: two nodes on a private redis-server, a page joining through the node without
+# the room, the room's node killed.
 # paths.mjs: a Chromium in a network namespace that drops all UDP joins over ICE-TCP, and
 # pages relayed by a private coturn over UDP and TCP (needs root; prints SKIP otherwise).
 test-browser:
 	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/run.mjs
+	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/share.mjs
 	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/cluster.mjs
 	TESSERA_BIN=$(abspath target/debug/tessera) node tests/browser/paths.mjs
 

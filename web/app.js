@@ -5,6 +5,13 @@
 // URL parameters
 //   room=R&name=N    join room R as N at once, with camera and microphone
 //   tier=T           ask for output tier T instead of the room's default
+//   layout=L         see layout L (one of `joined`'s `layouts`) instead of the room's
+//
+// Screen sharing: "Share screen" opens the browser's picker (getDisplayMedia) and sends the
+// capture over a second, send-only RTCPeerConnection (`share`, answered by `share_answer`);
+// "Stop sharing" (or the browser's own stop button) sends `share_stop`. Who shares is shown
+// over the composite (`sharing`). The layout picker sends `layout` (a name, or null for the
+// room's layout).
 //
 // Test hooks (used by tests/browser, documented in web/README.md)
 //   fake=colour&colour=RRGGBB&tone=HZ
@@ -19,14 +26,24 @@
 //   window.tessera
 //       { state, pc, id, participants, ws, room, layout, tier, speaker, stats,
 //         localStream, remoteStream, autoplayBlocked, errors, display, videoSender,
-//         lastHint, sendParams, lastBandwidth, paused, audioOnly, join(), leave() }:
+//         lastHint, sendParams, lastBandwidth, paused, audioOnly, join(), leave(),
+//         share(), stopShare(), sharing, sharePc, shareHint, shareSendParams, layouts,
+//         layoutChoice(), chooseLayout(name|null), lastLayoutRefused }:
 //       live getters over the client's state. `state` is one of "idle", "media",
 //       "connecting", "joined", "negotiating", "connected", "reconnecting", "failed",
 //       "left". `server` is the base URL of the node the socket went to; `reconnects`
 //       counts the rejoins after losing the server or being told `moved`.
 //       `participants` is an array of {id, name, audio_muted, video_muted, self}.
-//       `lastHint` / `lastBandwidth` are the last `send_hint` / `bandwidth` messages as
-//       received; `sendParams` is what the camera sender last had applied.
+//       `lastHint` / `lastBandwidth` are the last `send_hint` (kind `camera`) / `bandwidth`
+//       messages as received; `sendParams` is what the camera sender last had applied.
+//       `share()` starts a screen share as the button does (resolves true once offered;
+//       browsers may want a user gesture for the picker: tests click the button instead),
+//       `stopShare()` ends ours; `sharing` is the last `sharing` message ({id, name}),
+//       `sharePc` the share's RTCPeerConnection (null when not sharing), `shareHint` the
+//       last `send_hint` of kind `screen` and `shareSendParams` what its sender last had
+//       applied (like `sendParams`). `layouts` are `joined`'s choices; `layoutChoice()` is
+//       ours (null: the room's), `chooseLayout(name|null)` picks as the selector does, and
+//       `lastLayoutRefused` is the last `layout_refused` message.
 
 const $ = (role) => document.querySelector(`[data-role="${role}"]`);
 
@@ -53,6 +70,11 @@ const ui = {
   status: $('status'),
   roomName: $('room-name'),
   layout: $('layout'),
+  share: $('share'),
+  sharing: $('sharing'),
+  shareNotice: $('share-notice'),
+  layoutChoice: $('layout-choice'),
+  layoutNotice: $('layout-notice'),
 };
 
 const params = new URLSearchParams(location.search);
@@ -75,7 +97,7 @@ let clusterUrls = []; // other nodes' base URLs, as the last join's server liste
 let reconnects = 0;
 
 function freshSession() {
-  return {
+  const session = {
     state: 'idle',
     ws: null,
     pc: null,
@@ -100,11 +122,16 @@ function freshSession() {
     audioOnly: false, // "Audio only": no video in (asked of the server) or out
     videoOffSent: false, // the last `mute` `video` value sent to the server
     display: null, // {width, height} sent in `join`
-    hint: null, // the last `send_hint` for the camera
+    camera: null, // the camera's outgoing video: its send hint and sender (see applySender)
     bandwidth: null, // the last `bandwidth` message
-    sendParams: null, // what the camera sender last had applied (see applySender)
-    senderQueue: Promise.resolve(), // setParameters calls, one after another
-    senderPending: false, // an applySender run is queued and has not started yet
+    iceServers: [], // from `joined`, for the share's PeerConnection too
+    share: null, // our screen share: {pc, stream, out, answered, timer} (see offerShare)
+    pendingShare: null, // a share's capture kept across a rejoin, offered again once answered
+    sharePicking: false, // the browser's screen picker is open
+    sharing: null, // the last `sharing` message: who shares a screen now
+    layouts: [], // the layouts `joined` lets us choose
+    layoutChoice: null, // our own layout (`layout`); null: the room's
+    layoutRefused: null, // the last `layout_refused` message
     inText: '', // the inbound part of the stats line
     autoplayBlocked: false,
     name: '',
@@ -113,6 +140,15 @@ function freshSession() {
     fatalCode: null, // the code of a fatal error received (before its handler ran)
     rejoin: null, // {until, attempt} while rejoining
   };
+  session.camera = outgoing(session, {
+    kind: 'camera',
+    pc: () => session.pc,
+    track: () => session.localStream && session.localStream.getVideoTracks()[0],
+    active: () => !videoOff(session),
+    // A canvas track may not report its size.
+    canvas: () => session.fake && session.fake.canvas,
+  });
+  return session;
 }
 
 const errors = [];
@@ -131,9 +167,9 @@ window.tessera = {
   get remoteStream() { return s.remoteStream; },
   get autoplayBlocked() { return s.autoplayBlocked; },
   get display() { return s.display && { ...s.display }; },
-  get videoSender() { return videoSender(s); },
-  get lastHint() { return s.hint && { ...s.hint }; },
-  get sendParams() { return s.sendParams && { ...s.sendParams }; },
+  get videoSender() { return videoSender(s.pc); },
+  get lastHint() { return s.camera.hint && { ...s.camera.hint }; },
+  get sendParams() { return s.camera.sendParams && { ...s.camera.sendParams }; },
   get iceRestarts() { return s.iceRestarts || 0; },
   // Restart ICE now, as a path lost for ICE_RESTART_AFTER_MS would (tests).
   restartIce() { return !!s.pc && restartIce(s.pc); },
@@ -146,6 +182,16 @@ window.tessera = {
   get errors() { return errors.slice(); },
   join: (opts) => join(opts),
   leave: () => leave(),
+  share: () => startShare(),
+  stopShare: () => stopShare(),
+  get sharing() { return s.sharing && { ...s.sharing }; },
+  get sharePc() { return s.share ? s.share.pc : null; },
+  get shareHint() { return s.share && s.share.out.hint ? { ...s.share.out.hint } : null; },
+  get shareSendParams() { return s.share && s.share.out.sendParams ? { ...s.share.out.sendParams } : null; },
+  get layouts() { return s.layouts.slice(); },
+  layoutChoice: () => s.layoutChoice,
+  chooseLayout: (name) => chooseLayout(name),
+  get lastLayoutRefused() { return s.layoutRefused && { ...s.layoutRefused }; },
 };
 
 function setState(state) {
@@ -263,6 +309,7 @@ async function join({ room, name, video = true, audio = true } = {}) {
   clearError();
   s.room = room;
   s.name = name;
+  s.layoutChoice = params.get('layout') || null;
   ui.roomName.textContent = room;
   ui.form.hidden = true;
   ui.call.hidden = false;
@@ -305,6 +352,7 @@ function connect(session, base) {
     };
     if (params.get('tier')) msg.tier = params.get('tier');
     if (params.get('token')) msg.token = params.get('token');
+    if (session.layoutChoice) msg.layout = session.layoutChoice;
     ws.send(JSON.stringify(msg));
     clearInterval(session.pingTimer);
     session.pingTimer = setInterval(() => send({ type: 'ping' }), 25000);
@@ -351,11 +399,14 @@ function rejoin(reason) {
   if (s.rejoin || s.state === 'left' || s.state === 'idle') return;
   const old = s;
   reconnects += 1;
+  const screen = old.share ? old.share.stream : old.pendingShare;
   cleanup({ keepMedia: true });
   s = freshSession();
-  for (const k of ['room', 'name', 'localStream', 'fake', 'audioMuted', 'videoMuted', 'paused', 'audioOnly']) {
+  for (const k of ['room', 'name', 'localStream', 'fake', 'audioMuted', 'videoMuted', 'paused', 'audioOnly', 'layoutChoice']) {
     s[k] = old[k];
   }
+  // A screen being shared is offered again once the new session's offer is answered.
+  s.pendingShare = screen;
   s.rejoin = { until: Date.now() + REJOIN_FOR_MS, attempt: 0, reason };
   ui.preview.srcObject = s.localStream.getVideoTracks().length ? s.localStream : null;
   ui.preview.play().catch(() => {});
@@ -427,12 +478,30 @@ async function onMessage(msg) {
       s.layout = msg.layout;
       renderRoomLine();
       return undefined;
-    case 'send_hint':
-      if (msg.kind === 'camera') {
-        s.hint = msg;
-        scheduleSenderUpdate();
+    case 'layout_refused':
+      s.layoutRefused = msg;
+      s.layoutChoice = null;
+      ui.layoutChoice.value = '';
+      showNote(ui.layoutNotice, `Layout "${msg.layout}" is not available: ${msg.reason}`);
+      renderRoomLine();
+      return undefined;
+    case 'send_hint': {
+      const out = msg.kind === 'camera' ? s.camera : msg.kind === 'screen' && s.share ? s.share.out : null;
+      if (out) {
+        out.hint = msg;
+        scheduleSenderUpdate(out);
       }
       renderStatsLine();
+      return undefined;
+    }
+    case 'share_answer': return onShareAnswer(msg);
+    case 'share_ended':
+      stopShare({ tell: false });
+      showNote(ui.shareNotice, `Your screen share ended: ${msg.reason}`);
+      return undefined;
+    case 'sharing':
+      s.sharing = { id: msg.id ?? null, name: msg.name ?? null };
+      renderSharing();
       return undefined;
     case 'bandwidth':
       s.bandwidth = msg;
@@ -463,6 +532,11 @@ async function onMessage(msg) {
         }
       }
       showError(`server: ${msg.code}: ${msg.reason}`);
+      // The reply to a `share` that the server refused (it answers messages in order; a
+      // bad_message is more likely about a trickled candidate).
+      if (!msg.fatal && s.share && !s.share.answered && s.share.offered && msg.code !== 'bad_message') {
+        stopShare();
+      }
       // A fatal error, the join refused, or the offer refused (no answer will come): the
       // call cannot go on.
       if (msg.fatal || (s.state === 'connecting' && !s.id)
@@ -493,8 +567,12 @@ async function onJoined(msg) {
   if (s.rejoin) clearError();
   s.rejoin = null;
   s.id = msg.id;
-  // A `recording` message follows if this room is being recorded.
+  // A `recording` message follows if this room is being recorded, a `sharing` one if a
+  // screen is shared.
   ui.recording.hidden = true;
+  renderSharing();
+  s.layouts = Array.isArray(msg.layouts) ? msg.layouts : [];
+  fillLayoutPicker();
   learnNodes(s.server);
   s.room = msg.room;
   s.layout = msg.layout;
@@ -518,15 +596,13 @@ async function onJoined(msg) {
   if (s.audioOnly) send({ type: 'audio_only', enabled: true });
   syncVideoOff();
 
-  const iceServers = (msg.ice_servers || []).map((x) => {
+  s.iceServers = (msg.ice_servers || []).map((x) => {
     const server = { urls: x.urls };
     if (x.username != null) server.username = x.username;
     if (x.credential != null) server.credential = x.credential;
     return server;
   });
-  // relay=1: only TURN-relayed paths (tests, and operators checking their TURN server).
-  const iceTransportPolicy = params.get('relay') === '1' ? 'relay' : 'all';
-  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' });
+  const pc = new RTCPeerConnection(pcConfig(s));
   s.pc = pc;
 
   // Exactly one video and one audio m-line: sendrecv with a local track, else recvonly.
@@ -565,7 +641,7 @@ async function onJoined(msg) {
     if (st === 'connected') {
       setState('connected');
       // Browsers may refuse setParameters before the transport is up; apply again.
-      scheduleSenderUpdate();
+      scheduleSenderUpdate(s.camera);
       s.iceRestartTries = 0;
     } else if (st === 'failed') {
       if (!restartIce(pc)) {
@@ -604,6 +680,12 @@ function restartIce(pc) {
   return true;
 }
 
+// relay=1: only TURN-relayed paths (tests, and operators checking their TURN server).
+function pcConfig(session) {
+  const iceTransportPolicy = params.get('relay') === '1' ? 'relay' : 'all';
+  return { iceServers: session.iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' };
+}
+
 async function onAnswer(msg) {
   if (!s.pc) return;
   await s.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
@@ -611,6 +693,14 @@ async function onAnswer(msg) {
   const pending = s.pendingCandidates;
   s.pendingCandidates = [];
   for (const c of pending) await addRemoteCandidate(c);
+  updateButtons();
+  const screen = s.pendingShare;
+  s.pendingShare = null;
+  if (screen && screen.getVideoTracks().some((t) => t.readyState === 'live')) {
+    offerShare(s, screen).catch((e) => shareFailed(e));
+  } else if (screen) {
+    stopTracks(screen);
+  }
 }
 
 async function onRemoteCandidate(candidate) {
@@ -674,6 +764,11 @@ function updateButtons() {
   ui.audioOnly.checked = s.audioOnly;
   ui.audioOnly.disabled = !joined;
   ui.audioOnlyNotice.hidden = !s.audioOnly;
+  // A share is offered after the main offer was answered.
+  ui.share.hidden = !canShare();
+  ui.share.disabled = !joined || !answered() || s.sharePicking;
+  ui.share.textContent = s.share ? 'Stop sharing' : 'Share screen';
+  ui.share.setAttribute('aria-pressed', String(!!s.share));
 }
 
 // Whether the others should see our placeholder instead of our camera.
@@ -708,7 +803,7 @@ function setMuted(kind, muted) {
   } else {
     s.videoMuted = muted;
     // A disabled track still sends black frames; stop the encoder as well.
-    scheduleSenderUpdate();
+    scheduleSenderUpdate(s.camera);
     syncVideoOff();
   }
   updateButtons();
@@ -721,7 +816,7 @@ async function switchVideo(change) {
   change();
   updateButtons();
   if (!wasOff && videoOff()) syncVideoOff();
-  await scheduleSenderUpdate();
+  await scheduleSenderUpdate(s.camera);
   syncVideoOff();
   renderStatsLine();
 }
@@ -744,59 +839,75 @@ ui.muteVideo.addEventListener('click', () => setMuted('video', !s.videoMuted));
 ui.pauseVideo.addEventListener('change', () => setPaused(ui.pauseVideo.checked));
 ui.audioOnly.addEventListener('change', () => setAudioOnly(ui.audioOnly.checked));
 ui.leave.addEventListener('click', () => leave());
+ui.share.addEventListener('click', () => (s.share ? stopShare() : startShare()));
+ui.layoutChoice.addEventListener('change', () => chooseLayout(ui.layoutChoice.value || null));
 ui.play.addEventListener('click', () => {
   if (s.fake && s.fake.audioContext) s.fake.audioContext.resume().catch(() => {});
   playComposite();
 });
 
-// ---- The camera sender --------------------------------------------------------------------
+// ---- Outgoing video senders -------------------------------------------------------------
 //
-// Everything the client changes on its camera's RTCRtpSender goes through applySender: the
-// send hint (scale, frame rate, bitrate) and whether the encoding is active at all (off
-// while the camera is stopped, paused or audio only). `active: false` stops the encoder
-// without renegotiating (the one offer of the session stands) and keeps the track attached,
-// so the preview stays live and `active: true` resumes with a keyframe.
+// Everything the client changes on an outgoing video's RTCRtpSender goes through
+// applySender: the camera's (on the main PeerConnection) and the shared screen's (on the
+// share's), each following its own `send_hint` (scale, frame rate, bitrate). The camera's
+// encoding is also switched off (`active: false`) while it is stopped, paused or audio only:
+// that stops the encoder without renegotiating (the one offer of the session stands) and
+// keeps the track attached, so the preview stays live and `active: true` resumes with a
+// keyframe.
 
-function videoSender(session) {
-  if (!session.pc) return null;
-  const t = session.pc.getTransceivers().find((x) => x.receiver.track && x.receiver.track.kind === 'video');
+// One outgoing video: `pc()`, `track()` and `active()` say where it goes and whether it is
+// sent, `canvas()` (optional) gives a size when the track reports none.
+function outgoing(session, { kind, pc, track, active, canvas = () => null }) {
+  return {
+    session, kind, pc, track, active, canvas,
+    hint: null, // the last `send_hint` of this kind
+    sendParams: null, // what its sender last had applied (see applySender)
+    queue: Promise.resolve(), // setParameters calls, one after another
+    pending: false, // an applySender run is queued and has not started yet
+    closed: false,
+  };
+}
+
+function videoSender(pc) {
+  if (!pc) return null;
+  const t = pc.getTransceivers().find((x) => x.receiver.track && x.receiver.track.kind === 'video');
   return t ? t.sender : null;
 }
 
 // Queues one applySender run unless one is already waiting to start (it will read the
 // latest state when it runs). Runs never overlap: each is getParameters -> modify ->
 // setParameters, and an overlapping pair could fail or apply a stale hint last.
-function scheduleSenderUpdate() {
-  const session = s;
-  if (session.senderPending) return session.senderQueue;
-  session.senderPending = true;
-  session.senderQueue = session.senderQueue.then(() => {
-    session.senderPending = false;
-    return applySender(session);
+function scheduleSenderUpdate(out) {
+  if (out.pending) return out.queue;
+  out.pending = true;
+  out.queue = out.queue.then(() => {
+    out.pending = false;
+    return applySender(out);
   }).catch((e) => {
-    console.warn('camera sender setParameters failed', e);
+    console.warn(`${out.kind} sender setParameters failed`, e);
   });
-  return session.senderQueue;
+  return out.queue;
 }
 
-async function applySender(session) {
-  if (session !== s) return;
-  const sender = videoSender(session);
-  const track = session.localStream && session.localStream.getVideoTracks()[0];
+async function applySender(out) {
+  if (out.session !== s || out.closed) return;
+  const sender = videoSender(out.pc());
+  const track = out.track();
   if (!sender || !track || sender.track !== track) return;
   const params = sender.getParameters();
   // No encodings before the transceiver is negotiated (Firefox): the run on `connected`
   // applies the state then.
   if (!params.encodings || !params.encodings.length) return;
   const enc = params.encodings[0];
-  enc.active = !videoOff(session);
-  const h = session.hint;
+  enc.active = out.active();
+  const h = out.hint;
   let size = null;
   if (h) {
     const st = track.getSettings();
-    // A canvas track may not report its size.
-    const tw = st.width || (session.fake && session.fake.canvas && session.fake.canvas.width) || 0;
-    const th = st.height || (session.fake && session.fake.canvas && session.fake.canvas.height) || 0;
+    const c = out.canvas();
+    const tw = st.width || (c && c.width) || 0;
+    const th = st.height || (c && c.height) || 0;
     enc.scaleResolutionDownBy = Math.max(1, tw / Math.max(1, h.width), th / Math.max(1, h.height));
     enc.maxFramerate = Math.max(1, h.fps);
     if (h.max_bitrate_bps > 0) enc.maxBitrate = h.max_bitrate_bps;
@@ -804,8 +915,8 @@ async function applySender(session) {
     size = { track: [tw, th] };
   }
   await sender.setParameters(params);
-  if (session !== s) return;
-  session.sendParams = {
+  if (out.session !== s || out.closed) return;
+  out.sendParams = {
     active: enc.active,
     scaleResolutionDownBy: enc.scaleResolutionDownBy ?? null,
     maxFramerate: enc.maxFramerate ?? null,
@@ -815,6 +926,230 @@ async function applySender(session) {
     trackHeight: size ? size.track[1] : null,
   };
   renderStatsLine();
+}
+
+// A shared window can change size (or the person switches what is shared): the scale that
+// fits it into the hint changes with it. Checked with the stats, every second.
+function refitShare() {
+  const share = s.share;
+  const p = share && share.out.sendParams;
+  const track = share && share.out.track();
+  if (!p || !p.hint || !track) return;
+  const st = track.getSettings();
+  if ((st.width && st.width !== p.trackWidth) || (st.height && st.height !== p.trackHeight)) {
+    scheduleSenderUpdate(share.out);
+  }
+}
+
+// ---- Screen sharing -----------------------------------------------------------------------
+//
+// A share is a second RTCPeerConnection that only sends: the getDisplayMedia video, and its
+// sound if the browser captured some. Its offer goes out once, with every candidate in it
+// (the server does not trickle for a share), after the main offer was answered. The server
+// shows it in the big tile of `rooms.share_layout`, letterboxed, to everyone on the room's
+// layout, the sharer included: the sharer sees its own screen mirrored in the composite
+// (one encode for all), so the picker is asked not to offer this very tab, which would
+// show a hall of mirrors.
+
+const DISPLAY_MEDIA = {
+  video: { frameRate: 5 }, // text wants pixels, not motion (the server asks rooms.share_fps)
+  audio: true, // a tab's or the system's sound, where the browser offers it
+  selfBrowserSurface: 'exclude',
+  surfaceSwitching: 'include',
+  suppressLocalAudioPlayback: true,
+};
+const GATHER_MS = 3000; // the share's offer goes out with what was gathered by then
+const SHARE_ANSWER_MS = 15000;
+
+function canShare() {
+  return !!(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
+}
+
+function answered(session = s) {
+  return !!(session.pc && session.pc.remoteDescription);
+}
+
+function stopTracks(stream) {
+  for (const t of stream.getTracks()) t.stop();
+}
+
+// "Share screen": the browser's picker, then the share's offer. Resolves true once offered.
+async function startShare() {
+  const session = s;
+  if (!canShare() || !session.id || !answered(session) || session.share || session.sharePicking) return false;
+  session.sharePicking = true;
+  updateButtons();
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia(DISPLAY_MEDIA);
+  } catch (e) {
+    // NotAllowedError: the picker was cancelled (or sharing is not allowed): nothing to say.
+    if (e.name !== 'NotAllowedError') showNote(ui.shareNotice, `Cannot share the screen: ${e.name}: ${e.message}`);
+    return false;
+  } finally {
+    session.sharePicking = false;
+    if (session === s) updateButtons();
+  }
+  if (session !== s || session.share || !answered(session)) {
+    stopTracks(stream);
+    return false;
+  }
+  try {
+    await offerShare(session, stream);
+  } catch (e) {
+    shareFailed(e);
+    return false;
+  }
+  return !!session.share;
+}
+
+async function offerShare(session, stream) {
+  const pc = new RTCPeerConnection(pcConfig(session));
+  const video = stream.getVideoTracks()[0];
+  const share = {
+    pc,
+    stream,
+    answered: false,
+    offered: false,
+    timer: null,
+    out: outgoing(session, { kind: 'screen', pc: () => pc, track: () => video, active: () => true }),
+  };
+  session.share = share;
+  hideNote(ui.shareNotice);
+  // Keep the pixels sharp and let the frame rate give under pressure.
+  if ('contentHint' in video) video.contentHint = 'detail';
+  pc.addTransceiver(video, { direction: 'sendonly', streams: [stream] });
+  const audio = stream.getAudioTracks()[0];
+  if (audio) pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+  // The browser's own "Stop sharing", or the shared window closed.
+  video.onended = () => {
+    if (s.share === share) stopShare();
+  };
+  pc.onconnectionstatechange = () => {
+    if (s.share !== share) return;
+    if (pc.connectionState === 'connected') {
+      // Browsers may refuse setParameters before the transport is up; apply again.
+      scheduleSenderUpdate(share.out);
+    } else if (pc.connectionState === 'failed') {
+      stopShare();
+      showNote(ui.shareNotice, 'Your screen share ended: its connection failed');
+    }
+  };
+  updateButtons();
+  renderStatsLine();
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceGathered(pc, GATHER_MS);
+  if (s.share !== share) return;
+  send({ type: 'share', sdp: pc.localDescription.sdp });
+  share.offered = true;
+  share.timer = setTimeout(() => {
+    if (s.share !== share || share.answered) return;
+    stopShare();
+    showNote(ui.shareNotice, `The server did not answer the screen share within ${SHARE_ANSWER_MS / 1000} s`);
+  }, SHARE_ANSWER_MS);
+}
+
+// Resolves when `pc` has gathered all its candidates, or after `ms`.
+function iceGathered(pc, ms) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done();
+    };
+    const timer = setTimeout(done, ms);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+function shareFailed(e) {
+  console.warn('screen share failed', e);
+  stopShare();
+  showNote(ui.shareNotice, `Cannot share the screen: ${e.message || e}`);
+}
+
+async function onShareAnswer(msg) {
+  const share = s.share;
+  if (!share || share.answered) return;
+  share.answered = true;
+  clearTimeout(share.timer);
+  try {
+    await share.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  } catch (e) {
+    if (s.share === share) shareFailed(e);
+    return;
+  }
+  scheduleSenderUpdate(share.out);
+}
+
+// Ends our share: tells the server (unless it ended it) and closes the PeerConnection and
+// the capture. Returns whether there was one.
+function stopShare({ tell = true } = {}) {
+  const share = s.share;
+  if (!share) return false;
+  s.share = null;
+  if (tell) send({ type: 'share_stop' });
+  closeShare(share);
+  updateButtons();
+  renderStatsLine();
+  return true;
+}
+
+function closeShare(share, { keepStream = false } = {}) {
+  clearTimeout(share.timer);
+  share.out.closed = true;
+  share.pc.onconnectionstatechange = null;
+  share.pc.close();
+  for (const t of share.stream.getVideoTracks()) t.onended = null;
+  if (!keepStream) stopTracks(share.stream);
+}
+
+// The banner over the composite and the participant list say who shares.
+function renderSharing() {
+  const sh = s.sharing;
+  const on = !!(sh && sh.id);
+  ui.sharing.hidden = !on;
+  if (on) {
+    const p = s.participants.get(sh.id);
+    ui.sharing.textContent = sh.id === s.id ? 'You are sharing your screen'
+      : `${sh.name || (p && p.name) || 'Someone'} is sharing their screen`;
+  }
+  renderParticipants();
+  renderRoomLine();
+}
+
+// ---- Layout choice ------------------------------------------------------------------------
+
+function fillLayoutPicker() {
+  const sel = ui.layoutChoice;
+  sel.replaceChildren(new Option('Room layout', ''), ...s.layouts.map((n) => new Option(n, n)));
+  sel.value = s.layoutChoice && s.layouts.includes(s.layoutChoice) ? s.layoutChoice : '';
+  sel.disabled = !s.layouts.length;
+}
+
+// See `name` (one of `joined`'s layouts), or the room's layout with null. Before `joined`
+// it goes into the join.
+function chooseLayout(name) {
+  const layout = name || null;
+  s.layoutChoice = layout;
+  ui.layoutChoice.value = layout ?? '';
+  hideNote(ui.layoutNotice);
+  if (s.id) send({ type: 'layout', layout });
+  renderRoomLine();
+}
+
+function showNote(el, text) {
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function hideNote(el) {
+  el.textContent = '';
+  el.hidden = true;
 }
 
 // The size the composite is shown at, in device pixels (for `join`'s `display`): the
@@ -850,6 +1185,10 @@ function cleanup({ keepMedia = false } = {}) {
   clearTimeout(old.iceRestartTimer);
   old.statsTimer = null;
   old.pingTimer = null;
+  if (old.share) closeShare(old.share, { keepStream: keepMedia });
+  if (old.pendingShare && !keepMedia) stopTracks(old.pendingShare);
+  old.share = null;
+  old.pendingShare = null;
   if (old.pc) {
     old.pc.ontrack = null;
     old.pc.onicecandidate = null;
@@ -867,6 +1206,9 @@ function cleanup({ keepMedia = false } = {}) {
   }
   ui.composite.srcObject = null;
   ui.preview.srcObject = null;
+  ui.sharing.hidden = true;
+  hideNote(ui.layoutNotice);
+  if (!keepMedia) hideNote(ui.shareNotice);
 }
 
 // ---- Participants -----------------------------------------------------------------------
@@ -881,6 +1223,8 @@ function renderParticipants() {
     if (p.id === s.speaker) li.classList.add('speaking');
     if (p.audio_muted) li.classList.add('audio-muted');
     if (p.video_muted) li.classList.add('video-muted');
+    const sharing = !!(s.sharing && s.sharing.id === p.id);
+    if (sharing) li.classList.add('sharing');
     const name = document.createElement('span');
     name.className = 'name';
     name.textContent = p.self ? `${p.name} (you)` : p.name;
@@ -889,6 +1233,7 @@ function renderParticipants() {
     if (p.audio_muted) flags.push('mic off');
     if (p.video_muted) flags.push('camera off');
     if (p.id === s.speaker) flags.push('speaking');
+    if (sharing) flags.push('sharing screen');
     if (flags.length) {
       const f = document.createElement('span');
       f.className = 'flags';
@@ -917,6 +1262,7 @@ async function updateStats() {
     return;
   }
   if (session !== s) return;
+  refitShare();
   let video = null;
   let audio = null;
   const codecs = new Map();
@@ -950,7 +1296,11 @@ async function updateStats() {
 }
 
 function renderRoomLine() {
-  ui.layout.textContent = `layout ${s.layout}, ${s.tier == null && s.bandwidth ? 'audio only' : `tier ${s.tier}`}`;
+  // While a screen is shared, the room's layout gives way to rooms.share_layout (no
+  // `layout_changed` says so; `sharing` does). A layout of one's own stays.
+  const layout = s.layoutChoice ? `layout ${s.layout} (yours)`
+    : s.sharing && s.sharing.id ? 'share layout' : `layout ${s.layout}`;
+  ui.layout.textContent = `${layout}, ${s.tier == null && s.bandwidth ? 'audio only' : `tier ${s.tier}`}`;
 }
 
 // The stats line: what comes in (updateStats), the receive tier and the server's estimate
@@ -966,16 +1316,23 @@ function renderStatsLine() {
     tips.push(`receive tier: ${b.tier ?? 'none (audio only)'}; downlink estimate: ${est} (${b.source})`
       + `${b.audio_only ? '; audio only asked' : ''}`);
   }
+  const hintTip = (what, out) => {
+    const h = out.hint;
+    const p = out.sendParams;
+    return `${what} send hint: ${h.width}x${h.height} at ${h.fps} fps, ≤ ${Math.round(h.max_bitrate_bps / 1000)} kbit/s`
+      + `${h.on_canvas ? '' : ' (not on any canvas)'}`
+      + `${p && p.scaleResolutionDownBy ? `; applied: scale ÷${p.scaleResolutionDownBy.toFixed(2)}, ${p.maxFramerate} fps, ${p.maxBitrate ?? '∞'} bit/s` : '; not applied yet'}`;
+  };
   if (hasVideo()) {
-    const h = s.hint;
+    const h = s.camera.hint;
     if (videoOff()) parts.push(`sending no video (${s.audioOnly ? 'audio only' : s.paused ? 'paused' : 'camera stopped'})`);
     else if (h) parts.push(`sending ≤${h.width}x${h.height}@${h.fps}`);
-    if (h) {
-      const p = s.sendParams;
-      tips.push(`send hint: ${h.width}x${h.height} at ${h.fps} fps, ≤ ${Math.round(h.max_bitrate_bps / 1000)} kbit/s`
-        + `${h.on_canvas ? '' : ' (not on any canvas)'}`
-        + `${p && p.scaleResolutionDownBy ? `; applied: scale ÷${p.scaleResolutionDownBy.toFixed(2)}, ${p.maxFramerate} fps, ${p.maxBitrate ?? '∞'} bit/s` : '; not applied yet'}`);
-    }
+    if (h) tips.push(hintTip('camera', s.camera));
+  }
+  if (s.share) {
+    const h = s.share.out.hint;
+    parts.push(h ? `screen ≤${h.width}x${h.height}@${h.fps}` : 'screen: connecting');
+    if (h) tips.push(hintTip('screen', s.share.out));
   }
   ui.stats.textContent = parts.join(' · ');
   ui.stats.title = tips.join('\n');

@@ -1,8 +1,13 @@
-// Helpers shared by the browser tests (run.mjs, shaped.mjs, cluster.mjs, icetcp.mjs):
-// logging with elapsed time, assertions, waits that always have a deadline, free ports and
-// the colours of a composite's tiles.
+// Helpers shared by the browser tests (run.mjs, share.mjs, shaped.mjs, cluster.mjs,
+// paths.mjs): logging with elapsed time, assertions, waits that always have a deadline, free
+// ports, the colours of a composite's tiles, and one `tessera serve` on tests/browser/test.toml.
 
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 export const t0 = Date.now();
 export const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
@@ -114,4 +119,76 @@ export async function runScript(label, main, { timeoutMs, cleanups }) {
   }
   clearTimeout(watchdog);
   process.exit(ok ? 0 : 1);
+}
+
+// ---- One server on tests/browser/test.toml (run.mjs, share.mjs) ---------------------------
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const root = path.resolve(here, '../..');
+export const serverBin = process.env.TESSERA_BIN || path.join(root, 'target/debug/tessera');
+
+// tests/browser/test.toml, or with TESSERA_WEB_DIR=web a copy of it that serves the client
+// from that directory instead of the copy compiled into the binary (for editing web/
+// without rebuilding).
+export function testConfig() {
+  const dir = process.env.TESSERA_WEB_DIR;
+  if (!dir) return path.join(here, 'test.toml');
+  const file = path.join(root, 'target/browser-test.toml');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, `${fs.readFileSync(path.join(here, 'test.toml'), 'utf8')}
+[server]
+web_dir = ${JSON.stringify(path.resolve(dir))}
+`);
+  return file;
+}
+
+// Starts `tessera serve --config testConfig() --listen 127.0.0.1:0` (UDP and TCP media
+// ports 0 too), its output to `logFile`; resolves to {base, child, exited()} once it prints
+// its address. Pushes its stop onto `cleanups`.
+export async function startServer({ logFile, cleanups, config = testConfig() }) {
+  assert(fs.existsSync(serverBin), `no server binary at ${serverBin} (cargo build -p tessera, or set TESSERA_BIN)`);
+  const out = fs.createWriteStream(logFile);
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
+  log(`starting ${path.relative(root, serverBin)} serve --config ${path.relative(root, config)} --listen 127.0.0.1:0 --udp-port 0 --tcp-port 0`);
+  const child = spawn(serverBin, ['serve', '--config', config, '--listen', '127.0.0.1:0', '--udp-port', '0', '--tcp-port', '0'], {
+    cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  cleanups.push(async () => {
+    await stopServer(child);
+    out.end();
+  });
+  child.stderr.on('data', (d) => out.write(d));
+  let exited = null;
+  const exitedPromise = new Promise((resolve) => child.on('exit', (code, sig) => {
+    exited = { code, sig };
+    resolve(exited);
+  }));
+  const url = new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.on('line', (line) => {
+      out.write(`${line}\n`);
+      const m = /listening on (https?:\/\/[^\s]+)/.exec(line);
+      if (m) resolve(m[1].replace(/\/$/, ''));
+    });
+    exitedPromise.then((e) => reject(new TestError(`server exited before listening (${JSON.stringify(e)}); see ${path.relative(root, logFile)}`)));
+    child.on('error', (e) => reject(new TestError(`cannot start ${serverBin}: ${e.message}`)));
+  });
+  const base = await withTimeout(url, 30_000, 'server to print "listening on http://..."');
+  log(`server at ${base}`);
+  return { base, child, exited: () => exited };
+}
+
+async function stopServer(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const done = new Promise((r) => child.once('exit', r));
+  if (await Promise.race([done.then(() => true), sleep(3000).then(() => false)])) return;
+  child.kill('SIGKILL');
+  await Promise.race([done, sleep(2000)]);
+}
+
+export async function getJson(url) {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new TestError(`GET ${url}: ${res.status}`);
+  return res.json();
 }

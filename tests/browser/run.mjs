@@ -23,34 +23,21 @@
 // to target/browser-artifacts/. The whole run is bounded (RUN_TIMEOUT_MS, default 230 s)
 // and the server is killed at the end, whatever happened. Exit status 0 only if all passed.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { assert, log, pollUntil, sleep, TestError, withTimeout } from './helpers.mjs';
+import {
+  assert, getJson, log, pollUntil, sleep, startServer, TestError, withTimeout,
+} from './helpers.mjs';
 
 process.env.PUPPETEER_SKIP_DOWNLOAD = '1';
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
-const bin = process.env.TESSERA_BIN || path.join(root, 'target/debug/tessera');
 const fixtures = process.env.TESSERA_FIXTURES || path.join(root, 'target/fixtures');
 const artifacts = path.join(root, 'target/browser-artifacts');
-// TESSERA_WEB_DIR=web serves the client from that directory instead of the copy compiled
-// into the binary (for editing web/ without rebuilding).
-const config = process.env.TESSERA_WEB_DIR ? webDirConfig(process.env.TESSERA_WEB_DIR) : path.join(here, 'test.toml');
-
-function webDirConfig(dir) {
-  const file = path.join(root, 'target/browser-test.toml');
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, `${fs.readFileSync(path.join(here, 'test.toml'), 'utf8')}
-[server]
-web_dir = ${JSON.stringify(path.resolve(dir))}
-`);
-  return file;
-}
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const FIREFOX = process.env.FIREFOX_BIN || '/usr/bin/firefox-esr';
 const RUN_TIMEOUT_MS = Number(process.env.RUN_TIMEOUT_MS || 230_000);
@@ -103,55 +90,7 @@ const hex = (rgb) => `#${rgb.map((c) => Math.round(c).toString(16).padStart(2, '
 // ---- The server -------------------------------------------------------------------------
 
 const cleanups = []; // run in reverse at the end, whatever happened
-let server = null;
-let serverLog = null;
-
-async function startServer() {
-  assert(fs.existsSync(bin), `no server binary at ${bin} (cargo build -p tessera, or set TESSERA_BIN)`);
-  serverLog = fs.createWriteStream(path.join(artifacts, 'server.log'));
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
-  log(`starting ${path.relative(root, bin)} serve --config ${path.relative(root, config)} --listen 127.0.0.1:0 --udp-port 0 --tcp-port 0`);
-  const child = spawn(bin, ['serve', '--config', config, '--listen', '127.0.0.1:0', '--udp-port', '0', '--tcp-port', '0'], {
-    cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  server = child;
-  cleanups.push(() => stopServer(child));
-  child.stderr.on('data', (d) => serverLog.write(d));
-  let exited = null;
-  const exitedPromise = new Promise((resolve) => child.on('exit', (code, sig) => {
-    exited = { code, sig };
-    resolve(exited);
-  }));
-  const url = new Promise((resolve, reject) => {
-    const rl = readline.createInterface({ input: child.stdout });
-    rl.on('line', (line) => {
-      serverLog.write(`${line}\n`);
-      const m = /listening on (https?:\/\/[^\s]+)/.exec(line);
-      if (m) resolve(m[1].replace(/\/$/, ''));
-    });
-    exitedPromise.then((e) => reject(new TestError(`server exited before listening (${JSON.stringify(e)}); see target/browser-artifacts/server.log`)));
-    child.on('error', (e) => reject(new TestError(`cannot start ${bin}: ${e.message}`)));
-  });
-  const base = await withTimeout(url, 30_000, 'server to print "listening on http://..."');
-  log(`server at ${base}`);
-  child.exitedInfo = () => exited;
-  return base;
-}
-
-async function stopServer(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  const done = new Promise((r) => child.once('exit', r));
-  if (await Promise.race([done.then(() => true), sleep(3000).then(() => false)])) return;
-  child.kill('SIGKILL');
-  await Promise.race([done, sleep(2000)]);
-}
-
-async function getJson(url) {
-  const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
-  if (!res.ok) throw new TestError(`GET ${url}: ${res.status}`);
-  return res.json();
-}
+let server = null; // {base, child, exited()} from helpers' startServer
 
 // The tile rectangles of a room's tier, from GET /api/rooms/{room}: {width, height, tiles:
 // [{id, x, y, w, h}]} in canvas pixels, or null if the server does not report them.
@@ -960,7 +899,9 @@ async function main() {
 
   let base;
   try {
-    base = await startServer();
+    // TESSERA_WEB_DIR=web serves the client from web/ instead of the compiled-in copy.
+    server = await startServer({ logFile: path.join(artifacts, 'server.log'), cleanups });
+    base = server.base;
   } catch (e) {
     log(`FAIL starting the server: ${e.message}`);
     results.push({ name: 'server starts', status: 'failed', error: e });
@@ -980,9 +921,9 @@ async function main() {
         log(`FAIL firefox: ${e.stack || e}`);
       });
     }
-    if (server && server.exitedInfo && server.exitedInfo()) {
+    if (server && server.exited()) {
       results.push({ name: 'server stays up', status: 'failed' });
-      log(`FAIL the server exited during the run: ${JSON.stringify(server.exitedInfo())}`);
+      log(`FAIL the server exited during the run: ${JSON.stringify(server.exited())}`);
     }
   }
   return results;
@@ -996,7 +937,6 @@ async function cleanupAll() {
     const fn = cleanups.pop();
     await withTimeout(Promise.resolve().then(fn), 8000, 'cleanup').catch(() => {});
   }
-  if (serverLog) serverLog.end();
 }
 
 function summary(results) {
