@@ -8,7 +8,9 @@
 It starts the server on a free loopback port with tests/whip/test.toml, publishes a solid
 #2850d6 picture and a 600 Hz tone over WHIP, watches the room over WHEP and checks that the
 composite shows the colour and the mix carries the tone; then the HTTP API, DELETE of both
-resources, and the WHIP error replies (400, 415, 404). Exit code 0 when every check passed.
+resources, and the WHIP error replies (400, 415, 404); then, on a server of its own, a screen
+share's text (share_psnr.py: the share in the big tile, letterboxed, PSNR above a floor).
+Exit code 0 when every check passed.
 Server output, SDPs and the last received frame go to target/tmp/whip-test/.
 """
 
@@ -796,7 +798,12 @@ def main():
 
     OUT.mkdir(parents=True, exist_ok=True)
     binary = Path(os.environ.get("TESSERA_BIN", ROOT / "target" / "debug" / "tessera"))
-    return run_checks("whip", Server(binary), lambda checks, server: run(checks, server), TOTAL_TIMEOUT)
+    code = run_checks("whip", Server(binary), lambda checks, server: run(checks, server), TOTAL_TIMEOUT)
+    # A screen share's text through the server: its own server and config (share_psnr.py).
+    import share_psnr
+
+    share_psnr.setup_logging(args.verbose)
+    return code | share_psnr.run_test(binary)
 
 
 def run_checks(label, server, body, timeout):
@@ -830,4 +837,6 @@ def run_checks(label, server, body, timeout):
     return 1 if checks.failed else 0
 
 if __name__ == "__main__":
+    # share_psnr.py imports this file's helpers as `test_whip_whep`: the same module, not a copy.
+    sys.modules.setdefault("test_whip_whep", sys.modules[__name__])
     sys.exit(main())

@@ -8,6 +8,9 @@
 //! keyframe) to the largest size inside its tile, at no more than the tile's fps.
 //! `--no-hints` sends 640x360 at 30 fps whatever the server asks.
 //!
+//! `--layouts grid,speaker` has the participants of each room choose those layouts in turn
+//! (in `join`), so a room runs one encode per layout and tier; the report counts them.
+//!
 //! ```text
 //! tessera-load --url http://127.0.0.1:8080 --rooms 1 --participants 4 --seconds 30 --pid $(pidof tessera)
 //! ```
@@ -56,6 +59,13 @@ struct Args {
     /// (an audio-only room, as Janus AudioBridge hosts).
     #[arg(long)]
     audio_only: bool,
+    /// Layouts the participants of each room choose in `join`, in turn (participant p gets
+    /// the (p mod N)th), e.g. `grid,speaker`. None: the room's layout.
+    #[arg(long, value_delimiter = ',')]
+    layouts: Vec<String>,
+    /// Rooms are named PREFIX-0, PREFIX-1, ...
+    #[arg(long, default_value = "load")]
+    room_prefix: String,
 }
 
 /// Frames of one IVF file.
@@ -97,6 +107,11 @@ fn load_ladder(dir: &std::path::Path, n: usize) -> anyhow::Result<Ladder> {
     Ok(Ladder { renditions, start })
 }
 
+/// The layout participant `p` of a room chooses (`--layouts`), if any.
+fn layout_of(args: &Args, p: usize) -> Option<String> {
+    (!args.layouts.is_empty()).then(|| args.layouts[p % args.layouts.len()].clone())
+}
+
 fn load(dir: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Media> {
     let name = format!("p{}", n % 9 + 1);
     let frames = if args.audio_only {
@@ -116,7 +131,7 @@ fn load(dir: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Media> {
         token: None,
         tier: args.tier.clone(),
         receive_video: !args.audio_only,
-        layout: None,
+        layout: layout_of(args, n % args.participants.max(1)),
     })
 }
 
@@ -160,49 +175,97 @@ impl Watch {
     }
 }
 
-/// Frames encoded and ticks skipped (late) over every tier of rooms `load-0..rooms`, from
-/// the server's `/api/rooms/{room}`.
-async fn tier_counts(base: &str, rooms: usize) -> (u64, u64) {
-    let mut out = (0, 0);
+/// Totals over every tier of rooms `PREFIX-0..rooms`, from the server's `/api/rooms/{room}`.
+#[derive(Clone, Copy, Default)]
+struct TierCounts {
+    frames_encoded: u64,
+    /// Ticks skipped because the room was behind.
+    late_ticks: u64,
+    /// Time spent composing and encoding (the room's own accounting).
+    compose_secs: f64,
+    encode_secs: f64,
+}
+
+/// Frames encoded so far by each tier of each room, keyed by (room index, tier name).
+type TierFrames = std::collections::BTreeMap<(usize, String), u64>;
+
+async fn tier_counts(base: &str, prefix: &str, rooms: usize) -> (TierCounts, TierFrames) {
+    let mut out = TierCounts::default();
+    let mut frames = TierFrames::new();
     for r in 0..rooms {
-        let Some(v) = get_json(base, &format!("/api/rooms/load-{r}")).await else {
+        let Some(v) = get_json(base, &format!("/api/rooms/{prefix}-{r}")).await else {
             continue;
         };
         for t in v["tiers"].as_array().into_iter().flatten() {
-            out.0 += t["frames_encoded"].as_u64().unwrap_or(0);
-            out.1 += t["late_ticks"].as_u64().unwrap_or(0);
+            let n = t["frames_encoded"].as_u64().unwrap_or(0);
+            frames.insert((r, t["name"].as_str().unwrap_or("").to_string()), n);
+            out.frames_encoded += n;
+            out.late_ticks += t["late_ticks"].as_u64().unwrap_or(0);
+            out.compose_secs += t["compose_secs"].as_f64().unwrap_or(0.0);
+            out.encode_secs += t["encode_secs"].as_f64().unwrap_or(0.0);
         }
     }
-    out
+    (out, frames)
 }
 
 fn sending_of(c: &Client) -> Sending {
     c.sending.lock().map(|s| *s).unwrap_or_default()
 }
 
-/// Rooms `load-0..rooms` as the server reports them now.
+/// Rooms `PREFIX-0..rooms` as the server reports them now.
 struct RoomSummary {
     /// `tier: receivers` over all rooms, e.g. `low: 64`.
     tiers: String,
+    /// `layout: participants` over all rooms (`(room's)` for no choice of their own).
+    layouts: String,
+    /// Per room: tiers with receivers now, and tiers that encoded frames during the window.
+    encodes: Vec<(usize, usize)>,
 }
 
-async fn room_summary(base: &str, rooms: usize) -> RoomSummary {
+fn counts(map: &std::collections::BTreeMap<String, usize>) -> String {
+    map.iter()
+        .map(|(t, n)| format!("{t}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn room_summary(
+    base: &str,
+    prefix: &str,
+    rooms: usize,
+    (before, after): (&TierFrames, &TierFrames),
+) -> RoomSummary {
     let mut tiers: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut layouts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut encodes = Vec::new();
     for r in 0..rooms {
-        let Some(v) = get_json(base, &format!("/api/rooms/load-{r}")).await else {
+        let Some(v) = get_json(base, &format!("/api/rooms/{prefix}-{r}")).await else {
             continue;
         };
         for p in v["participants"].as_array().into_iter().flatten() {
             let tier = p["tier"].as_str().unwrap_or("(audio only)").to_string();
             *tiers.entry(tier).or_default() += 1;
+            let layout = p["layout"].as_str().unwrap_or("(room's)").to_string();
+            *layouts.entry(layout).or_default() += 1;
         }
+        let with_receivers = v["tiers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["receivers"].as_u64().unwrap_or(0) > 0)
+            .count();
+        let encoding = after
+            .iter()
+            .filter(|((room, tier), n)| {
+                *room == r && **n > before.get(&(r, tier.clone())).copied().unwrap_or(0)
+            })
+            .count();
+        encodes.push((with_receivers, encoding));
     }
     RoomSummary {
-        tiers: tiers
-            .iter()
-            .map(|(t, n)| format!("{t}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        tiers: counts(&tiers),
+        layouts: counts(&layouts),
+        encodes,
     }
 }
 
@@ -249,7 +312,7 @@ async fn main() -> anyhow::Result<()> {
         for p in 0..args.participants {
             let n = r * args.participants + p;
             let media = load(&fixtures, n, &args)?;
-            let room = format!("load-{r}");
+            let room = format!("{}-{r}", args.room_prefix);
             let name = format!("L{r}-{p}");
             let ladder = if args.no_hints || args.audio_only {
                 None
@@ -287,7 +350,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu0 = args.pid.and_then(proc_usage);
     let own0 = proc_usage(std::process::id());
     let sending0: Vec<Sending> = clients.iter().map(sending_of).collect();
-    let tiers0 = tier_counts(&args.url, args.rooms).await;
+    let (tiers0, frames0) = tier_counts(&args.url, &args.room_prefix, args.rooms).await;
     // Frames from before the window are not counted.
     for c in &clients {
         if let Ok(mut r) = c.received.lock() {
@@ -328,9 +391,15 @@ async fn main() -> anyhow::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let cpu1 = args.pid.and_then(proc_usage);
     let own1 = proc_usage(std::process::id());
-    let tiers1 = tier_counts(&args.url, args.rooms).await;
+    let (tiers1, frames1) = tier_counts(&args.url, &args.room_prefix, args.rooms).await;
     let sending1: Vec<Sending> = clients.iter().map(sending_of).collect();
-    let rooms = room_summary(&args.url, args.rooms).await;
+    let rooms = room_summary(
+        &args.url,
+        &args.room_prefix,
+        args.rooms,
+        (&frames0, &frames1),
+    )
+    .await;
     let mut firsts = Vec::new();
     for c in &clients {
         let r = c.received.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -362,12 +431,17 @@ async fn main() -> anyhow::Result<()> {
         FREEZE.as_millis(),
         frozen
     );
-    let encoded = tiers1.0.saturating_sub(tiers0.0);
-    let late = tiers1.1.saturating_sub(tiers0.1);
+    let encoded = tiers1.frames_encoded.saturating_sub(tiers0.frames_encoded);
+    let late = tiers1.late_ticks.saturating_sub(tiers0.late_ticks);
     println!(
         "late composite frames (ticks the server skipped): {late} of {} = {:.2}%",
         encoded + late,
         late as f64 * 100.0 / (encoded + late).max(1) as f64
+    );
+    println!(
+        "composing and encoding (the rooms' own accounting): {:.1}% and {:.1}% of one core per room",
+        (tiers1.compose_secs - tiers0.compose_secs) / secs * 100.0 / args.rooms as f64,
+        (tiers1.encode_secs - tiers0.encode_secs) / secs * 100.0 / args.rooms as f64
     );
     if let (Some((c0, _)), Some((c1, rss))) = (cpu0, cpu1) {
         println!(
@@ -384,6 +458,16 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("receivers per tier: {}", rooms.tiers);
+    println!("participants per layout: {}", rooms.layouts);
+    println!(
+        "video encodes per room (tiers with receivers / tiers that encoded in the window): {}",
+        rooms
+            .encodes
+            .iter()
+            .map(|(r, e)| format!("{r}/{e}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let sent_bytes: u64 = sending1
         .iter()
         .zip(&sending0)
