@@ -26,7 +26,9 @@ aiortc's VP8 encoder at the server's REMB and back, at full size (the publisher 
 
 The config (written next to the page): labels off (they would sit on the text), bandwidth
 adaptation off (so the viewer stays on the default tier), everything else the defaults.
-`test_whip_whep.py` runs `check()` with a shorter settle and a generous floor.
+The share also carries the tab's sound (a 1000 Hz tone on its audio m-line); the viewer's
+mix must carry it. `test_whip_whep.py` runs `check()` with a shorter settle and a generous
+floor (`--test` runs those checks alone).
 """
 
 import argparse
@@ -58,6 +60,7 @@ ROOM = "share-psnr"
 NAME = "Sam"
 SHARE_W, SHARE_H = 1920, 1080
 SHARE_FPS = 5  # what rooms.share_fps asks for by default
+TAB_TONE_HZ = 1000.0  # the shared tab's sound (the share's audio m-line)
 TIER = "default"  # 1280x720 25 fps VP8 1500 kbit/s
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 PAGE = w.OUT / "share-page.png"
@@ -267,12 +270,15 @@ async def publish_screen(api, pcs, page, room, name):
     pcs.append(pc)
     t = pc.addTransceiver(ScreenTrack(page, SHARE_FPS), direction="sendonly")
     w.prefer_codec(t, RTCRtpSender.getCapabilities("video"), "video/VP8")
+    # The tab's sound: a share's audio joins the room's mix.
+    pc.addTransceiver(w.ToneTrack(TAB_TONE_HZ), direction="sendonly")
     await post_sdp(api, f"/whip/{room}?name={name}&kind=screen", pc, "screen share")
     return pc, t.sender
 
 
-async def watch_composite(api, pcs, room, frames):
-    """A WHEP viewer; appends (monotonic time, yuv420p av.VideoFrame) to `frames`."""
+async def watch_composite(api, pcs, room, frames, audio):
+    """A WHEP viewer; appends (monotonic time, yuv420p av.VideoFrame) to `frames` and
+    (sample rate, mono samples) of the mix to `audio`."""
     pc = w.new_pc()
     pcs.append(pc)
     got = asyncio.Event()
@@ -280,7 +286,15 @@ async def watch_composite(api, pcs, room, frames):
 
     @pc.on("track")
     def on_track(track):
-        if track.kind != "video":
+        if track.kind == "audio":
+
+            async def hear():
+                while True:
+                    f = await track.recv()
+                    audio.append((f.sample_rate, w.audio_to_mono(f)))
+                    del audio[:-100]
+
+            reader.append(asyncio.ensure_future(hear()))
             return
 
         async def read():
@@ -294,6 +308,7 @@ async def watch_composite(api, pcs, room, frames):
 
     t = pc.addTransceiver("video", direction="recvonly")
     w.prefer_codec(t, RTCRtpReceiver.getCapabilities("video"), "video/VP8")
+    pc.addTransceiver("audio", direction="recvonly")
     await post_sdp(api, f"/whep/{room}?name=Viewer", pc, "WHEP viewer")
     return pc, got, reader
 
@@ -344,10 +359,11 @@ async def measure(api, page, settle, samples=8, original=None, room=ROOM):
     tile)."""
     pcs, readers = [], []
     frames = []
+    audio = []
     try:
         pub_pc, sender = await publish_screen(api, pcs, page, room, NAME)
         t_pub = time.monotonic()
-        view_pc, got, readers = await watch_composite(api, pcs, room, frames)
+        view_pc, got, readers = await watch_composite(api, pcs, room, frames, audio)
         deadline = time.monotonic() + LAYOUT_TIMEOUT
         placed = None
         last = None
@@ -405,6 +421,7 @@ async def measure(api, page, settle, samples=8, original=None, room=ROOM):
         "server_in_fps": share.get("video_fps_in"),
         "tier_kbps_out": tier.get("kbps_out"), "received_kbps": (rx1 - rx0) * 8 / 1000 / (t1 - t0),
         "sizes": sorted({f"{f.width}x{f.height}" for f in picked}),
+        "tab_tone": tab_tone(audio),
     }
     fw, fh = fit[2], fit[3]
     refs = {
@@ -425,6 +442,15 @@ async def measure(api, page, settle, samples=8, original=None, room=ROOM):
     if picked:
         w.save_png(picked[-1].to_ndarray(format="rgb24"), w.OUT / "share-received.png")
     return res
+
+
+def tab_tone(audio):
+    """The last second of the viewer's mix: `tone_analysis` at TAB_TONE_HZ, or None."""
+    if not audio:
+        return None
+    rate = audio[-1][0]
+    x = np.concatenate([a for _, a in audio])[-rate:]
+    return w.tone_analysis(x, rate, TAB_TONE_HZ) if len(x) == rate else None
 
 
 def bars_luma(picked, tile, fit):
@@ -528,6 +554,11 @@ async def check(checks, server, settle=4.0):
     checks.ok(res["bars_luma"] is not None and res["bars_luma"] < 60,
               "the share is letterboxed (dark bars above and below the white page)",
               f"bars' mean luma {res['bars_luma']}")
+    tone = res["tab_tone"]
+    checks.ok(tone is not None and abs(tone[0] - TAB_TONE_HZ) <= 5 and tone[1] > -40 and tone[2] >= 0.5,
+              f"the share's sound (a {TAB_TONE_HZ:.0f} Hz tone) is in the viewer's mix",
+              f"last second: peak {tone[0]:.0f} Hz, {tone[1]:.1f} dBFS, {tone[2]:.0%} of the energy at "
+              f"{TAB_TONE_HZ:.0f} Hz" if tone else "no full second of audio")
     value = median(res["received_server"])
     checks.ok(value >= PSNR_FLOOR_DB,
               f"share's text PSNR >= {PSNR_FLOOR_DB:.0f} dB against the page through the server's scaler",

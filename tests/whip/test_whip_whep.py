@@ -9,7 +9,8 @@ It starts the server on a free loopback port with tests/whip/test.toml, publishe
 #2850d6 picture and a 600 Hz tone over WHIP, watches the room over WHEP and checks that the
 composite shows the colour and the mix carries the tone; then the HTTP API, DELETE of both
 resources, and the WHIP error replies (400, 415, 404); then, on a server of its own, a screen
-share's text (share_psnr.py: the share in the big tile, letterboxed, PSNR above a floor).
+share's text and sound (share_psnr.py: the share in the big tile, letterboxed, PSNR above a
+floor, the tab's tone in the mix).
 Exit code 0 when every check passed.
 Server output, SDPs and the last received frame go to target/tmp/whip-test/.
 """
@@ -287,8 +288,8 @@ def audio_to_mono(frame):
     return mono.astype(np.float64)
 
 
-def tone_analysis(x, rate):
-    """(peak frequency in Hz, level in dBFS, share of the energy within ±10 Hz of TONE_HZ)."""
+def tone_analysis(x, rate, hz=TONE_HZ):
+    """(peak frequency in Hz, level in dBFS, share of the energy within ±10 Hz of `hz`)."""
     x = x - x.mean()
     rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
     level = 20 * np.log10(max(rms, 1e-12))
@@ -297,7 +298,7 @@ def tone_analysis(x, rate):
     spec[freqs < 20] = 0
     total = float(spec.sum()) or 1e-30
     peak = float(freqs[int(np.argmax(spec))])
-    band = float(spec[np.abs(freqs - TONE_HZ) <= 10].sum())
+    band = float(spec[np.abs(freqs - hz) <= 10].sum())
     return peak, level, band / total
 
 
