@@ -20,7 +20,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
-  assert, CHROMIUM_ARGS, dist, freePort, log, pollUntil, runScript, sleep, TestError, tileColours, withTimeout,
+  assert, CHROMIUM_ARGS, dist, freePort, log, pollUntil, runScript, runStep, sleep, TestError, tileColours, withTimeout,
 } from './helpers.mjs';
 
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
@@ -150,20 +150,7 @@ async function main() {
   fs.rmSync(artifacts, { recursive: true, force: true });
   fs.mkdirSync(artifacts, { recursive: true });
   const results = [];
-  const report = async (name, fn) => {
-    log(`RUN  ${name}`);
-    const start = Date.now();
-    try {
-      await fn();
-      results.push({ name, status: 'passed' });
-      log(`PASS ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
-      return true;
-    } catch (e) {
-      results.push({ name, status: 'failed' });
-      log(`FAIL ${name}: ${e instanceof TestError ? e.message : e.stack || e}`);
-      return false;
-    }
-  };
+  const report = (name, fn) => runStep(results, name, fn);
 
   const redisPort = await freePort();
   await startRedis(redisPort);

@@ -88,6 +88,29 @@ export async function tileColours(page, tiles, width, height) {
 
 export const dist = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
 
+// Runs one named test: logs RUN, then PASS with its time or FAIL with the error, and pushes
+// { name, status, error } to `results`. Returns whether it passed.
+export async function runStep(results, name, fn) {
+  log(`RUN  ${name}`);
+  const start = Date.now();
+  try {
+    await fn();
+    results.push({ name, status: 'passed' });
+    log(`PASS ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
+    return true;
+  } catch (e) {
+    results.push({ name, status: 'failed', error: e });
+    log(`FAIL ${name}: ${e instanceof TestError ? e.message : e.stack || e}`);
+    return false;
+  }
+}
+
+// Records a test that did not run because `why`.
+export function skipStep(results, name, why) {
+  results.push({ name, status: 'skipped' });
+  log(`SKIP ${name} (${why})`);
+}
+
 // Runs a test script's `main` (which returns [{name, status}]) under a watchdog of
 // `timeoutMs`, runs `cleanups` (last first, 8 s each) however it ends, prints one line per
 // test and `LABEL: N passed, M failed`, and exits 0 only if something passed and nothing

@@ -37,7 +37,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
-  assert, CHROMIUM_ARGS, dist, freePort, log, pollUntil, runScript, sleep, TestError, tileColours, withTimeout,
+  assert, CHROMIUM_ARGS, dist, freePort, log, pollUntil, runScript, runStep, sleep, TestError, tileColours, withTimeout,
 } from './helpers.mjs';
 
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
@@ -472,17 +472,8 @@ async function main() {
   const results = [];
   let shown = [];
   const report = async (name, fn) => {
-    log(`RUN  ${name}`);
-    const start = Date.now();
-    try {
-      await fn();
-      results.push({ name, status: 'passed' });
-      log(`PASS ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      results.push({ name, status: 'failed' });
-      log(`FAIL ${name}: ${e instanceof TestError ? e.message : e.stack || e}`);
-      for (const p of shown) if (p.page) await p.page.screenshot({ path: path.join(artifacts, `fail-${p.name}.png`) }).catch(() => {});
-    }
+    if (await runStep(results, name, fn)) return;
+    for (const p of shown) if (p.page) await p.page.screenshot({ path: path.join(artifacts, `fail-${p.name}.png`) }).catch(() => {});
   };
 
   await report('paths: a Chromium whose UDP is blocked joins over ICE-TCP and sees the composite', async () => {

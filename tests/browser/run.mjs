@@ -28,7 +28,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  assert, getJson, log, pollUntil, sleep, startServer, TestError, withTimeout,
+  assert, getJson, log, pollUntil, runStep, skipStep, sleep, startServer, TestError, withTimeout,
 } from './helpers.mjs';
 
 process.env.PUPPETEER_SKIP_DOWNLOAD = '1';
@@ -881,20 +881,9 @@ async function main() {
   // Runs one test; { needs: i } skips it when results[i] (an earlier test) failed.
   const report = async (name, fn, opts = {}) => {
     if (opts.needs !== undefined && results[groupStart + opts.needs]?.status !== 'passed') {
-      results.push({ name, status: 'skipped' });
-      log(`SKIP ${name} (an earlier step failed)`);
-      return;
+      return skipStep(results, name, 'an earlier step failed');
     }
-    log(`RUN  ${name}`);
-    const start = Date.now();
-    try {
-      await fn();
-      results.push({ name, status: 'passed' });
-      log(`PASS ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      results.push({ name, status: 'failed', error: e });
-      log(`FAIL ${name}: ${e instanceof TestError ? e.message : e.stack || e}`);
-    }
+    return runStep(results, name, fn);
   };
 
   let base;

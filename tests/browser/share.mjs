@@ -30,7 +30,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  assert, CHROMIUM_ARGS, dist, getJson, log, pollUntil, root, runScript, startServer, TestError, withTimeout,
+  assert, CHROMIUM_ARGS, dist, getJson, log, pollUntil, root, runScript, runStep, skipStep, startServer, TestError, withTimeout,
 } from './helpers.mjs';
 
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
@@ -196,21 +196,8 @@ async function main() {
   fs.mkdirSync(artifacts, { recursive: true });
   const results = [];
   const report = async (name, fn) => {
-    if (results.length && results[0].status !== 'passed') {
-      results.push({ name, status: 'skipped' });
-      log(`SKIP ${name} (the join failed)`);
-      return;
-    }
-    log(`RUN  ${name}`);
-    const start = Date.now();
-    try {
-      await fn();
-      results.push({ name, status: 'passed' });
-      log(`PASS ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      results.push({ name, status: 'failed' });
-      log(`FAIL ${name}: ${e instanceof TestError ? e.message : e.stack || e}`);
-    }
+    if (results.length && results[0].status !== 'passed') return skipStep(results, name, 'the join failed');
+    return runStep(results, name, fn);
   };
 
   const server = await startServer({ logFile: path.join(artifacts, 'server.log'), cleanups });
