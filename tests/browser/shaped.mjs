@@ -99,11 +99,11 @@ const PEOPLE = [
 
 // Issue targets and the test's margins.
 const LIMITS = {
-  // Not reached yet (see docs/performance.md): the 300 kbit/s client still drops to audio
-  // only for seconds at a time, so `make test` asserts only that its picture keeps moving
-  // and its sound has no gap; the issue's figures are printed and checked by --report.
-  fps300k: { issue: 10, test: 1 },
-  frozen300k: { issue: 3, test: 60 },
+  // The test's limits leave room for a loaded machine (docs/performance.md has the
+  // measured figures: 15 fps and 0-0.3 s frozen since probes stop at the first sign of a
+  // queue); the issue's figures are printed as OPEN when missed and checked by --report.
+  fps300k: { issue: 10, test: 5 },
+  frozen300k: { issue: 3, test: 15 },
   audioGap300k: { issue: 200, test: 500 },
   uplink300k: { issue: 250, test: 300 },
   leaveTop300k: { issue: 10, test: 30 },
@@ -766,6 +766,38 @@ function startCollector(people, port) {
   };
 }
 
+// Bo's stalls (over 1.5 s without a new frame, as `videoFigures` counts them) in [from, to], each with what the server said
+// of Bo around it (tier, estimate, probes, held, keyframe requests, report loss), and a
+// per-second timeline in target/shaped-artifacts/timeline-NAME.json: where a freeze came
+// from (a probe that overflowed the link, a lost keyframe, a hold) is read from these.
+function stallReport(p, collector, from, to) {
+  const s = within(p.samples, from, to, 'vin');
+  const stalls = [];
+  let lastNew = s.length ? s[0].t : from;
+  for (let i = 1; i < s.length; i += 1) {
+    if ((s[i].vin.frames || 0) > (s[i - 1].vin.frames || 0)) {
+      if (s[i].t - lastNew > 1500) stalls.push([lastNew, s[i].t]);
+      lastNew = s[i].t;
+    }
+  }
+  const server = collector.tiers.filter((x) => x.t >= from - 5000 && x.t <= to && x.room).map((x) => {
+    const q = (x.room.participants || []).find((r) => r.id === p.id);
+    return q && {
+      t: x.t, tier: q.tier ?? null, est: q.estimate_bps, src: q.estimate_source, probes: q.probes,
+      held: q.held, heldDropped: q.held_frames_dropped, kfReq: q.keyframe_requests,
+      kfDeferred: q.keyframe_requests_deferred, loss: q.report_loss, dropped: q.media_dropped,
+    };
+  }).filter(Boolean);
+  fs.writeFileSync(path.join(artifacts, `timeline-${p.name}.json`),
+    JSON.stringify({ from, to, stalls, server }, null, 1));
+  for (const [a, b] of stalls) {
+    const near = server.filter((x) => x.t >= a - 3000 && x.t <= b + 1000);
+    const f = (x) => `${round((x.t - from) / 1000, 0)}s ${x.tier} est ${Math.round((x.est || 0) / 1000)}k `
+      + `probes ${x.probes} held ${x.held} (${x.heldDropped} dropped) kf ${x.kfReq}/${x.kfDeferred} loss ${x.loss}`;
+    log(`  ${p.name} stalled ${round((b - a) / 1000)} s at ${round((a - from) / 1000)} s of the window: ${near.map(f).join('; ')}`);
+  }
+}
+
 function tierAt(tiers, name, t) {
   const before = tiers.filter((x) => x.t <= t && name in x.byName);
   return before.length ? before[before.length - 1].byName[name] : undefined;
@@ -1025,6 +1057,7 @@ async function main() {
     audioOnlyShare80k: cyNullShare, audioGap80k: gap.longest, audioSamples80k: gap.n, fpsUnshaped: va.worst5,
     sizeUnshaped: va.sizes.join(','), recover300k: recoverS, fig, tbf,
   };
+  stallReport(bo, collector, winFrom, winTo);
   if (REPORT) printReport(figures);
   else {
     fs.writeFileSync(path.join(artifacts, 'figures.json'), JSON.stringify(figures, null, 2));

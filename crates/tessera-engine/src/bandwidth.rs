@@ -14,7 +14,9 @@
 //!   estimators cap it at 1.5 times what was delivered), so the controller asks for a
 //!   *probe*: the receiver's video padded up to the next rung's need times `up_headroom`
 //!   for `up_after`. If the estimate reaches that rate, the receiver climbs one rung; if
-//!   not, the next probe waits `probe_interval`, doubled after each failure (up to 8x).
+//!   not, the next probe waits `probe_interval`, doubled after each failure (up to 4x),
+//!   and reaches less far (1.4 times the estimate instead of 2). A probe stops at once
+//!   when the estimator reports queueing or a burst of loss (`Feedback::overuse`).
 //!
 //! Pure: time is passed in.
 
@@ -79,6 +81,10 @@ pub struct Feedback {
     pub loss: Option<f32>,
     /// What the server sent this receiver over the last second, padding included.
     pub sent_bps: Option<u64>,
+    /// The send-side estimator saw the path's queue grow (GCC's delay-based overuse) or
+    /// overflow (a burst of loss in one feedback) since its last report: a probe in
+    /// progress is over the link and stops at once.
+    pub overuse: bool,
 }
 
 /// Where the estimate comes from.
@@ -113,11 +119,17 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(300);
 /// How far the loss-based estimate may rise above the most that was recently sent.
 const SENT_HEADROOM: f64 = 1.5;
 const SENT_WINDOW: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: u32 = 8;
+/// Failed probes to a rung back off up to this many `probe_interval`s (16 s by default):
+/// a restored link is found within that, and a gentle probe costs a poor link little.
+const MAX_BACKOFF: u32 = 4;
 /// An estimate between 80% and 100% of the rung's need must last this many `down_after`s.
 const SLIGHT_SHORTFALL_WAIT: u32 = 4;
-/// A probe may aim at most this many times the estimate.
+/// A probe may aim at most this many times the estimate ...
 const PROBE_REACH: f64 = 2.0;
+/// ... or this many after a probe failed: a link that just refused more gets a gentler
+/// test (on the shaped 300k link a probe at twice the estimate overflowed its queue for a
+/// second before the loss came back, and froze the picture for 3-4 s).
+const PROBE_REACH_AFTER_FAILURE: f64 = 1.4;
 /// A probe during which the estimate falls below this share of where it began has failed.
 const PROBE_ABORT: f64 = 0.85;
 /// Audio loss (0..1) at or above this holds probes back: a link that drops this much of a
@@ -142,12 +154,14 @@ pub struct BandwidthController {
     probe: Option<Probe>,
     next_probe_at: Instant,
     /// Per rung: how much longer than `probe_interval` to wait after failed probes to it
-    /// (doubling up to 8 times), and when it may next be probed.
+    /// (doubling up to `MAX_BACKOFF` times), and when it may next be probed.
     rung_backoff: Vec<(u32, Instant)>,
     /// The rung being probed for, and the estimate when the probe began.
     probing_for: Option<(usize, u64)>,
     probes_started: u64,
     probes_succeeded: u64,
+    /// The last probe failed: the next one reaches `PROBE_REACH_AFTER_FAILURE`.
+    gentle: bool,
     /// No moving down before this: the first estimates are still converging.
     grace_until: Instant,
     /// The loss the receiver last reported on its audio, and when.
@@ -197,6 +211,7 @@ impl BandwidthController {
             probing_for: None,
             probes_started: 0,
             probes_succeeded: 0,
+            gentle: false,
             grace_until: now,
             audio_loss: None,
             cfg,
@@ -292,6 +307,14 @@ impl BandwidthController {
         if let Some(l) = fb.loss {
             self.fold_loss(now, l);
         }
+        if fb.overuse {
+            // Queueing while probing: the probe is past what the link carries. Waiting for
+            // the estimate to fall (it follows what arrives, and a queue first lets a burst
+            // through) would keep flooding the link for the rest of the probe.
+            if let (Some(_), Some((rung, _))) = (self.probe, self.probing_for) {
+                self.probe_failed(rung, now);
+            }
+        }
         self.decide(now)
     }
 
@@ -345,6 +368,7 @@ impl BandwidthController {
 
     /// A probe for `rung` failed: wait longer before the next one to it.
     fn probe_failed(&mut self, rung: usize, now: Instant) {
+        self.gentle = true;
         self.probe = None;
         self.probing_for = None;
         if let Some(b) = self.rung_backoff.get_mut(rung) {
@@ -401,6 +425,7 @@ impl BandwidthController {
             if self.probe.take().is_some() {
                 self.probes_succeeded += 1;
             }
+            self.gentle = false;
             self.probing_for = None;
             self.current = next;
             self.rung_backoff[next] = (1, now);
@@ -415,6 +440,7 @@ impl BandwidthController {
             (Some(p), Some((rung, _))) if now >= p.until + PROBE_GRACE => {
                 if est as f64 >= p.bps as f64 * 0.9 {
                     // A step towards the next rung got through: take the next one soon.
+                    self.gentle = false;
                     self.probe = None;
                     self.probing_for = None;
                     self.next_probe_at = now + self.cfg.up_after;
@@ -434,8 +460,13 @@ impl BandwidthController {
             {
                 self.probes_started += 1;
                 self.probing_for = Some((next, est));
+                let reach = if self.gentle {
+                    PROBE_REACH_AFTER_FAILURE
+                } else {
+                    PROBE_REACH
+                };
                 self.probe = Some(Probe {
-                    bps: target.min((est as f64 * PROBE_REACH) as u64),
+                    bps: target.min((est as f64 * reach) as u64),
                     until: now + self.cfg.up_after,
                 });
             }
@@ -683,6 +714,48 @@ mod tests {
             (&mut est, &mut proven),
         );
         assert_eq!(tier(c.current()), "default", "{back:?}");
+    }
+
+    #[test]
+    fn a_probe_stops_at_the_first_overuse_and_waits_before_the_next() {
+        let t0 = Instant::now();
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        // Settle on tiny (a 300k link), then wait for a probe towards low.
+        let trace: Vec<(u64, Feedback)> = (0..80).map(|i| (i * 100, twcc(275_000))).collect();
+        replay(&mut c, t0, &trace);
+        assert_eq!(tier(c.current()), "tiny");
+        let mut ms = 8_000;
+        while c.probe().is_none() && ms < 30_000 {
+            c.on_feedback(t0 + Duration::from_millis(ms), twcc(275_000));
+            ms += 100;
+        }
+        assert!(c.probe().is_some(), "no probe within 30 s");
+        // The queue grows while the estimate still rises (a burst got through): stop now,
+        // not when the estimate falls.
+        let at = t0 + Duration::from_millis(ms + 200);
+        c.on_feedback(
+            at,
+            Feedback {
+                twcc_bps: Some(340_000),
+                overuse: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.probe(), None, "the probe went on through an overuse");
+        assert_eq!(tier(c.current()), "tiny");
+        assert_eq!(c.probe_counts(), (1, 0));
+        // The next probe waits at least probe_interval.
+        let mut next = None;
+        for i in 1..200u64 {
+            let now = at + Duration::from_millis(i * 100);
+            c.on_feedback(now, twcc(275_000));
+            if c.probe().is_some() {
+                next = Some(i * 100);
+                break;
+            }
+        }
+        let next = next.expect("probing never resumed");
+        assert!(next >= 4_000, "next probe after {next} ms");
     }
 
     #[test]

@@ -41,6 +41,18 @@ const PROBE_JUMP: f64 = 1.15;
 /// No probe result is taken this soon after a decrease.
 const AFTER_DECREASE: Duration = Duration::from_secs(1);
 const REPORT_EVERY: Duration = Duration::from_millis(200);
+/// At least this many packets, and this share of one feedback's packets, lost: a burst
+/// (random loss of a few percent seldom loses 3 of one feedback's 10-30 packets).
+const BURST_LOSS_PACKETS: usize = 3;
+const BURST_LOSS_FRACTION: f64 = 0.1;
+/// Every packet of one feedback delayed this much past the path's base delay is a queue
+/// building (an overuse), whatever the trend filter says: a probe into a tail-drop link
+/// fills its queue steadily, so even the least delayed packet shows it, while jitter
+/// delays only some.
+const QUEUE_DELAY_OVERUSE: Duration = Duration::from_millis(60);
+/// The base delay is the least one-way delay (receiver's clock minus ours, offset
+/// included) over this much of the past.
+const BASE_DELAY_WINDOW: Duration = Duration::from_secs(10);
 pub const MIN_BPS: f64 = 30_000.0;
 pub const MAX_BPS: f64 = 50_000_000.0;
 
@@ -68,6 +80,15 @@ pub struct Estimator {
     last_decrease: Option<Instant>,
     report: Option<Report>,
     last_report: Option<(Instant, u64)>,
+    /// The detector said `Over`, or one feedback lost a burst, since the last report: the
+    /// next report says so, at once.
+    overuse: bool,
+    /// The path's base delay: (departure, one-way delay in µs) with increasing delays, a
+    /// sliding minimum over `BASE_DELAY_WINDOW`; delays count from `epoch`.
+    base_delay: VecDeque<(Instant, i64)>,
+    epoch: Option<Instant>,
+    /// Feedbacks that showed an overuse (the trend, a queue or a burst of loss).
+    overuses: u64,
 }
 
 impl Estimator {
@@ -84,6 +105,10 @@ impl Estimator {
             last_decrease: None,
             report,
             last_report: None,
+            overuse: false,
+            base_delay: VecDeque::new(),
+            epoch: None,
+            overuses: 0,
         }
     }
 
@@ -114,6 +139,34 @@ impl Estimator {
         Some(bytes as f64 * 8.0 / span.as_secs_f64())
     }
 
+    /// Whether every arrived packet of this feedback was at least `QUEUE_DELAY_OVERUSE`
+    /// later than the path's base delay (then updated with them).
+    fn queue_building(&mut self, reports: &[PacketReport]) -> bool {
+        let mut least: Option<i64> = None;
+        for r in reports {
+            let (true, Some(arrival)) = (r.arrived, r.arrival) else {
+                continue;
+            };
+            let epoch = *self.epoch.get_or_insert(r.departure);
+            let sent = r.departure.saturating_duration_since(epoch).as_micros() as i64;
+            let delay = arrival.as_micros() as i64 - sent;
+            least = Some(least.map_or(delay, |l| l.min(delay)));
+            while self.base_delay.back().is_some_and(|(_, d)| *d >= delay) {
+                self.base_delay.pop_back();
+            }
+            self.base_delay.push_back((r.departure, delay));
+            while self.base_delay.front().is_some_and(|(at, _)| {
+                r.departure.saturating_duration_since(*at) > BASE_DELAY_WINDOW
+            }) {
+                self.base_delay.pop_front();
+            }
+        }
+        let (Some(least), Some((_, base))) = (least, self.base_delay.front()) else {
+            return false;
+        };
+        least - base >= QUEUE_DELAY_OVERUSE.as_micros() as i64
+    }
+
     fn restart_from(&mut self, bps: f64) {
         self.delay = RateController::new(bps, MIN_BPS, MAX_BPS);
         self.loss = LossController::new(bps, MIN_BPS, MAX_BPS);
@@ -122,19 +175,23 @@ impl Estimator {
 
     fn send_report(&mut self, now: Instant) {
         let bps = self.estimate as u64;
-        let due = self.last_report.is_none_or(|(at, last)| {
-            now.saturating_duration_since(at) >= REPORT_EVERY
-                && (last != bps || now.saturating_duration_since(at) >= Duration::from_secs(1))
-        });
+        // Overuse goes out at once: it stops a probe that is flooding the link.
+        let due = self.overuse
+            || self.last_report.is_none_or(|(at, last)| {
+                now.saturating_duration_since(at) >= REPORT_EVERY
+                    && (last != bps || now.saturating_duration_since(at) >= Duration::from_secs(1))
+            });
         if !due {
             return;
         }
         self.last_report = Some((now, bps));
+        let overuse = std::mem::take(&mut self.overuse);
         if let Some(r) = &self.report {
             r.room.send(Command::Feedback {
                 id: r.id,
                 feedback: Feedback {
                     twcc_bps: Some(bps),
+                    overuse,
                     ..Default::default()
                 },
                 jitter_ms: None,
@@ -148,6 +205,7 @@ impl BandwidthEstimator for Estimator {
         if reports.is_empty() {
             return;
         }
+        let queued = self.queue_building(reports);
         let mut usage = self.detector.usage();
         for r in reports {
             if let (true, Some(at)) = (r.arrived, r.arrival) {
@@ -164,6 +222,15 @@ impl BandwidthEstimator for Estimator {
         let delay = self.delay.update(now, usage, received);
         let lost = reports.iter().filter(|r| !r.arrived).count();
         let loss = self.loss.update(now, lost, reports.len());
+        // A burst of loss in one feedback is a queue overflowing (a tail-drop link such as
+        // tbf drops instead of delaying once its queue is full, and the delay trend may never
+        // say `Over`): it stops a probe as an overuse does.
+        let burst_loss =
+            lost >= BURST_LOSS_PACKETS && lost as f64 >= reports.len() as f64 * BURST_LOSS_FRACTION;
+        if burst_loss || queued || usage == Usage::Over {
+            self.overuse = true;
+            self.overuses += 1;
+        }
         let mut estimate = delay.min(loss);
         if estimate < before * 0.95 {
             self.last_decrease = Some(now);
@@ -171,6 +238,8 @@ impl BandwidthEstimator for Estimator {
         }
         if let Some(rx) = received {
             let clean = usage != Usage::Over
+                && !burst_loss
+                && !queued
                 && self.loss.average_loss().is_none_or(|l| l < 0.02)
                 && self
                     .last_decrease
@@ -335,6 +404,29 @@ mod tests {
         // A probe to 600 kbit/s overflows the queue: no jump.
         let probe = link.run(&mut est, 2.0, 600_000.0, 300_000.0, 0);
         assert!(probe.iter().all(|e| *e < 500_000.0), "{probe:?}");
+    }
+
+    #[test]
+    fn a_probe_into_a_300k_link_is_reported_as_overuse_before_the_queue_overflows() {
+        let t0 = Instant::now();
+        let mut est = Estimator::new(300_000.0, None);
+        let mut link = Link::new(t0);
+        // 250 kbit/s on the 300k link for 10 s: no queue, no overuse.
+        link.run(&mut est, 10.0, 250_000.0, 300_000.0, 0);
+        assert_eq!(est.overuses, 0, "overuse with no queue");
+        // A probe at 1.4 times: the queue grows 33 ms per 100 ms of probe.
+        let mut flagged_after = None;
+        for step in 1..=10 {
+            // `run` feeds back every 100 ms of its own: one feedback per step.
+            link.run(&mut est, 0.101, 420_000.0, 300_000.0, 0);
+            if est.overuses > 0 {
+                flagged_after = Some(step * 100);
+                break;
+            }
+        }
+        let ms = flagged_after.expect("a 1.4x probe into a 300k link was never an overuse");
+        // The queue (300 ms) overflows after about 900 ms of it.
+        assert!(ms <= 500, "overuse after {ms} ms");
     }
 
     #[test]

@@ -933,6 +933,9 @@ impl RoomThread {
                     return true;
                 };
                 let probe_before = b.probe();
+                if feedback.overuse {
+                    debug!(participant = %id, probing = probe_before.is_some(), "overuse");
+                }
                 let switched = b.on_feedback(now, feedback);
                 self.after_decision(id, probe_before, switched, now);
             }
@@ -1347,6 +1350,7 @@ impl RoomThread {
         let probe = m.bandwidth.as_ref().and_then(|b| b.probe());
         if probe.is_none() && probe_before.is_some() {
             // Over (a climb, a failure or congestion): no more padding.
+            debug!(participant = %id, switched = switched.is_some(), "probe over");
             let _ = m
                 .sink
                 .media
