@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::{Packet, Slot, TaggedPacket};
 use rtc::media::Sample;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::codec::vp8::{Vp8Packet, Vp8Payloader};
 use rtc::rtp::packetizer::Payloader;
@@ -197,6 +198,52 @@ impl Tap for Rewriter {
     }
 }
 
+/// At most this many RTP arrivals and sender reports are kept per client.
+const MAX_TIMING: usize = 4000;
+
+/// When RTP and RTCP sender reports arrived, for lip-sync checks: what a browser pairs to
+/// line audio up with video.
+#[derive(Default)]
+pub struct Timing {
+    /// (SSRC, RTP timestamp, wall clock at arrival) of the first packet of each timestamp.
+    pub rtp: Vec<(u32, u32, std::time::SystemTime)>,
+    /// (SSRC, NTP time, RTP time) of each sender report.
+    pub sender_reports: Vec<(u32, u64, u32)>,
+}
+
+/// Records `Timing` on the read side.
+struct TimingTap {
+    timing: Arc<Mutex<Timing>>,
+    last: HashMap<u32, u32>,
+}
+
+impl Tap for TimingTap {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
+        let Ok(mut t) = self.timing.lock() else {
+            return;
+        };
+        match &msg.message.packet {
+            Packet::Rtp(p) => {
+                let (ssrc, ts) = (p.header.ssrc, p.header.timestamp);
+                if self.last.insert(ssrc, ts) != Some(ts) && t.rtp.len() < MAX_TIMING {
+                    t.rtp.push((ssrc, ts, std::time::SystemTime::now()));
+                }
+            }
+            Packet::Rtcp(packets) => {
+                for sr in packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                {
+                    if t.sender_reports.len() < MAX_TIMING {
+                        t.sender_reports.push((sr.ssrc, sr.ntp_time, sr.rtp_time));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// What the client received and saw, for assertions.
 #[derive(Default)]
 pub struct Received {
@@ -208,11 +255,16 @@ pub struct Received {
     pub first_frame_at: Option<Instant>,
     pub plis_received: u64,
     pub connected_at: Option<Instant>,
+    /// The SSRCs of the composite's audio and video, once their tracks arrived.
+    pub audio_ssrc: Option<u32>,
+    pub video_ssrc: Option<u32>,
 }
 
 pub struct Client {
     pub id: String,
     pub received: Arc<Mutex<Received>>,
+    /// RTP arrivals and sender reports (see `Timing`).
+    pub timing: Arc<Mutex<Timing>>,
     pub joined_at: Instant,
     /// What the camera sends now (size and hints: clients from `join_following_hints` only).
     pub sending: Arc<Mutex<Sending>>,
@@ -271,6 +323,9 @@ impl PeerConnectionEventHandler for ClientHandler {
         };
         let received = self.received.clone();
         if mime.eq_ignore_ascii_case("audio/opus") {
+            if let Ok(mut r) = received.lock() {
+                r.audio_ssrc = Some(ssrc);
+            }
             tokio::spawn(async move {
                 while let Some(ev) = track.poll().await {
                     match ev {
@@ -293,6 +348,7 @@ impl PeerConnectionEventHandler for ClientHandler {
         };
         if let Ok(mut r) = received.lock() {
             r.codec = Some(codec);
+            r.video_ssrc = Some(ssrc);
         }
         tokio::spawn(async move {
             let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
@@ -433,8 +489,16 @@ impl Client {
         let mut me = peer::media_engine().map_err(werr)?;
         let registry = configure_nack(Registry::new(), &mut me);
         let rewrites = Rewrites::default();
+        let timing = Arc::new(Mutex::new(Timing::default()));
         let registry = configure_rtcp_reports(registry)
             .with(Slot::from(14_000), Tapped::new(KeyframeRequestForwarder))
+            .with(
+                Slot::from(200),
+                Tapped::new(TimingTap {
+                    timing: timing.clone(),
+                    last: HashMap::new(),
+                }),
+            )
             .with(
                 Slot::from(100),
                 Tapped::new(Rewriter {
@@ -666,6 +730,7 @@ impl Client {
         Ok(Client {
             id,
             received,
+            timing,
             joined_at,
             sending,
             pc,
