@@ -89,6 +89,8 @@ pub struct Estimator {
     epoch: Option<Instant>,
     /// Feedbacks that showed an overuse (the trend, a queue or a burst of loss).
     overuses: u64,
+    /// The last report said overuse.
+    overuse_reported: bool,
 }
 
 impl Estimator {
@@ -109,6 +111,7 @@ impl Estimator {
             base_delay: VecDeque::new(),
             epoch: None,
             overuses: 0,
+            overuse_reported: false,
         }
     }
 
@@ -175,8 +178,10 @@ impl Estimator {
 
     fn send_report(&mut self, now: Instant) {
         let bps = self.estimate as u64;
-        // Overuse goes out at once: it stops a probe that is flooding the link.
-        let due = self.overuse
+        // A new overuse goes out at once: it stops a probe that is flooding the link. One
+        // that goes on waits for the usual cadence (on a busy machine every feedback may
+        // show one, and a command per feedback only loads the room).
+        let due = (self.overuse && !self.overuse_reported)
             || self.last_report.is_none_or(|(at, last)| {
                 now.saturating_duration_since(at) >= REPORT_EVERY
                     && (last != bps || now.saturating_duration_since(at) >= Duration::from_secs(1))
@@ -186,6 +191,7 @@ impl Estimator {
         }
         self.last_report = Some((now, bps));
         let overuse = std::mem::take(&mut self.overuse);
+        self.overuse_reported = overuse;
         if let Some(r) = &self.report {
             r.room.send(Command::Feedback {
                 id: r.id,
