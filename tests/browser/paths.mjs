@@ -519,10 +519,16 @@ async function main() {
       assert(expiry > Date.now() / 1000, `${p.name}'s TURN username ${servers[0].username} has expired already`);
     }
     for (const p of people) {
-      const pair = await selectedPair(p.page);
+      // Uma has both a UDP and a TCP relay candidate: Chromium may nominate the TCP one
+      // first (its check answered first) and move to the UDP one, which it prefers, a
+      // moment later. Wait for the pair it settles on.
+      const r = await pollUntil(async () => {
+        const pair = await selectedPair(p.page);
+        return { ok: !!pair && / relay/.test(pair.local) && pair.relayProtocol === p.relay, detail: pair };
+      }, 15_000, 500);
+      const pair = r.detail;
       log(`  ${p.name}'s selected pair: local ${pair && pair.local} (relayed over ${pair && pair.relayProtocol}), remote ${pair && pair.remote}`);
-      assert(pair && / relay/.test(pair.local) && pair.relayProtocol === p.relay,
-        `${p.name} is not relayed over ${p.relay}: ${JSON.stringify(pair)}`);
+      assert(r.ok, `${p.name} is not relayed over ${p.relay} within 15 s: ${JSON.stringify(pair)}`);
     }
   });
 
