@@ -87,7 +87,15 @@ async function probeCapture() {
   v.muted = true;
   v.srcObject = new MediaStream([sender.track]);
   await v.play();
-  for (let i = 0; i < 50 && !v.videoWidth; i += 1) await new Promise((r) => setTimeout(r, 100));
+  // The first frame's size arrives with loadedmetadata (or resize); give up after 5 s.
+  if (!v.videoWidth) {
+    await new Promise((resolve) => {
+      v.addEventListener('loadedmetadata', resolve, { once: true });
+      v.addEventListener('resize', resolve, { once: true });
+      setTimeout(resolve, 5000);
+    });
+  }
+  if (!v.videoWidth) return { error: 'the capture had no picture size within 5 s' };
   const W = v.videoWidth;
   const H = v.videoHeight;
   const c = document.createElement('canvas');
