@@ -11,6 +11,10 @@
 //!   no overuse and no loss, the estimate jumps to what arrived, as libwebrtc's probe
 //!   controller does, instead of crawling up at 8% a second.
 //!
+//! It also reports **overuse** on its own terms (`Feedback::overuse`): GCC's trend filter
+//! never flagged a probe into a tail-drop link (tbf) in our shaped tests, so a feedback whose
+//! every packet is 60 ms past the path's least delay, or that lost a burst, counts too.
+//!
 //! The estimate goes to the room as [`Command::Feedback`] (at most every 200 ms), and 2.5
 //! times it to the composite's writer as its pacing rate, so a keyframe drains in a
 //! fraction of a second instead of in one burst.
@@ -80,8 +84,8 @@ pub struct Estimator {
     last_decrease: Option<Instant>,
     report: Option<Report>,
     last_report: Option<(Instant, u64)>,
-    /// The detector said `Over`, or one feedback lost a burst, since the last report: the
-    /// next report says so, at once.
+    /// An overuse (the trend filter's `Over`, a queue building, or a burst of loss in one
+    /// feedback) since the last report: the next report says so, at once if it is new.
     overuse: bool,
     /// The path's base delay: (departure, one-way delay in µs) with increasing delays, a
     /// sliding minimum over `BASE_DELAY_WINDOW`; delays count from `epoch`.
