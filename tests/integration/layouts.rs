@@ -153,7 +153,11 @@ async fn viewers_choosing_layouts_share_an_encode_per_choice_up_to_the_cap() {
         async || {
             let info = room(&base).await;
             let want = BTreeMap::from([("test".to_string(), 2), ("test@speaker".to_string(), 2)]);
-            (encodes(&info) == want && refused(dee).is_some()).then_some(info)
+            // A new tier variant lists its tiles once it has composed: wait for those too.
+            let composed = ["test", "test@speaker"]
+                .iter()
+                .all(|t| tiles(&info, t).len() == 4);
+            (encodes(&info) == want && refused(dee).is_some() && composed).then_some(info)
         },
     )
     .await;
