@@ -35,9 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::media::{MediaTx, PeerKey};
-use crate::room::{
-    Command, JoinRequest, MediaOut, RoomHandle, Sink, TierCaps, RECORDER_KIND, STREAM_KIND,
-};
+use crate::room::{Command, JoinRequest, MediaOut, MemberKind, RoomHandle, Sink, TierCaps};
 use crate::Server;
 
 /// 20 ms of CELT silence (TOC 0xf8: fullband, 20 ms, mono, one frame).
@@ -115,10 +113,10 @@ impl Target {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> MemberKind {
         match self {
-            Target::File { .. } => RECORDER_KIND,
-            Target::Rtmp { .. } => STREAM_KIND,
+            Target::File { .. } => MemberKind::Recorder,
+            Target::Rtmp { .. } => MemberKind::Stream,
         }
     }
 

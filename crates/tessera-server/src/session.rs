@@ -18,7 +18,7 @@ use warp::ws::{Message, WebSocket};
 use crate::auth::{self, Perm};
 use crate::limits::{Bucket, Limit};
 use crate::media::{AnswerPlan, ConnState, OpenPeer, PeerError, PeerEvent, PeerKey, RestartWith};
-use crate::room::{Command, JoinRequest, RoomHandle, Sink, TierCaps, SCREEN_KIND};
+use crate::room::{Command, JoinRequest, MemberKind, RoomHandle, Sink, TierCaps};
 use crate::{sdp, JoinError, Server};
 
 /// A place in a room. Dropping it without `leave` is a bug, so `leave` consumes it.
@@ -44,7 +44,7 @@ impl Membership {
 /// What a client wants, before its offer says what it can.
 pub struct Wants {
     pub name: String,
-    pub kind: &'static str,
+    pub kind: MemberKind,
     pub video: bool,
     pub audio: bool,
     pub tier: Option<String>,
@@ -393,7 +393,7 @@ async fn join_ws(
     };
     let wants = Wants {
         name: j.name,
-        kind: "ws",
+        kind: MemberKind::WebSocket,
         video: j.video && grants.publish,
         audio: j.audio && grants.publish,
         tier: j.tier,
@@ -720,7 +720,7 @@ async fn start_share(
     let mut s = enter(server, &m.room.name, &wants.name)?;
     let share = Wants {
         name: wants.name.clone(),
-        kind: SCREEN_KIND,
+        kind: MemberKind::Screen,
         video: true,
         audio: true,
         tier: None,
@@ -745,7 +745,7 @@ async fn start_share(
 /// A WHIP publisher or WHEP viewer: kept until DELETE or until its connection fails.
 pub struct Resource {
     pub room: String,
-    pub kind: &'static str,
+    pub kind: MemberKind,
     /// The participant name it joined under (tokens are checked against it).
     pub name: String,
     pub member: Membership,
@@ -771,7 +771,7 @@ impl Resource {
 /// publisher's screen share).
 pub async fn start_resource(
     server: &Arc<Server>,
-    member: &'static str,
+    member: MemberKind,
     room: &str,
     name: &str,
     tier: Option<String>,
@@ -779,21 +779,21 @@ pub async fn start_resource(
     who: (Option<SocketAddr>, Option<&str>),
 ) -> Result<(ParticipantId, String, String), Refusal> {
     let (addr, token) = who;
-    let kind = if member == SCREEN_KIND {
-        "whip"
+    let kind = if member == MemberKind::Screen {
+        MemberKind::Whip
     } else {
         member
     };
     check_join_rate(server, addr)?;
     let grants = authorize(server, token, room, name)?;
-    let allowed = if kind == "whip" {
+    let allowed = if kind == MemberKind::Whip {
         grants.publish
     } else {
         grants.subscribe
     };
     if !allowed {
         server.limits.refused(Limit::Token);
-        let perm = if kind == "whip" {
+        let perm = if kind == MemberKind::Whip {
             "publish"
         } else {
             "subscribe"
@@ -810,11 +810,11 @@ pub async fn start_resource(
     let wants = Wants {
         name: name.to_string(),
         kind: member,
-        video: kind == "whip",
-        audio: kind == "whip",
+        video: kind == MemberKind::Whip,
+        audio: kind == MemberKind::Whip,
         tier,
-        receive: kind == "whep",
-        publish: kind == "whip",
+        receive: kind == MemberKind::Whep,
+        publish: kind == MemberKind::Whip,
         display: None,
         owner: None,
         layout: None,

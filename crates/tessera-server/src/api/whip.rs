@@ -9,6 +9,7 @@ use warp::http::HeaderValue;
 
 use super::*;
 use crate::media::RestartWith;
+use crate::room::MemberKind;
 use crate::sdp;
 use crate::session::Resource;
 
@@ -17,10 +18,10 @@ const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 const ENDPOINT_METHODS: &str = "POST, OPTIONS";
 const RESOURCE_METHODS: &str = "PATCH, DELETE, OPTIONS";
 
-fn kind_of(kind: &str) -> Option<&'static str> {
+fn kind_of(kind: &str) -> Option<MemberKind> {
     match kind {
-        "whip" => Some("whip"),
-        "whep" => Some("whep"),
+        "whip" => Some(MemberKind::Whip),
+        "whep" => Some(MemberKind::Whep),
         _ => None,
     }
 }
@@ -129,13 +130,13 @@ fn bearer(auth: &Option<String>) -> Option<&str> {
 /// Whether a token allows `kind` in `room` as `name` (always, when tokens are off).
 fn token_allows(
     server: &Server,
-    kind: &str,
+    kind: MemberKind,
     room: &str,
     name: &str,
     token: Option<&str>,
 ) -> Result<(), Refusal> {
     let grants = session::authorize(server, token, room, name)?;
-    let ok = if kind == "whip" {
+    let ok = if kind == MemberKind::Whip {
         grants.publish
     } else {
         grants.subscribe
@@ -170,8 +171,8 @@ fn add_links(resp: &mut Resp, server: &Server, name: &str) {
     }
 }
 
-fn default_name(kind: &str) -> &'static str {
-    if kind == "whip" {
+fn default_name(kind: MemberKind) -> &'static str {
+    if kind == MemberKind::Whip {
         "Publisher"
     } else {
         "Viewer"
@@ -236,7 +237,7 @@ fn publish(server: Arc<Server>) -> impl Filter<Extract = (Resp,), Error = Reject
                 // `kind=screen`: a WHIP publisher's screen share (shown in the share layout).
                 let member = match (kind, q.get("kind").map(String::as_str)) {
                     (_, None | Some("camera")) => kind,
-                    ("whip", Some("screen")) => crate::room::SCREEN_KIND,
+                    (MemberKind::Whip, Some("screen")) => MemberKind::Screen,
                     (_, Some(k)) => {
                         return text(
                             StatusCode::BAD_REQUEST,
@@ -290,7 +291,7 @@ fn local_session(id: &str) -> Option<(u64, &str)> {
 /// name it joined under.
 fn session_of(
     server: &Server,
-    kind: &str,
+    kind: MemberKind,
     room: &str,
     id: &str,
     auth: &Option<String>,
