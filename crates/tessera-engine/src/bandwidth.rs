@@ -22,6 +22,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::TierId;
+
 /// Thresholds, from `[bandwidth]` in the config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BandwidthConfig {
@@ -62,10 +64,10 @@ impl Default for BandwidthConfig {
     }
 }
 
-/// One rung: a tier name and its bitrate, or audio only (`tier: None`, 0 bps).
+/// One rung: a tier and its bitrate, or audio only (`tier: None`, 0 bps).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rung {
-    pub tier: Option<String>,
+    pub tier: Option<TierId>,
     pub bitrate_bps: u32,
 }
 
@@ -479,10 +481,15 @@ impl BandwidthController {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_types::VideoCodec;
+
+    fn id(name: &str) -> TierId {
+        TierId::new(name, VideoCodec::Vp8)
+    }
 
     fn ladder() -> Vec<Rung> {
         let rung = |t: &str, kbps: u32| Rung {
-            tier: Some(t.into()),
+            tier: Some(id(t)),
             bitrate_bps: kbps * 1000,
         };
         vec![
@@ -497,7 +504,7 @@ mod tests {
     }
 
     fn tier(r: &Rung) -> &str {
-        r.tier.as_deref().unwrap_or("audio")
+        r.tier.as_ref().map_or("audio", |t| &t.name)
     }
 
     #[test]
@@ -505,7 +512,7 @@ mod tests {
         let t0 = Instant::now();
         let ladder = vec![
             Rung {
-                tier: Some("default".into()),
+                tier: Some(id("default")),
                 bitrate_bps: 1_500_000,
             },
             Rung {
@@ -841,7 +848,7 @@ mod tests {
     fn a_receiver_on_the_lowest_rung_is_never_switched_to_it_again() {
         let t0 = Instant::now();
         let ladder = vec![Rung {
-            tier: Some("test".into()),
+            tier: Some(id("test")),
             bitrate_bps: 600_000,
         }];
         let mut c = BandwidthController::new(BandwidthConfig::default(), ladder, t0);

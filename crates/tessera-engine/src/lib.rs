@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 pub use bandwidth::{BandwidthConfig, BandwidthController, EstimateSource, Feedback, Probe, Rung};
 pub use room::{ParticipantStats, Room, RoomStats, TierStats};
-pub use settings::{layout_by_name, Assets, RoomSettings, TierSettings};
+pub use settings::{layout_by_name, Assets, RoomSettings, TierId, TierSettings};
 pub use tessera_codec::EncodedVideo;
 pub use tessera_compose::LayoutSpec;
 use tessera_types::{ParticipantId, VideoCodec};
@@ -51,8 +51,8 @@ pub struct JoinOptions {
     pub sends_video: bool,
     /// Sends a microphone: contributes to the mix and hears a mix-minus.
     pub sends_audio: bool,
-    /// Receives the composite of this tier (a name under `[tiers]`); `None` receives no video.
-    pub receive_tier: Option<String>,
+    /// Receives the composite of this tier (one of `settings.tiers`); `None` receives no video.
+    pub receive_tier: Option<TierId>,
     /// Receives audio: its mix-minus if it sends audio, else the shared full mix.
     pub receives_audio: bool,
 }
@@ -110,12 +110,12 @@ pub enum Input {
     },
     /// A receiver of `tier` lost its picture (PLI/FIR): the tier's next frame is a keyframe.
     RequestKeyframe {
-        tier: String,
+        tier: TierId,
     },
     /// A receiver of `tier` can now decode (its connection is up): the next frame is a
     /// keyframe, not held back by `keyframe_min_interval`, since the last one went nowhere.
     ReceiverReady {
-        tier: String,
+        tier: TierId,
     },
     SetLayout(LayoutSpec),
     /// New settings from a config reload, applied without dropping anyone.
@@ -127,7 +127,7 @@ pub enum Input {
     /// there is a keyframe), or to no video at all (`None`: audio only).
     SetReceiveTier {
         id: ParticipantId,
-        tier: Option<String>,
+        tier: Option<TierId>,
     },
     /// The loss a listener reports on its audio, in percent: its Opus encoder (or the
     /// shared full-mix one, for the worst of its listeners) spends more on in-band FEC.
@@ -157,7 +157,7 @@ pub enum Listener {
 pub enum Output {
     /// One encoded composite frame, shared by every receiver of `tier`.
     Video {
-        tier: String,
+        tier: TierId,
         frame: Arc<EncodedVideo>,
     },
     /// 20 ms of Opus for one listener; `pts_48k` counts the room's audio ticks.

@@ -10,7 +10,7 @@ use tessera_mixer::Mixer;
 use tessera_types::{ParticipantId, VideoCodec};
 
 use crate::participant::Participant;
-use crate::settings::{RoomSettings, TierSettings};
+use crate::settings::{RoomSettings, TierId, TierSettings};
 use crate::tier::Tier;
 use crate::{EngineError, Input, JoinOptions, Listener, Output};
 
@@ -147,7 +147,7 @@ impl Room {
         let old_audio = self.settings.audio_bitrate_bps;
         let mut tiers = std::mem::take(&mut self.settings.tiers);
         for t in &new.tiers {
-            match tiers.iter_mut().find(|o| o.name == t.name) {
+            match tiers.iter_mut().find(|o| o.id == t.id) {
                 Some(o) => *o = t.clone(),
                 None => tiers.push(t.clone()),
             }
@@ -186,8 +186,8 @@ impl Room {
             }
             tier.set_fps(t.fps);
             tier.settings = t.clone();
-            let restart =
-                (old.width, old.height, old.codec, old.fps) != (t.width, t.height, t.codec, t.fps);
+            let restart = (old.width, old.height, old.id.codec, old.fps)
+                != (t.width, t.height, t.id.codec, t.fps);
             if restart {
                 // update_active_tiers starts a new encoder, which begins with a keyframe.
                 tier.encoder = None;
@@ -220,24 +220,24 @@ impl Room {
         self.participant(id).map(|p| &p.stats)
     }
 
-    pub fn tier_stats(&self, name: &str) -> Option<&TierStats> {
+    pub fn tier_stats(&self, id: &TierId) -> Option<&TierStats> {
         self.tiers
             .iter()
-            .find(|t| t.settings.name == name)
+            .find(|t| t.settings.id == *id)
             .map(|t| &t.stats)
     }
 
     /// The tier's last composed canvas (for snapshots), if it has composed one.
-    pub fn canvas(&self, tier: &str) -> Option<&VideoFrame> {
+    pub fn canvas(&self, tier: &TierId) -> Option<&VideoFrame> {
         self.tiers
             .iter()
-            .find(|t| t.settings.name == tier && t.stats.frames_composed > 0)
+            .find(|t| t.settings.id == *tier && t.stats.frames_composed > 0)
             .map(|t| t.compositor.canvas())
     }
 
     /// Pixel rectangles of the last composite of `tier`, by participant.
-    pub fn tile_rects(&self, tier: &str) -> Vec<(ParticipantId, tessera_codec::Rect)> {
-        let Some(t) = self.tiers.iter().find(|t| t.settings.name == tier) else {
+    pub fn tile_rects(&self, tier: &TierId) -> Vec<(ParticipantId, tessera_codec::Rect)> {
+        let Some(t) = self.tiers.iter().find(|t| t.settings.id == *tier) else {
             return Vec::new();
         };
         let ids: Vec<ParticipantId> = self
@@ -253,12 +253,12 @@ impl Room {
             .collect()
     }
 
-    /// Names of the tiers encoding now.
-    pub fn encoding_tiers(&self) -> Vec<&str> {
+    /// The tiers encoding now.
+    pub fn encoding_tiers(&self) -> Vec<&TierId> {
         self.tiers
             .iter()
             .filter(|t| t.encoder.is_some())
-            .map(|t| t.settings.name.as_str())
+            .map(|t| &t.settings.id)
             .collect()
     }
 
@@ -349,12 +349,12 @@ impl Room {
                 }
             }
             Input::RequestKeyframe { tier } => {
-                if let Some(t) = self.tiers.iter_mut().find(|t| t.settings.name == tier) {
+                if let Some(t) = self.tiers.iter_mut().find(|t| t.settings.id == tier) {
                     t.keyframe_wanted = true;
                 }
             }
             Input::ReceiverReady { tier } => {
-                if let Some(t) = self.tiers.iter_mut().find(|t| t.settings.name == tier) {
+                if let Some(t) = self.tiers.iter_mut().find(|t| t.settings.id == tier) {
                     t.keyframe_wanted = true;
                     t.last_forced_keyframe = None;
                 }
@@ -362,7 +362,7 @@ impl Room {
             Input::Reconfigure(settings) => self.reconfigure(*settings, now),
             Input::Pin(id) => self.pinned = id,
             Input::SetReceiveTier { id, tier } => {
-                let index = match tier.as_deref().map(|t| self.settings.tier_index(t)) {
+                let index = match tier.as_ref().map(|t| self.settings.tier_index(t)) {
                     Some(None) => {
                         self.stats.inputs_for_unknown_participants += 1;
                         return;
@@ -387,7 +387,7 @@ impl Room {
             Input::SetShare(id) => self.share = id,
             Input::AddTiers(tiers) => {
                 for t in tiers {
-                    if self.settings.tier_index(&t.name).is_some() {
+                    if self.settings.tier_index(&t.id).is_some() {
                         continue;
                     }
                     match self.new_tier(&t, now) {
@@ -445,8 +445,8 @@ impl Room {
         }
         let receive_tier = options
             .receive_tier
-            .as_deref()
-            .and_then(|n| self.settings.tier_index(n));
+            .as_ref()
+            .and_then(|t| self.settings.tier_index(t));
         let mut p = Participant::new(id, name, options, receive_tier);
         if p.options.sends_audio {
             self.mixer.add(id);
@@ -479,7 +479,7 @@ impl Room {
             let wanted = self
                 .settings
                 .always_encode
-                .contains(&self.tiers[i].settings.name)
+                .contains(&self.tiers[i].settings.id)
                 || self.participants.iter().any(|p| p.receive_tier == Some(i));
             let (cpu, threads) = (self.settings.vp8_cpu_used, self.settings.encoder_threads);
             let tier = &mut self.tiers[i];
@@ -494,7 +494,7 @@ impl Room {
                         Err(source) => {
                             tier.stats.encode_errors += 1;
                             result = Err(EngineError::Encoder {
-                                tier: tier.settings.name.clone(),
+                                tier: tier.settings.id.to_string(),
                                 source,
                             });
                         }
@@ -657,7 +657,7 @@ impl Room {
                 tier.stats.bytes += frame.data.len() as u64;
                 tier.stats.keyframes += frame.keyframe as u64;
                 self.outputs.push_back(Output::Video {
-                    tier: tier.settings.name.clone(),
+                    tier: tier.settings.id.clone(),
                     frame: Arc::new(frame),
                 });
             }

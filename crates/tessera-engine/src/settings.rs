@@ -1,6 +1,8 @@
 //! What a room needs to know, mapped from the config file onto the media crates' own types.
 
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_compose::{ComposeConfig, CustomLayout, CustomTile, Fit, LayoutSpec};
@@ -10,15 +12,74 @@ use tessera_types::{Rgb, VideoCodec};
 
 use crate::EngineError;
 
+/// Which shared encode: a config tier (`[tiers.NAME]`) in one codec, drawn in the room's
+/// layout or in a layout some viewers chose. Cheap to clone (its strings are shared).
+///
+/// Shown as `NAME` or `NAME@LAYOUT`; the codec is told apart by its own field wherever a
+/// tier is reported.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TierId {
+    /// The config tier it is drawn from.
+    pub name: Arc<str>,
+    /// The codec it is encoded in: the config tier's own, or the other one for clients
+    /// that lack it.
+    pub codec: VideoCodec,
+    /// A layout of its own (`None`: the room's).
+    pub layout: Option<Arc<str>>,
+}
+
+impl TierId {
+    pub fn new(name: &str, codec: VideoCodec) -> TierId {
+        TierId {
+            name: name.into(),
+            codec,
+            layout: None,
+        }
+    }
+
+    /// This tier in another codec.
+    pub fn with_codec(&self, codec: VideoCodec) -> TierId {
+        TierId {
+            codec,
+            ..self.clone()
+        }
+    }
+
+    /// This tier drawn in layout `layout`.
+    pub fn in_layout(&self, layout: &str) -> TierId {
+        TierId {
+            layout: Some(layout.into()),
+            ..self.clone()
+        }
+    }
+
+    /// This tier in the room's layout.
+    pub fn without_layout(&self) -> TierId {
+        TierId {
+            layout: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for TierId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(l) = &self.layout {
+            write!(f, "@{l}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One output tier: canvas size, frame rate, bitrate and codec of a shared encode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TierSettings {
-    pub name: String,
+    pub id: TierId,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
     pub bitrate_bps: u32,
-    pub codec: VideoCodec,
     /// A layout of its own (a variant some viewers chose); `None`: the room's layout
     /// (`rooms.share_layout` while a screen is shared).
     pub layout: Option<LayoutSpec>,
@@ -42,8 +103,8 @@ pub struct RoomSettings {
     pub encoder_threads: u32,
     pub keyframe_min_interval: Duration,
     pub keyframe_request_interval: Duration,
-    /// Encode these tiers (by name) even with nobody receiving them (offline render).
-    pub always_encode: Vec<String>,
+    /// Encode these tiers even with nobody receiving them (offline render).
+    pub always_encode: Vec<TierId>,
     /// Emit the full mix even with no listener that needs it (offline render, WHEP).
     pub always_full_mix: bool,
     /// Least time between two keyframes one receiver may force on a tier it shares.
@@ -189,12 +250,11 @@ impl RoomSettings {
                 .tiers
                 .iter()
                 .map(|(name, t)| TierSettings {
-                    name: name.clone(),
+                    id: TierId::new(name, t.codec.into()),
                     width: t.width,
                     height: t.height,
                     fps: t.fps,
                     bitrate_bps: t.bitrate_kbps * 1000,
-                    codec: t.codec.into(),
                     layout: None,
                 })
                 .collect(),
@@ -225,7 +285,7 @@ impl RoomSettings {
         })
     }
 
-    pub fn tier_index(&self, name: &str) -> Option<usize> {
-        self.tiers.iter().position(|t| t.name == name)
+    pub fn tier_index(&self, id: &TierId) -> Option<usize> {
+        self.tiers.iter().position(|t| t.id == *id)
     }
 }

@@ -43,7 +43,7 @@ impl Tier {
 
     pub fn encoder_config(&self, vp8_cpu_used: i32, threads: u32) -> VideoEncoderConfig {
         VideoEncoderConfig {
-            codec: self.settings.codec,
+            codec: self.settings.id.codec,
             width: self.settings.width,
             height: self.settings.height,
             fps: self.settings.fps,

@@ -9,7 +9,7 @@ use tessera_codec::{
 };
 use tessera_config::Config;
 use tessera_engine::{
-    Assets, Input, JoinOptions, LayoutSpec, Listener, Output, Room, RoomSettings,
+    Assets, Input, JoinOptions, LayoutSpec, Listener, Output, Room, RoomSettings, TierId,
 };
 use tessera_mixer::analysis::goertzel_power;
 use tessera_types::{ParticipantId, Rgb, VideoCodec, Yuv};
@@ -80,14 +80,19 @@ impl Sender {
     }
 }
 
+/// The config's `low` tier (VP8).
+fn low() -> TierId {
+    TierId::new("low", VideoCodec::Vp8)
+}
+
 fn settings(layout: &str) -> RoomSettings {
     let mut cfg = Config::embedded();
     cfg.video.placeholder_after_ms = 400;
     let mut s = RoomSettings::from_config(&cfg, layout, &Assets::load(&cfg).unwrap()).unwrap();
-    s.tiers.retain(|t| t.name == "low");
+    s.tiers.retain(|t| &*t.id.name == "low");
     s.tiers[0].fps = FPS;
     s.tiers[0].bitrate_bps = 800_000;
-    s.always_encode = vec!["low".into()];
+    s.always_encode = vec![low()];
     s.always_full_mix = true;
     s
 }
@@ -279,7 +284,7 @@ fn three_senders_are_tiled_and_each_hears_the_others_only() {
 
     // Every tile shows its sender's colour.
     let picture = out.last_picture(VideoCodec::Vp8);
-    let rects = room.tile_rects("low");
+    let rects = room.tile_rects(&low());
     assert_eq!(rects.len(), 3);
     for s in &senders {
         let rect = rects.iter().find(|(id, _)| *id == s.id).unwrap().1;
@@ -366,7 +371,7 @@ fn a_receivers_keyframe_request_yields_a_keyframe_on_the_next_tick() {
     );
 
     room.handle_input(
-        Input::RequestKeyframe { tier: "low".into() },
+        Input::RequestKeyframe { tier: low() },
         t0 + Duration::from_millis(1200),
     );
     run(&mut room, t0, 1200, 1260, &mut out, feed_all(&mut senders));
@@ -387,12 +392,12 @@ fn a_receiver_that_becomes_ready_gets_a_keyframe_past_the_rate_limit() {
 
     // A request uses up the keyframe budget (keyframe_min_interval)...
     let at = t0 + Duration::from_millis(1200);
-    room.handle_input(Input::RequestKeyframe { tier: "low".into() }, at);
+    room.handle_input(Input::RequestKeyframe { tier: low() }, at);
     run(&mut room, t0, 1200, 1260, &mut out, feed_all(&mut senders));
     let before = out.video.len();
     // ...so a second request right away waits, but a receiver that just connected does not.
     let at = t0 + Duration::from_millis(1260);
-    room.handle_input(Input::RequestKeyframe { tier: "low".into() }, at);
+    room.handle_input(Input::RequestKeyframe { tier: low() }, at);
     run(&mut room, t0, 1260, 1320, &mut out, feed_all(&mut senders));
     assert!(
         out.video[before..].iter().all(|v| !v.1),
@@ -400,7 +405,7 @@ fn a_receiver_that_becomes_ready_gets_a_keyframe_past_the_rate_limit() {
     );
     let before = out.video.len();
     let at = t0 + Duration::from_millis(1320);
-    room.handle_input(Input::ReceiverReady { tier: "low".into() }, at);
+    room.handle_input(Input::ReceiverReady { tier: low() }, at);
     run(&mut room, t0, 1320, 1380, &mut out, feed_all(&mut senders));
     assert!(
         out.video[before].1,
@@ -417,7 +422,7 @@ fn reconfigure_changes_size_fps_and_layout_without_dropping_anyone() {
     let mut out = Collected::default();
     run(&mut room, t0, 0, 1000, &mut out, feed_all(&mut senders));
     let before = out.video.len();
-    let grid_rects = room.tile_rects("low");
+    let grid_rects = room.tile_rects(&low());
 
     // New size, frame rate and layout for the running tier.
     let mut new = settings("speaker");
@@ -456,7 +461,7 @@ fn reconfigure_changes_size_fps_and_layout_without_dropping_anyone() {
     }
     assert_eq!(size, Some((320, 180)));
     assert_eq!(room.participant_ids().len(), 3, "nobody was dropped");
-    assert_ne!(room.tile_rects("low"), grid_rects, "the layout changed");
+    assert_ne!(room.tile_rects(&low()), grid_rects, "the layout changed");
     assert_eq!(room.stats().reconfigure_errors, 0);
 }
 
@@ -575,7 +580,7 @@ fn a_silent_sender_freezes_then_shows_its_placeholder() {
     run(&mut room, t0, 800, 1000, &mut out, feed_all(&mut senders));
     let frozen = out.last_picture(VideoCodec::Vp8);
     let rect = room
-        .tile_rects("low")
+        .tile_rects(&low())
         .into_iter()
         .find(|(id, _)| *id == cy.id)
         .unwrap()
@@ -599,7 +604,7 @@ fn a_silent_sender_freezes_then_shows_its_placeholder() {
         "tile still shows the stale picture: {got:?}"
     );
     assert_eq!(
-        room.tile_rects("low").len(),
+        room.tile_rects(&low()).len(),
         3,
         "the participant keeps its tile"
     );
@@ -623,7 +628,7 @@ fn the_speaker_layout_follows_the_loudest_talker() {
     );
     assert_eq!(room.active_speaker(), Some(ParticipantId(3)));
     assert_eq!(out.speakers.last(), Some(&Some(ParticipantId(3))));
-    let rects = room.tile_rects("low");
+    let rects = room.tile_rects(&low());
     let largest = rects.iter().max_by_key(|(_, r)| r.w * r.h).unwrap();
     assert_eq!(
         largest.0,
@@ -655,7 +660,7 @@ fn leaving_frees_the_tile_and_unknown_ids_are_counted() {
     );
     senders.remove(1);
     run(&mut room, t0, 400, 800, &mut out, feed_all(&mut senders));
-    let rects = room.tile_rects("low");
+    let rects = room.tile_rects(&low());
     assert_eq!(rects.len(), 2);
     assert!(rects.iter().all(|(id, _)| *id != ParticipantId(2)));
     room.handle_input(
@@ -709,10 +714,10 @@ fn a_shared_screen_takes_the_share_layouts_big_tile_letterboxed_whoever_speaks()
     // Cameras are cropped to their tiles; the share must not be.
     cfg.video.fit = tessera_config::Fit::Crop;
     let mut s = RoomSettings::from_config(&cfg, "grid", &Assets::load(&cfg).unwrap()).unwrap();
-    s.tiers.retain(|t| t.name == "low");
+    s.tiers.retain(|t| &*t.id.name == "low");
     s.tiers[0].fps = FPS;
     s.tiers[0].bitrate_bps = 800_000;
-    s.always_encode = vec!["low".into()];
+    s.always_encode = vec![low()];
     assert_eq!(s.share_layout.name(), "presenter");
     let mut room = Room::new(s, t0).unwrap();
     let mut senders = three_senders();
@@ -730,7 +735,7 @@ fn a_shared_screen_takes_the_share_layouts_big_tile_letterboxed_whoever_speaks()
     );
     assert_eq!(room.active_speaker(), Some(ParticipantId(3)));
     assert_eq!(room.share(), Some(ParticipantId(1)));
-    let rects = room.tile_rects("low");
+    let rects = room.tile_rects(&low());
     let (id, r) = *rects.iter().max_by_key(|(_, r)| r.w * r.h).unwrap();
     assert_eq!(
         id,
@@ -761,7 +766,7 @@ fn a_shared_screen_takes_the_share_layouts_big_tile_letterboxed_whoever_speaks()
     room.handle_input(Input::SetShare(None), t0 + Duration::from_millis(2000));
     run(&mut room, t0, 2000, 2200, &mut out, feed_all(&mut senders));
     let sizes: Vec<u32> = room
-        .tile_rects("low")
+        .tile_rects(&low())
         .iter()
         .map(|(_, r)| r.w * r.h)
         .collect();
@@ -773,9 +778,9 @@ fn a_tier_variant_with_its_own_layout_draws_it_beside_the_rooms() {
     let t0 = Instant::now();
     let mut s = settings("grid");
     let mut own = s.tiers[0].clone();
-    own.name = "low@speaker".into();
+    own.id = low().in_layout("speaker");
     own.layout = Some(LayoutSpec::Speaker);
-    s.always_encode.push(own.name.clone());
+    s.always_encode.push(own.id.clone());
     let mut room = Room::new(s, t0).unwrap();
     room.handle_input(Input::AddTiers(vec![own.clone(), own]), t0);
     assert_eq!(
@@ -787,11 +792,19 @@ fn a_tier_variant_with_its_own_layout_draws_it_beside_the_rooms() {
     join_all(&mut room, &senders, t0);
     let mut out = Collected::default();
     run(&mut room, t0, 0, 600, &mut out, feed_all(&mut senders));
-    let mut encoding = room.encoding_tiers();
+    let mut encoding: Vec<String> = room
+        .encoding_tiers()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     encoding.sort();
     assert_eq!(encoding, ["low", "low@speaker"]);
     let area = |tier: &str| -> Vec<u32> {
-        room.tile_rects(tier)
+        let id = match tier.split_once('@') {
+            Some((_, layout)) => low().in_layout(layout),
+            None => low(),
+        };
+        room.tile_rects(&id)
             .iter()
             .map(|(_, r)| r.w * r.h)
             .collect()

@@ -43,16 +43,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tessera_config::Config;
-use tessera_engine::{Assets, EngineError, RoomSettings, TierSettings};
+use tessera_engine::{Assets, EngineError, RoomSettings, TierId, TierSettings};
 use tessera_types::{ParticipantId, VideoCodec};
 use tracing::info;
 
 pub use listen::TlsError;
 pub use reload::ReloadStatus;
 pub use room::RoomHandle;
-
-/// Marks a tier variant in the other codec, for clients that lack the tier's own codec.
-const CODEC_VARIANT: char = '~';
 
 /// The server: config, assets and the room registry. Cheap to share behind an `Arc`.
 pub struct Server {
@@ -352,8 +349,7 @@ impl Server {
             .tiers
             .iter()
             .map(|t| TierSettings {
-                name: format!("{}{CODEC_VARIANT}{}", t.name, other(t.codec)),
-                codec: other(t.codec),
+                id: t.id.with_codec(other(t.id.codec)),
                 ..t.clone()
             })
             .collect();
@@ -361,13 +357,14 @@ impl Server {
         Ok(s)
     }
 
-    /// The engine tier and codec for a client asking for `tier` that can decode `codecs`.
+    /// The tier (in the codec it is sent in) and its frame rate for a client asking for
+    /// `tier` that can decode `codecs`.
     fn pick_tier(
         &self,
         room: &str,
         tier: Option<&str>,
         codecs: &[String],
-    ) -> Result<(String, VideoCodec, u32), JoinError> {
+    ) -> Result<(TierId, u32), JoinError> {
         let cfg = self.config();
         let name = tier.unwrap_or_else(|| self.default_tier(&cfg, room));
         let Some(t) = cfg.tiers.get(name) else {
@@ -380,13 +377,9 @@ impl Server {
         let own: VideoCodec = t.codec.into();
         let has = |c: VideoCodec| codecs.iter().any(|n| n == codec_sdp_name(c));
         if has(own) {
-            Ok((name.to_string(), own, t.fps))
+            Ok((TierId::new(name, own), t.fps))
         } else if has(other(own)) {
-            Ok((
-                format!("{name}{CODEC_VARIANT}{}", other(own)),
-                other(own),
-                t.fps,
-            ))
+            Ok((TierId::new(name, other(own)), t.fps))
         } else {
             Err(JoinError::BadRequest(format!(
                 "the offer's video section has neither VP8 nor H264 (it has {})",

@@ -290,7 +290,11 @@ impl Collector for Snapshot {
                     .flat_map(|r| {
                         r.tiers.iter().map(move |t| {
                             (
-                                vec![("room", r.room.clone()), ("tier", t.name.clone())],
+                                vec![
+                                    ("room", r.room.clone()),
+                                    ("tier", t.name.clone()),
+                                    ("codec", t.codec.clone()),
+                                ],
                                 gauge(f(t)),
                             )
                         })
@@ -322,7 +326,11 @@ impl Collector for Snapshot {
                     .flat_map(|r| {
                         r.tiers.iter().map(move |t| {
                             (
-                                vec![("room", r.room.clone()), ("tier", t.name.clone())],
+                                vec![
+                                    ("room", r.room.clone()),
+                                    ("tier", t.name.clone()),
+                                    ("codec", t.codec.clone()),
+                                ],
                                 counter(f(t)),
                             )
                         })
@@ -348,7 +356,11 @@ impl Collector for Snapshot {
                     .flat_map(|r| {
                         r.tiers.iter().map(move |t| {
                             (
-                                vec![("room", r.room.clone()), ("tier", t.name.clone())],
+                                vec![
+                                    ("room", r.room.clone()),
+                                    ("tier", t.name.clone()),
+                                    ("codec", t.codec.clone()),
+                                ],
                                 counter_f(f(t)),
                             )
                         })

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tessera_container::{IvfWriter, OggOpusWriter, DEFAULT_PRE_SKIP, VP8_FOURCC};
-use tessera_engine::JoinOptions;
+use tessera_engine::{JoinOptions, TierId};
 use tessera_types::{ParticipantId, VideoCodec};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -274,8 +274,8 @@ pub struct Recording {
     pub id: String,
     pub room: String,
     pub target: Target,
-    tier: String,
-    codec: VideoCodec,
+    /// The tier it receives, in the codec its format needs.
+    tier: TierId,
     /// Follows the room across reconnects (a declared room with `record = true`).
     durable: bool,
     /// The room thread it records now, and its member id there.
@@ -311,7 +311,7 @@ impl Recording {
             file,
             format,
             url,
-            tier: self.tier.clone(),
+            tier: self.tier.to_string(),
             state: s.state.clone(),
             bytes,
             duration_secs: s.duration_secs,
@@ -348,7 +348,7 @@ impl Recording {
                 receive_tier: Some(self.tier.clone()),
                 receives_audio: true,
             },
-            codec_out: Some(self.codec),
+            codec_out: Some(self.tier.codec),
             bandwidth: None,
             caps: TierCaps::default(),
             sink: Sink { media, events },
@@ -714,24 +714,20 @@ fn start_egress(
     let rc = &cfg.recording;
     let tier = tier.or((!rc.tier.is_empty()).then_some(rc.tier.as_str()));
     let codecs: Vec<String> = target.codecs().iter().map(|c| c.to_string()).collect();
-    let (tier_name, codec, _) = server.pick_tier(room, tier, &codecs).map_err(|e| match e {
+    let (tier_id, _) = server.pick_tier(room, tier, &codecs).map_err(|e| match e {
         crate::JoinError::BadRequest(r) | crate::JoinError::Full(r) => Refused(400, r),
         crate::JoinError::Internal(r) => Refused(500, r),
         crate::JoinError::Shutdown => Refused(503, "the server is shutting down".into()),
     })?;
-    let base = tier_name
-        .split(crate::CODEC_VARIANT)
-        .next()
-        .unwrap_or(&tier_name);
     let (width, height) = cfg
         .tiers
-        .get(base)
+        .get(&*tier_id.name)
         .map(|t| (t.width as u16, t.height as u16))
         .unwrap_or((0, 0));
     let spawner = Spawner {
         ffmpeg: rc.ffmpeg.clone(),
         target: target.clone(),
-        codec,
+        codec: tier_id.codec,
         width,
         height,
     };
@@ -755,8 +751,7 @@ fn start_egress(
         id: id.clone(),
         room: room.to_string(),
         target,
-        tier: tier_name.clone(),
-        codec,
+        tier: tier_id.clone(),
         durable,
         current: Mutex::new(None),
         segments: Mutex::new(Some(segments_tx)),
@@ -772,7 +767,7 @@ fn start_egress(
     }
     server.recordings.add(rec.clone());
     server.recordings.started.fetch_add(1, Ordering::Relaxed);
-    info!(room, id = %id, to = %shown, tier = %tier_name, "egress started");
+    info!(room, id = %id, to = %shown, tier = %tier_id, codec = %tier_id.codec, "egress started");
     let wait = if durable {
         Duration::from_secs(rc.empty_close_secs as u64)
     } else {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tessera_engine::JoinOptions;
+use tessera_engine::{JoinOptions, TierId};
 use tessera_proto::{ClientMessage, ErrorCode, IceCandidate, ServerMessage};
 use tessera_types::ParticipantId;
 use tokio::sync::mpsc;
@@ -143,7 +143,7 @@ pub async fn start_media(
     offer: &str,
     events: mpsc::UnboundedSender<ServerMessage>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
-) -> Result<(String, Option<String>), Refusal> {
+) -> Result<(String, Option<TierId>), Refusal> {
     check_sdp_size(&m.server, offer)?;
     let sections = sdp::sections(offer).map_err(|e| Refusal(ErrorCode::BadSdp, e.0))?;
     let video = sdp::find(&sections, "video");
@@ -157,15 +157,15 @@ pub async fn start_media(
         accept_media: wants.video || wants.audio,
     };
     if let Some(v) = video.filter(|v| wants.receive && v.direction.receives()) {
-        let (tier, codec, fps) = m
+        let (tier, fps) = m
             .server
             .pick_tier(&m.room.name, wants.tier.as_deref(), &v.codecs)
             .map_err(|e| match e {
                 JoinError::BadRequest(r) if r.contains("neither") => Refusal(ErrorCode::BadSdp, r),
                 e => e.into(),
             })?;
+        plan.video_out = Some(tier.codec);
         receive_tier = Some(tier);
-        plan.video_out = Some(codec);
         plan.video_fps = fps;
     }
     let sends_video = wants.video

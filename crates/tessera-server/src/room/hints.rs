@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use tessera_engine::TierId;
 use tessera_proto::ServerMessage;
 use tessera_types::ParticipantId;
 use tracing::debug;
@@ -27,10 +28,10 @@ impl RoomThread {
         }
         let bpp = settings.hint_bits_per_pixel as f64;
         let share_fps = settings.share_fps;
-        let in_use: HashSet<&str> = self
+        let in_use: HashSet<&TierId> = self
             .members
             .values()
-            .filter_map(|m| m.options.receive_tier.as_deref())
+            .filter_map(|m| m.options.receive_tier.as_ref())
             .collect();
         let letterbox = settings.compose.fit == tessera_compose::Fit::Letterbox;
         let share = self.room().share();
@@ -38,12 +39,8 @@ impl RoomThread {
         // in that tile (a letterboxed picture fills less than its tile: a 16:9 camera in a
         // tall tile shows in about half of it, and its bitrate should follow).
         let mut best: HashMap<ParticipantId, (u32, u32, u32, u64)> = HashMap::new();
-        for t in settings
-            .tiers
-            .iter()
-            .filter(|t| in_use.contains(t.name.as_str()))
-        {
-            for (id, r) in self.room().tile_rects(&t.name) {
+        for t in settings.tiers.iter().filter(|t| in_use.contains(&t.id)) {
+            for (id, r) in self.room().tile_rects(&t.id) {
                 let e = best.entry(id).or_insert((0, 0, 0, 0));
                 if r.w * r.h > e.0 * e.1 {
                     let shown = match self.room().picture_size(id) {

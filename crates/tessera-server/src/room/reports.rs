@@ -85,8 +85,13 @@ pub struct Hint {
 
 #[derive(Debug, Serialize)]
 pub struct TierReport {
+    /// `TIER` or `TIER@LAYOUT`: with `codec`, tells the room's encodes apart.
     pub name: String,
+    /// The config tier (`[tiers.TIER]`).
+    pub tier: String,
     pub codec: String,
+    /// The layout viewers chose for it (`None`: the room's).
+    pub layout: Option<String>,
     pub width: u32,
     pub height: u32,
     pub receivers: usize,
@@ -180,7 +185,7 @@ impl RoomThread {
         };
         m.last_bandwidth_msg = Some(now);
         let _ = m.sink.events.send(ServerMessage::Bandwidth {
-            tier: m.options.receive_tier.clone(),
+            tier: m.options.receive_tier.as_ref().map(|t| t.to_string()),
             estimate_bps,
             source: source.into(),
             audio_only: m.audio_only,
@@ -195,8 +200,8 @@ impl RoomThread {
             }
         }
         for t in &room.settings().tiers {
-            if let Some(s) = room.tier_stats(&t.name) {
-                self.tier_rates.entry(t.name.clone()).or_default().update(
+            if let Some(s) = room.tier_stats(&t.id) {
+                self.tier_rates.entry(t.id.clone()).or_default().update(
                     now,
                     s.frames_encoded,
                     s.bytes,
@@ -221,7 +226,7 @@ impl RoomThread {
                     layout: m.layout.clone(),
                     codec_in: m.codec_in.map(|c| c.to_string()),
                     codec_out: m.codec_out.map(|c| c.to_string()),
-                    tier: m.options.receive_tier.clone(),
+                    tier: m.options.receive_tier.as_ref().map(|t| t.to_string()),
                     audio_muted: m.info.audio_muted,
                     video_muted: m.info.video_muted,
                     video_fps_in: m.rate.fps,
@@ -259,16 +264,18 @@ impl RoomThread {
                 let receivers = self
                     .members
                     .values()
-                    .filter(|m| m.options.receive_tier.as_deref() == Some(t.name.as_str()))
+                    .filter(|m| m.options.receive_tier.as_ref() == Some(&t.id))
                     .count();
-                let s = room.tier_stats(&t.name)?;
+                let s = room.tier_stats(&t.id)?;
                 if receivers == 0 && s.frames_composed == 0 {
                     return None;
                 }
-                let rate = self.tier_rates.get(&t.name).copied().unwrap_or_default();
+                let rate = self.tier_rates.get(&t.id).copied().unwrap_or_default();
                 Some(TierReport {
-                    name: t.name.clone(),
-                    codec: t.codec.to_string(),
+                    name: t.id.to_string(),
+                    tier: t.id.name.to_string(),
+                    codec: t.id.codec.to_string(),
+                    layout: t.id.layout.as_ref().map(|l| l.to_string()),
                     width: t.width,
                     height: t.height,
                     receivers,
@@ -280,7 +287,7 @@ impl RoomThread {
                     compose_secs: s.compose_ns as f64 / 1e9,
                     encode_secs: s.encode_ns as f64 / 1e9,
                     tiles: room
-                        .tile_rects(&t.name)
+                        .tile_rects(&t.id)
                         .into_iter()
                         .map(|(id, r)| TileReport {
                             id: id.to_string(),

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use tessera_engine::{
-    BandwidthConfig, BandwidthController, Input, LayoutSpec, Listener, Output, Probe, Rung,
+    BandwidthConfig, BandwidthController, Input, LayoutSpec, Listener, Output, Probe, Rung, TierId,
     TierSettings,
 };
 use tessera_proto::ServerMessage;
@@ -13,23 +13,6 @@ use tessera_types::{ParticipantId, VideoCodec};
 use tracing::{debug, info};
 
 use super::{MediaOut, RoomThread, TierCaps};
-
-/// The engine tier of config tier variant `base` (e.g. `low` or `low~h264`) drawn in
-/// layout `layout`.
-fn layout_variant(base: &str, layout: &str) -> String {
-    format!("{base}{LAYOUT_VARIANT}{layout}")
-}
-
-/// Marks a tier variant with a layout of its own in an engine tier's name.
-pub const LAYOUT_VARIANT: char = '@';
-
-/// The config tier variant (`low`, `low~h264`) an engine tier is drawn from.
-fn base_of_variant(tier: &str) -> String {
-    tier.split(LAYOUT_VARIANT)
-        .next()
-        .unwrap_or(tier)
-        .to_string()
-}
 
 /// A variant of each of `tiers` (those without a layout of their own) drawn in `layout`.
 pub(super) fn layout_variants(
@@ -41,7 +24,7 @@ pub(super) fn layout_variants(
         .iter()
         .filter(|t| t.layout.is_none())
         .map(|t| TierSettings {
-            name: layout_variant(&t.name, name),
+            id: t.id.in_layout(name),
             layout: Some(layout.clone()),
             ..t.clone()
         })
@@ -50,10 +33,10 @@ pub(super) fn layout_variants(
 
 impl RoomThread {
     /// Engine tiers in use: every tier some member receives.
-    pub(super) fn tiers_in_use(&self) -> HashSet<&str> {
+    pub(super) fn tiers_in_use(&self) -> HashSet<&TierId> {
         self.members
             .values()
-            .filter_map(|m| m.options.receive_tier.as_deref())
+            .filter_map(|m| m.options.receive_tier.as_ref())
             .collect()
     }
 
@@ -64,22 +47,22 @@ impl RoomThread {
     pub(super) fn variant_for(
         &mut self,
         id: ParticipantId,
-        base: Option<String>,
-    ) -> Option<String> {
+        base: Option<TierId>,
+    ) -> Option<TierId> {
         let base = base?;
         let Some(layout) = self.members.get(&id).and_then(|m| m.layout.clone()) else {
             return Some(base);
         };
-        let want = layout_variant(&base, &layout);
+        let want = base.in_layout(&layout);
         let in_use = self.tiers_in_use();
         let mine = self
             .members
             .get(&id)
-            .and_then(|m| m.options.receive_tier.as_deref());
-        let receivers = |t: &str| {
+            .and_then(|m| m.options.receive_tier.as_ref());
+        let receivers = |t: &TierId| {
             self.members
                 .values()
-                .filter(|m| m.options.receive_tier.as_deref() == Some(t))
+                .filter(|m| m.options.receive_tier.as_ref() == Some(t))
                 .count()
         };
         // The encodes that go on whatever this viewer does (its own tier stops if it was
@@ -89,7 +72,7 @@ impl RoomThread {
             .filter(|t| Some(**t) != mine || receivers(t) > 1)
             .count();
         let max = self.room().settings().max_encodes;
-        if in_use.contains(want.as_str()) || others < max {
+        if in_use.contains(&want) || others < max {
             return Some(want);
         }
         let reason =
@@ -119,7 +102,7 @@ impl RoomThread {
             return;
         };
         let current = m.options.receive_tier.clone();
-        let base = current.as_deref().map(base_of_variant);
+        let base = current.as_ref().map(TierId::without_layout);
         if let Some((name, spec)) = &choice {
             if !self.variant_layouts.contains_key(name) {
                 let variants = layout_variants(&self.room().settings().tiers, name, spec);
@@ -161,41 +144,37 @@ impl RoomThread {
             .codec_out
             .ok_or("the participant does not receive video")?;
         let room = self.room();
-        let name = room
+        let base = room
             .settings()
             .tiers
             .iter()
-            .find(|t| {
-                t.codec == codec
-                    && t.layout.is_none()
-                    && (t.name == tier || t.name.split('~').next() == Some(tier))
-            })
-            .map(|t| t.name.clone())
+            .map(|t| &t.id)
+            .find(|t| t.codec == codec && t.layout.is_none() && &*t.name == tier)
+            .cloned()
             .ok_or_else(|| format!("unknown tier {tier:?}"))?;
-        let name = self.variant_for(id, Some(name.clone())).unwrap_or(name);
+        let id_tier = self.variant_for(id, Some(base.clone())).unwrap_or(base);
         self.input(Input::SetReceiveTier {
             id,
-            tier: Some(name.clone()),
+            tier: Some(id_tier.clone()),
         });
         if let Some(m) = self.members.get_mut(&id) {
-            m.options.receive_tier = Some(name.clone());
+            m.options.receive_tier = Some(id_tier.clone());
             m.held = true;
         }
-        info!(participant = %id, tier = %name, "tier set by an administrator");
+        info!(participant = %id, tier = %id_tier, codec = %codec, "tier set by an administrator");
         self.report_bandwidth(id, Instant::now());
-        Ok(name)
+        Ok(id_tier.to_string())
     }
 
     /// The rungs a receiver of `codec` may get: the tiers of its codec within its caps
     /// (`max_tier`, the tier it asked for, its display size), plus audio only.
     pub(super) fn ladder(&self, codec: VideoCodec, audio_only: bool, caps: &TierCaps) -> Vec<Rung> {
         let tiers = &self.room().settings().tiers;
-        let base = |n: &str| n.split('~').next().unwrap_or(n).to_string();
         let bitrate_of = |name: &Option<String>| {
             name.as_ref().and_then(|n| {
                 tiers
                     .iter()
-                    .find(|t| t.name == *n || base(&t.name) == base(n))
+                    .find(|t| &*t.id.name == n)
                     .map(|t| t.bitrate_bps)
             })
         };
@@ -205,10 +184,10 @@ impl RoomThread {
             .min();
         let mut ours: Vec<_> = tiers
             .iter()
-            .filter(|t| t.codec == codec && t.layout.is_none())
+            .filter(|t| t.id.codec == codec && t.layout.is_none())
             .collect();
         ours.sort_by_key(|t| t.bitrate_bps);
-        let smallest = ours.first().map(|t| t.name.clone());
+        let smallest = ours.first().map(|t| t.id.clone());
         let mut ladder: Vec<Rung> = ours
             .iter()
             .filter(|t| {
@@ -217,10 +196,10 @@ impl RoomThread {
                     .display
                     .is_none_or(|(w, h)| t.width <= w + w / 8 || t.height <= h + h / 8);
                 let within = max_bps.is_none_or(|m| t.bitrate_bps <= m);
-                Some(&t.name) == smallest.as_ref() || (shows && within)
+                Some(&t.id) == smallest.as_ref() || (shows && within)
             })
             .map(|t| Rung {
-                tier: Some(t.name.clone()),
+                tier: Some(t.id.clone()),
                 bitrate_bps: t.bitrate_bps,
             })
             .collect();
@@ -299,9 +278,10 @@ impl RoomThread {
         else {
             return;
         };
-        let shared = self.members.iter().any(|(o, m)| {
-            *o != id && !m.held && m.options.receive_tier.as_deref() == Some(tier.as_str())
-        });
+        let shared = self
+            .members
+            .iter()
+            .any(|(o, m)| *o != id && !m.held && m.options.receive_tier.as_ref() == Some(&tier));
         let Some(m) = self.members.get_mut(&id) else {
             return;
         };
@@ -320,7 +300,7 @@ impl RoomThread {
     /// one keep their keyframes on demand, so recording costs other rooms nothing.
     pub(super) fn egress_keyframes(&mut self, now: Instant) {
         let interval = self.room().settings().egress_keyframe_interval;
-        let tiers: std::collections::HashSet<String> = self
+        let tiers: HashSet<TierId> = self
             .members
             .values()
             .filter(|m| m.kind.is_egress())
@@ -369,10 +349,10 @@ impl RoomThread {
                         .settings()
                         .tiers
                         .iter()
-                        .find(|t| Some(t.codec) == codec && t.layout.is_none())
-                        .map(|t| t.name.clone())
+                        .find(|t| Some(t.id.codec) == codec && t.layout.is_none())
+                        .map(|t| t.id.clone())
                 })
-                .map(|t| base_of_variant(&t))
+                .map(|t| t.without_layout())
         };
         let tier = self.variant_for(id, tier);
         info!(participant = %id, enabled, "audio only");
@@ -385,17 +365,20 @@ impl RoomThread {
     }
 
     /// The tier a snapshot shows: the most-watched one.
-    pub(super) fn snapshot_tier(&self) -> Option<String> {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
+    pub(super) fn snapshot_tier(&self) -> Option<TierId> {
+        let mut counts: HashMap<&TierId, usize> = HashMap::new();
         for m in self.members.values() {
             if let Some(t) = &m.options.receive_tier {
-                *counts.entry(t.as_str()).or_default() += 1;
+                *counts.entry(t).or_default() += 1;
             }
         }
+        // Ties go to the first tier in the room's settings, so the choice is stable.
+        let tiers = &self.room().settings().tiers;
+        let position = |t: &TierId| tiers.iter().position(|s| s.id == *t);
         counts
             .into_iter()
-            .max_by_key(|(name, n)| (*n, std::cmp::Reverse(*name)))
-            .map(|(t, _)| t.to_string())
+            .max_by_key(|(t, n)| (*n, std::cmp::Reverse(position(t))))
+            .map(|(t, _)| t.clone())
     }
 
     pub(super) fn route(&mut self) {
@@ -414,11 +397,11 @@ impl RoomThread {
                         .settings()
                         .tiers
                         .iter()
-                        .find(|t| t.name == tier)
+                        .find(|t| t.id == tier)
                         .map_or(25, |t| t.fps);
                     let mut lost = Vec::new();
                     for (id, m) in self.members.iter_mut() {
-                        if m.options.receive_tier.as_deref() != Some(tier.as_str()) {
+                        if m.options.receive_tier.as_ref() != Some(&tier) {
                             continue;
                         }
                         // A held receiver cannot use deltas: it waits for a keyframe.

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use tessera_engine::TierId;
 use tessera_proto::ErrorCode;
 
 use super::*;
@@ -55,7 +56,7 @@ fn receiver(id: u64, media: crate::media::MediaTx) -> Command {
         options: JoinOptions {
             sends_video: false,
             sends_audio: true,
-            receive_tier: Some("low".into()),
+            receive_tier: Some(TierId::new("low", VideoCodec::Vp8)),
             receives_audio: true,
         },
         codec_out: Some(VideoCodec::Vp8),
@@ -299,7 +300,7 @@ async fn the_bandwidth_estimate_moves_a_receiver_down_to_audio_only_and_back_up(
         options: JoinOptions {
             sends_video: false,
             sends_audio: true,
-            receive_tier: Some("default".into()),
+            receive_tier: Some(TierId::new("default", VideoCodec::Vp8)),
             receives_audio: true,
         },
         codec_out: Some(VideoCodec::Vp8),
@@ -376,7 +377,7 @@ async fn caps_keep_a_receiver_below_its_display_and_the_room_maximum() {
             options: JoinOptions {
                 sends_video: false,
                 sends_audio: true,
-                receive_tier: Some("default".into()),
+                receive_tier: Some(TierId::new("default", VideoCodec::Vp8)),
                 receives_audio: true,
             },
             codec_out: Some(VideoCodec::Vp8),

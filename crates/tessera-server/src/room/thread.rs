@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tessera_engine::{
     BandwidthConfig, BandwidthController, Input, JoinOptions, LayoutSpec, Room, RoomSettings,
+    TierId,
 };
 use tessera_proto::{ErrorCode, ParticipantInfo, ServerMessage};
 use tessera_types::{ParticipantId, VideoCodec};
@@ -215,7 +216,7 @@ pub(super) struct RoomThread {
     pub(super) settings: Option<RoomSettings>,
     pub(super) members: HashMap<ParticipantId, Member>,
     pub(super) order: Vec<ParticipantId>,
-    pub(super) tier_rates: HashMap<String, Rate>,
+    pub(super) tier_rates: HashMap<TierId, Rate>,
     pub(super) started: Instant,
     pub(super) dropped: Arc<AtomicU64>,
     pub(super) busy: Duration,
@@ -223,7 +224,7 @@ pub(super) struct RoomThread {
     pub(super) admin_layout: Option<String>,
     pub(super) latency: LatencyHistogram,
     /// When each tier with a recording last got its periodic keyframe.
-    pub(super) egress_keyframes: HashMap<String, Instant>,
+    pub(super) egress_keyframes: HashMap<TierId, Instant>,
     /// The member that is the room's shared screen.
     pub(super) share: Option<ParticipantId>,
     /// Layouts viewers chose, for which the room has tier variants.

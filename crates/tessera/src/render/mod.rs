@@ -13,7 +13,7 @@ use clap::Args;
 use tessera_codec::{VideoCodec, FRAME_SAMPLES, SAMPLE_RATE_HZ};
 use tessera_config::Config;
 use tessera_engine::{
-    Assets, Input, JoinOptions, Listener, Output, Room, RoomSettings, TierSettings,
+    Assets, Input, JoinOptions, Listener, Output, Room, RoomSettings, TierId, TierSettings,
 };
 use tessera_types::ParticipantId;
 
@@ -160,12 +160,11 @@ fn render_tier(args: &RenderArgs, cfg: &Config) -> Result<TierSettings> {
         }
     }
     Ok(TierSettings {
-        name: "render".into(),
+        id: TierId::new("render", codec),
         width,
         height,
         fps,
         bitrate_bps: bitrate_kbps * 1000,
-        codec,
         layout: None,
     })
 }
@@ -232,7 +231,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let mut settings = RoomSettings::from_config(&cfg, &layout, &assets)?;
     settings.tiers = vec![tier.clone()];
     settings.always_encode = if args.video_out.is_some() {
-        vec![tier.name.clone()]
+        vec![tier.id.clone()]
     } else {
         Vec::new()
     };
@@ -355,7 +354,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         tier.width,
         tier.height,
         tier.fps,
-        tier.codec,
+        tier.id.codec,
         packets as f64 * FRAME_SAMPLES as f64 / SAMPLE_RATE_HZ as f64,
         SAMPLE_RATE_HZ / 1000,
         specs.len(),

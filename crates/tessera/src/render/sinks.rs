@@ -26,7 +26,7 @@ pub enum VideoSink {
 impl VideoSink {
     pub fn create(path: &Path, tier: &TierSettings) -> Result<VideoSink> {
         let file = create(path)?;
-        Ok(match tier.codec {
+        Ok(match tier.id.codec {
             VideoCodec::Vp8 => VideoSink::Ivf(
                 Some(IvfWriter::new(
                     file,
