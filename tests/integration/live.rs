@@ -360,9 +360,12 @@ async fn three_webrtc_peers_see_each_other_and_hear_only_the_others() {
     };
     assert_eq!(value("tessera_rooms "), 1.0);
     assert_eq!(value("tessera_participants "), 3.0);
-    assert!(value("tessera_tier_fps{room=\"live-room\",tier=\"test\"}") > 5.0);
+    assert!(value("tessera_tier_fps{room=\"live-room\",tier=\"test\",codec=\"vp8\"}") > 5.0);
     assert!(value("tessera_room_busy_seconds_total{room=\"live-room\"}") > 0.0);
-    assert!(value("tessera_tier_encode_seconds_total{room=\"live-room\",tier=\"test\"}") > 0.0);
+    assert!(
+        value("tessera_tier_encode_seconds_total{room=\"live-room\",tier=\"test\",codec=\"vp8\"}")
+            > 0.0
+    );
     assert!(value("tessera_mix_latency_seconds_count{room=\"live-room\"}") > 10.0);
     assert!(value("tessera_mix_latency_seconds_bucket{le=\"+Inf\",room=\"live-room\"}") > 10.0);
     for l in text

@@ -18,9 +18,11 @@
 mod admin;
 mod api;
 pub mod auth;
+#[cfg(feature = "test-kit")]
 pub mod client;
 mod cluster;
 mod estimate;
+#[cfg(feature = "test-kit")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod limits;

@@ -1,6 +1,6 @@
-//! What the media plane and the webrtc-rs test client share: the codecs we negotiate, the
-//! tracks we send, our interceptors (keyframe requests surfaced to the application, RTP of
-//! unknown SSRCs counted), and a few webrtc-rs helpers the test client uses.
+//! What the media plane and the test client share: the codecs we negotiate, the tracks we
+//! send, and our interceptors (keyframe requests surfaced to the application, RTP of
+//! unknown SSRCs counted, the retransmission budget).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -17,15 +18,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio;
-use tessera_proto::IceCandidate;
 use tessera_types::VideoCodec;
-use tracing::debug;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-};
-use webrtc::rtp_transceiver::RtpSender;
 
 use crate::room::NetStats;
 use crate::sdp;
@@ -130,7 +123,8 @@ pub(crate) fn media_engine() -> Result<MediaEngine, PeerError> {
     Ok(me)
 }
 
-/// Both video codecs as `media_engine` registers them, `first` first.
+/// Both video codecs as `media_engine` registers them, `first` first (for the test client).
+#[cfg(feature = "test-kit")]
 pub(crate) fn video_codecs(first: VideoCodec) -> Vec<RTCRtpCodecParameters> {
     let vp8 = parameters(MIME_VP8, PT_VP8);
     let h264 = parameters(MIME_H264, PT_H264);
@@ -170,7 +164,7 @@ impl<T: Tap> sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Tapped<T> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
-    type Error = webrtc::error::Error;
+    type Error = rtc::shared::error::Error;
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
@@ -387,49 +381,6 @@ impl ReceiveCodecs {
     }
 }
 
-/// A remote track's first SSRC and its codec's MIME type (empty if unknown).
-pub(crate) async fn track_codec(track: &Arc<dyn TrackRemote>) -> Option<(u32, String)> {
-    let ssrc = track.ssrcs().await.first().copied()?;
-    let mime = track
-        .codec(ssrc)
-        .await
-        .map(|c| c.mime_type)
-        .unwrap_or_default();
-    Some((ssrc, mime))
-}
-
-/// A gathered candidate in the protocol's shape.
-pub(crate) fn candidate_of(event: &RTCPeerConnectionIceEvent) -> Option<IceCandidate> {
-    let init = event.candidate.to_json().ok()?;
-    Some(IceCandidate {
-        candidate: init.candidate,
-        sdp_mid: init.sdp_mid,
-        sdp_m_line_index: init.sdp_mline_index,
-        username_fragment: None,
-    })
-}
-
-/// The payload type `sender` negotiated for `mime`.
-pub(crate) async fn negotiated_pt(sender: &Arc<dyn RtpSender>, mime: &str) -> Option<u8> {
-    let params = sender.get_parameters().await.ok()?;
-    params
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-        .map(|c| c.payload_type)
-}
-
-pub(crate) async fn send_pli_to(track: &Arc<dyn TrackRemote>, ssrc: u32) {
-    let pli = PictureLossIndication {
-        sender_ssrc: 0,
-        media_ssrc: ssrc,
-    };
-    if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
-        debug!("PLI not sent: {e}");
-    }
-}
-
 /// Padding packets for probes carry ballast in two-byte header extensions, under the ids
 /// of extensions a receiver parses by size and ignores when the size is wrong (RTP padding
 /// itself is limited to 255 bytes and `rtc` writes at most 4; `rtc` refuses ids that were
@@ -439,16 +390,6 @@ pub(crate) const BALLAST_EXTENSION_URIS: [&str; 2] = [
     "urn:ietf:params:rtp-hdrext:toffset",
     "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
 ];
-
-pub(crate) fn new_track(
-    kind: RtpCodecKind,
-    mime: &str,
-    ssrc: u32,
-) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
-    TrackLocalStaticSample::new(Instant::now(), media_track(kind, mime, ssrc))
-        .map(Arc::new)
-        .map_err(werr)
-}
 
 pub(crate) fn media_track(kind: RtpCodecKind, mime: &str, ssrc: u32) -> MediaStreamTrack {
     let (kind_name, label) = match kind {
@@ -473,19 +414,6 @@ pub(crate) fn media_track(kind: RtpCodecKind, mime: &str, ssrc: u32) -> MediaStr
             ..Default::default()
         }],
     )
-}
-
-/// Adds a candidate the client trickled.
-pub async fn add_candidate(pc: &Arc<dyn PeerConnection>, c: IceCandidate) -> Result<(), PeerError> {
-    pc.add_ice_candidate(RTCIceCandidateInit {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_m_line_index,
-        username_fragment: c.username_fragment,
-        ..Default::default()
-    })
-    .await
-    .map_err(werr)
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
+mod calls;
+
 use crate::peer::{self, KeyframeRequestForwarder, Tap, Tapped};
 use crate::reassembly::{self, Event, Reassembler, SafeH264};
 
@@ -298,7 +300,7 @@ struct ClientHandler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for ClientHandler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Some(c) = peer::candidate_of(&event) {
+        if let Some(c) = calls::candidate_of(&event) {
             let _ = self.candidates.send(Some(c));
         }
     }
@@ -318,7 +320,7 @@ impl PeerConnectionEventHandler for ClientHandler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let Some((ssrc, mime)) = peer::track_codec(&track).await else {
+        let Some((ssrc, mime)) = calls::track_codec(&track).await else {
             return;
         };
         let received = self.received.clone();
@@ -384,7 +386,7 @@ impl PeerConnectionEventHandler for ClientHandler {
                                 r.video.push(f);
                             }
                         }
-                        Event::Lost => peer::send_pli_to(&track, ssrc).await,
+                        Event::Lost => calls::send_pli_to(&track, ssrc).await,
                     }
                 }
             }
@@ -538,7 +540,7 @@ impl Client {
                     VideoCodec::Vp8 => peer::MIME_VP8,
                     VideoCodec::H264 => peer::MIME_H264,
                 };
-                let t = peer::new_track(RtpCodecKind::Video, mime, ssrc).map_err(werr)?;
+                let t = calls::new_track(RtpCodecKind::Video, mime, ssrc).map_err(werr)?;
                 pc.add_track(t.clone() as Arc<dyn TrackLocal>)
                     .await
                     .map_err(werr)?;
@@ -560,7 +562,7 @@ impl Client {
                 }
                 if raw.second_video {
                     let s2 = ssrc + 2;
-                    let t2 = peer::new_track(RtpCodecKind::Video, mime, s2).map_err(werr)?;
+                    let t2 = calls::new_track(RtpCodecKind::Video, mime, s2).map_err(werr)?;
                     pc.add_track(t2.clone() as Arc<dyn TrackLocal>)
                         .await
                         .map_err(werr)?;
@@ -594,7 +596,7 @@ impl Client {
             .map_err(werr)?;
         } else {
             let t =
-                peer::new_track(RtpCodecKind::Audio, peer::MIME_OPUS, ssrc + 1).map_err(werr)?;
+                calls::new_track(RtpCodecKind::Audio, peer::MIME_OPUS, ssrc + 1).map_err(werr)?;
             pc.add_track(t.clone() as Arc<dyn TrackLocal>)
                 .await
                 .map_err(werr)?;
@@ -642,12 +644,12 @@ impl Client {
                                 }
                                 answered = true;
                                 for c in early.drain(..) {
-                                    let _ = peer::add_candidate(&pc2, c).await;
+                                    let _ = calls::add_candidate(&pc2, c).await;
                                 }
                             }
                             ServerMessage::Candidate { candidate: Some(c) } => {
                                 if answered {
-                                    let _ = peer::add_candidate(&pc2, c.clone()).await;
+                                    let _ = calls::add_candidate(&pc2, c.clone()).await;
                                 } else {
                                     early.push(c.clone());
                                 }
@@ -960,7 +962,7 @@ async fn negotiated_pt(
         .await?
         .mime_type;
     for s in pc.get_senders().await {
-        if let Some(pt) = peer::negotiated_pt(&s, &want).await {
+        if let Some(pt) = calls::negotiated_pt(&s, &want).await {
             return Some(pt);
         }
     }
