@@ -136,10 +136,10 @@ struct TierBody {
 }
 
 /// A recording or stream that could not start.
-fn refused(crate::recording::Refused(code, msg): crate::recording::Refused) -> Resp {
+fn refused(r: crate::recording::Refused) -> Resp {
     error(
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        msg,
+        StatusCode::from_u16(r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        r.to_string(),
     )
 }
 
@@ -244,7 +244,7 @@ pub async fn handle(
                     })
                     .await
                     .unwrap_or_else(|e| {
-                        Err(crate::recording::Refused(500, format!("stream start failed: {e}")))
+                        Err(crate::recording::Refused::Internal(format!("stream start failed: {e}")))
                     });
                     match started {
                         Ok(r) => reply(
@@ -277,7 +277,7 @@ pub async fn handle(
                     })
                     .await
                     .unwrap_or_else(|e| {
-                        Err(crate::recording::Refused(500, format!("recording start failed: {e}")))
+                        Err(crate::recording::Refused::Internal(format!("recording start failed: {e}")))
                     });
                     match started {
                         Ok(r) => reply(
@@ -326,7 +326,7 @@ pub async fn handle(
                     };
                     match h.ask(|reply| Command::Pin { id, reply }).await {
                         Some(Ok(())) => reply(StatusCode::OK, json!({ "pinned": b.participant })),
-                        Some(Err(e)) => error(StatusCode::NOT_FOUND, e),
+                        Some(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
                         None => error(StatusCode::SERVICE_UNAVAILABLE, "the room did not answer"),
                     }
                 }
@@ -374,7 +374,7 @@ pub async fn handle(
                                 Some(Ok(t)) => {
                                     reply(StatusCode::OK, json!({ "participant": pid, "tier": t }))
                                 }
-                                Some(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+                                Some(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
                                 None => error(
                                     StatusCode::SERVICE_UNAVAILABLE,
                                     "the room did not answer",

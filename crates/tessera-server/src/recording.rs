@@ -417,9 +417,33 @@ pub struct Counts {
 /// Finished recordings kept for the API.
 const KEEP_FINISHED: usize = 50;
 
-/// A refused start: the HTTP status and why.
-#[derive(Debug)]
-pub struct Refused(pub u16, pub String);
+/// Why a recording or stream could not start (each kind is an HTTP status).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The request is wrong: format, tier or URL (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The room is gone (404).
+    #[error("{0}")]
+    RoomGone(String),
+    /// The server failed: the directory, the file, ffmpeg, a thread (500).
+    #[error("{0}")]
+    Internal(String),
+    /// The server is shutting down (503).
+    #[error("{0}")]
+    ShuttingDown(String),
+}
+
+impl Refused {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::BadRequest(_) => 400,
+            Refused::RoomGone(_) => 404,
+            Refused::Internal(_) => 500,
+            Refused::ShuttingDown(_) => 503,
+        }
+    }
+}
 
 impl Recordings {
     /// The room's recordings (`streams` false) or streams (true).
@@ -506,17 +530,16 @@ pub fn start(
     let rc = &cfg.recording;
     let format_name = format.unwrap_or(&rc.format);
     let format = Format::parse(format_name).ok_or_else(|| {
-        Refused(
-            400,
-            format!("format {format_name:?}: must be \"webm\", \"mp4\" or \"mkv\""),
-        )
+        Refused::BadRequest(format!(
+            "format {format_name:?}: must be \"webm\", \"mp4\" or \"mkv\""
+        ))
     })?;
     let dir = Path::new(&rc.dir);
     std::fs::create_dir_all(dir).map_err(|e| {
-        Refused(
-            500,
-            format!("recording.dir = {:?}: cannot create it: {e}", rc.dir),
-        )
+        Refused::Internal(format!(
+            "recording.dir = {:?}: cannot create it: {e}",
+            rc.dir
+        ))
     })?;
     let id = server.recordings.new_id();
     let now = unix_now();
@@ -533,10 +556,10 @@ pub fn start(
     let path = dir.join(format!("{safe}-{}-{id}.{}", utc_stamp(now), format.ext()));
     // The file is created here, so that an unwritable directory is a clear refusal.
     std::fs::File::create(&path).map_err(|e| {
-        Refused(
-            500,
-            format!("cannot create {}: {e} (recording.dir)", path.display()),
-        )
+        Refused::Internal(format!(
+            "cannot create {}: {e} (recording.dir)",
+            path.display()
+        ))
     })?;
     let target = Target::File {
         path: path.clone(),
@@ -555,7 +578,7 @@ pub fn start_stream(
     url: &str,
     tier: Option<&str>,
 ) -> Result<Arc<Recording>, Refused> {
-    check_stream_url(url).map_err(|e| Refused(400, e))?;
+    check_stream_url(url).map_err(Refused::BadRequest)?;
     let id = server.recordings.new_id();
     let target = Target::Rtmp {
         url: url.to_string(),
@@ -715,9 +738,9 @@ fn start_egress(
     let tier = tier.or((!rc.tier.is_empty()).then_some(rc.tier.as_str()));
     let codecs: Vec<String> = target.codecs().iter().map(|c| c.to_string()).collect();
     let (tier_id, _) = server.pick_tier(room, tier, &codecs).map_err(|e| match e {
-        crate::JoinError::BadRequest(r) | crate::JoinError::Full(r) => Refused(400, r),
-        crate::JoinError::Internal(r) => Refused(500, r),
-        crate::JoinError::Shutdown => Refused(503, "the server is shutting down".into()),
+        crate::JoinError::BadRequest(r) | crate::JoinError::Full(r) => Refused::BadRequest(r),
+        crate::JoinError::Internal(r) => Refused::Internal(r),
+        crate::JoinError::Shutdown => Refused::ShuttingDown("the server is shutting down".into()),
     })?;
     let (width, height) = cfg
         .tiers
@@ -731,7 +754,7 @@ fn start_egress(
         width,
         height,
     };
-    let first = spawner.spawn().map_err(|e| Refused(500, e))?;
+    let first = spawner.spawn().map_err(Refused::Internal)?;
     let state = match target {
         Target::File { .. } => State::Recording,
         Target::Rtmp { .. } => State::Streaming,
@@ -763,7 +786,7 @@ fn start_egress(
         let mut child = first.child;
         let _ = child.kill();
         let _ = child.wait();
-        return Err(Refused(404, format!("room {room:?} has closed")));
+        return Err(Refused::RoomGone(format!("room {room:?} has closed")));
     }
     server.recordings.add(rec.clone());
     server.recordings.started.fetch_add(1, Ordering::Relaxed);
@@ -815,7 +838,7 @@ fn start_egress(
                 on_complete_run(&rec.target, &on_complete);
             }
         })
-        .map_err(|e| Refused(500, format!("cannot start a writer thread: {e}")))?;
+        .map_err(|e| Refused::Internal(format!("cannot start a writer thread: {e}")))?;
     Ok(rec)
 }
 
@@ -847,7 +870,7 @@ fn record_declared(server: &Arc<Server>, room: &str, handle: RoomHandle) {
             return;
         }
     }
-    if let Err(Refused(_, why)) = start(server, room, handle, None, None, true) {
+    if let Err(why) = start(server, room, handle, None, None, true) {
         error!(
             room,
             "cannot record the declared room (record = true): {why}"

@@ -9,7 +9,7 @@ use tessera_types::{ParticipantId, VideoCodec};
 use tracing::{debug, info};
 
 use super::routing::layout_variants;
-use super::{Command, JoinRequest, Member, MemberKind, RoomThread};
+use super::{AdminError, Command, JoinRequest, Member, MemberKind, RoomThread};
 
 impl RoomThread {
     /// Returns false when the room should stop.
@@ -90,7 +90,7 @@ impl RoomThread {
                 let _ = reply.send(if ok {
                     Ok(())
                 } else {
-                    Err("no such participant in this room".into())
+                    Err(AdminError::NoSuchParticipant)
                 });
             }
             Command::SetTier { id, tier, reply } => {

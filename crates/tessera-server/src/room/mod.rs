@@ -109,14 +109,14 @@ pub enum Command {
     /// Admin: show this participant in the speaker tile (`None`: the active speaker).
     Pin {
         id: Option<ParticipantId>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), AdminError>>,
     },
     /// Admin: move a receiver to tier `tier` (a config tier name; the codec variant that
     /// matches what the participant negotiated is chosen here).
     SetTier {
         id: ParticipantId,
         tier: String,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, AdminError>>,
     },
     /// Admin: remove a participant; it is told why and its session ends.
     Kick {
@@ -164,6 +164,17 @@ pub struct TierCaps {
     pub requested: Option<String>,
     /// The size the client shows the composite at, in device pixels.
     pub display: Option<(u32, u32)>,
+}
+
+/// Why a room refused an administrator's action.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no such participant in this room")]
+    NoSuchParticipant,
+    #[error("the participant does not receive video")]
+    NoVideo,
+    #[error("unknown tier {0:?}")]
+    UnknownTier(String),
 }
 
 /// What a room sends one participant's network task.

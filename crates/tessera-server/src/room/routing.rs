@@ -12,7 +12,7 @@ use tessera_proto::ServerMessage;
 use tessera_types::{ParticipantId, VideoCodec};
 use tracing::{debug, info};
 
-use super::{MediaOut, RoomThread, TierCaps};
+use super::{AdminError, MediaOut, RoomThread, TierCaps};
 
 /// A variant of each of `tiers` (those without a layout of their own) drawn in `layout`.
 pub(super) fn layout_variants(
@@ -135,14 +135,9 @@ impl RoomThread {
     }
 
     /// Moves a receiver to the variant of config tier `tier` in its negotiated codec.
-    pub(super) fn set_tier(&mut self, id: ParticipantId, tier: &str) -> Result<String, String> {
-        let m = self
-            .members
-            .get(&id)
-            .ok_or("no such participant in this room")?;
-        let codec = m
-            .codec_out
-            .ok_or("the participant does not receive video")?;
+    pub(super) fn set_tier(&mut self, id: ParticipantId, tier: &str) -> Result<String, AdminError> {
+        let m = self.members.get(&id).ok_or(AdminError::NoSuchParticipant)?;
+        let codec = m.codec_out.ok_or(AdminError::NoVideo)?;
         let room = self.room();
         let base = room
             .settings()
@@ -151,7 +146,7 @@ impl RoomThread {
             .map(|t| &t.id)
             .find(|t| t.codec == codec && t.layout.is_none() && &*t.name == tier)
             .cloned()
-            .ok_or_else(|| format!("unknown tier {tier:?}"))?;
+            .ok_or_else(|| AdminError::UnknownTier(tier.to_string()))?;
         let id_tier = self.variant_for(id, Some(base.clone())).unwrap_or(base);
         self.input(Input::SetReceiveTier {
             id,
