@@ -7,9 +7,7 @@
 //! bytes of RTP (header and payload, as after SRTP); [`join_packets`] builds one.
 
 use rtc::peer_connection::RTCPeerConnectionBuilder;
-use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packet::Packet;
-use rtc::rtp::packetizer::Depacketizer;
 use rtc::shared::marshal::Unmarshal;
 use tessera_codec::{AudioDecoder, VideoDecoder, VideoFrame, FRAME_SAMPLES};
 use tessera_compose::{ComposeConfig, Compositor, Fit, LayoutSpec, TileInput};
@@ -17,7 +15,8 @@ use tessera_proto::ClientMessage;
 use tessera_types::VideoCodec;
 use webrtc::peer_connection::RTCSessionDescription;
 
-use crate::reassembly::{self, Event, Reassembler, SafeH264};
+use crate::media::ingest::{RtpIn, VideoIngest};
+use crate::room::NetStats;
 use crate::sdp;
 
 /// Packets looked at per input, so that one input stays a few milliseconds of work.
@@ -118,42 +117,30 @@ fn negotiate(offer: RTCSessionDescription) -> bool {
     pc.set_remote_description(now, offer).is_ok() && pc.create_answer(None).is_ok()
 }
 
-/// A camera track's RTP as `peer::read_video` handles it (reassembled into frames), then
-/// as the room does (decoded, and drawn into a canvas, cropped and letterboxed).
+/// A camera track's RTP as the media plane's `VideoIngest` handles it (payload checks,
+/// reassembly into frames), then as the room does (decoded, and drawn into a canvas,
+/// cropped and letterboxed). Every payload type counts as `codec`, so that arbitrary bytes
+/// reach the reassembler.
 pub fn rtp_video(codec: VideoCodec, data: &[u8]) -> Reach {
-    match codec {
-        VideoCodec::Vp8 => video(
-            Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64),
-            codec,
-            data,
-        ),
-        VideoCodec::H264 => video(
-            Reassembler::new(SafeH264::default(), reassembly::h264_is_keyframe, 64),
-            codec,
-            data,
-        ),
-    }
-}
-
-fn video<D: Depacketizer + Clone>(mut r: Reassembler<D>, codec: VideoCodec, data: &[u8]) -> Reach {
     let mut reach = Reach::default();
     let mut decoder: Option<Box<dyn VideoDecoder>> = None;
     let mut compositor = None;
     // One instant for the whole input: the run depends on the bytes, not the clock.
     let at = std::time::Instant::now();
+    let mut ingest = VideoIngest::new((0..128).map(|pt| (pt, codec)).collect(), at);
+    let mut net = NetStats::default();
     for raw in split_packets(data).take(MAX_PACKETS) {
         let Some(p) = parse_rtp(raw, &mut reach) else {
             continue;
         };
-        let events = r.push_at(
-            at,
-            p.header.sequence_number,
-            p.header.timestamp,
-            p.header.marker,
-            p.payload,
-        );
-        for e in events {
-            let Event::Frame(frame) = e else { continue };
+        let rtp = RtpIn {
+            payload_type: p.header.payload_type,
+            sequence_number: p.header.sequence_number,
+            timestamp: p.header.timestamp,
+            marker: p.header.marker,
+            payload: p.payload,
+        };
+        for (_, frame) in ingest.push(rtp, at, &mut net).frames {
             reach.frames += 1;
             if reach.frames > MAX_FRAMES {
                 return reach;

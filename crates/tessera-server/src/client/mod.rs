@@ -20,7 +20,7 @@ use rtc::interceptor::{Packet, Slot, TaggedPacket};
 use rtc::media::Sample;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::codec::vp8::{Vp8Packet, Vp8Payloader};
+use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -41,8 +41,10 @@ use webrtc::peer_connection::{
 
 mod calls;
 
+use crate::media::ingest::{RtpIn, VideoIngest};
 use crate::peer::{self, KeyframeRequestForwarder, Tap, Tapped};
-use crate::reassembly::{self, Event, Reassembler, SafeH264};
+use crate::reassembly;
+use crate::room::NetStats;
 
 /// Encoded media to send: whole frames (IVF VP8 frames or Annex-B access units), first
 /// one a keyframe, and Opus packets of 20 ms. The default sends nothing and receives both.
@@ -353,41 +355,39 @@ impl PeerConnectionEventHandler for ClientHandler {
             r.video_ssrc = Some(ssrc);
         }
         tokio::spawn(async move {
-            let mut vp8 = Reassembler::new(Vp8Packet::default(), reassembly::vp8_is_keyframe, 64);
-            let mut h264 = Reassembler::new(SafeH264::default(), reassembly::h264_is_keyframe, 64);
+            // The server's own ingest: every payload type is this track's codec.
+            let mut ingest =
+                VideoIngest::new((0..128).map(|pt| (pt, codec)).collect(), Instant::now());
+            let mut net = NetStats::default();
+            let (mut lost, mut broken) = (0, false);
             while let Some(ev) = track.poll().await {
                 let p = match ev {
                     TrackRemoteEvent::OnRtpPacket(p) => p,
                     TrackRemoteEvent::OnEnded => break,
                     _ => continue,
                 };
-                let h = &p.header;
-                let events = match codec {
-                    VideoCodec::Vp8 => vp8.push_at(
-                        std::time::Instant::now(),
-                        h.sequence_number,
-                        h.timestamp,
-                        h.marker,
-                        p.payload,
-                    ),
-                    VideoCodec::H264 => h264.push_at(
-                        std::time::Instant::now(),
-                        h.sequence_number,
-                        h.timestamp,
-                        h.marker,
-                        p.payload,
-                    ),
+                let rtp = RtpIn {
+                    payload_type: p.header.payload_type,
+                    sequence_number: p.header.sequence_number,
+                    timestamp: p.header.timestamp,
+                    marker: p.header.marker,
+                    payload: p.payload,
                 };
-                for e in events {
-                    match e {
-                        Event::Frame(f) => {
-                            if let Ok(mut r) = received.lock() {
-                                r.first_frame_at.get_or_insert_with(Instant::now);
-                                r.video.push(f);
-                            }
-                        }
-                        Event::Lost => calls::send_pli_to(&track, ssrc).await,
+                let out = ingest.push(rtp, Instant::now(), &mut net);
+                let got_frame = !out.frames.is_empty();
+                if got_frame {
+                    if let Ok(mut r) = received.lock() {
+                        r.first_frame_at.get_or_insert_with(Instant::now);
+                        r.video.extend(out.frames.into_iter().map(|(_, f)| f));
                     }
+                }
+                // Only after a loss, until a frame repairs it: the server sends each new
+                // receiver a keyframe on its own, and a browser does not ask for one before
+                // its first frame either.
+                broken = (broken || net.video_frames_lost > lost) && !got_frame;
+                lost = net.video_frames_lost;
+                if out.pli && broken {
+                    calls::send_pli_to(&track, ssrc).await;
                 }
             }
         });
