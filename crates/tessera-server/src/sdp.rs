@@ -110,6 +110,13 @@ pub fn ice_ufrag(sdp: &str) -> Option<&str> {
         .filter(|u| !u.is_empty())
 }
 
+/// Whether an offer's first `a=setup` is `passive`: the offerer waits to be the DTLS server.
+pub fn setup_is_passive(sdp: &str) -> bool {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=setup:"))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("passive"))
+}
+
 /// The first `a=ice-pwd` of an SDP.
 pub fn ice_pwd(sdp: &str) -> Option<&str> {
     sdp.lines()
@@ -307,6 +314,14 @@ mod tests {
         a=rtpmap:111 opus/48000/2\r\na=rtpmap:63 red/48000/2\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96 97 102\r\na=mid:1\r\na=recvonly\r\n\
         a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=rtpmap:102 H264/90000\r\n";
+
+    #[test]
+    fn only_a_passive_offerer_makes_us_the_dtls_client() {
+        assert!(setup_is_passive("v=0\r\na=setup:passive\r\n"));
+        assert!(!setup_is_passive("v=0\r\na=setup:actpass\r\n"));
+        assert!(!setup_is_passive("v=0\r\na=setup:active\r\n"));
+        assert!(!setup_is_passive("v=0\r\n"));
+    }
 
     #[test]
     fn reads_kinds_directions_and_codecs() {

@@ -22,7 +22,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -50,6 +50,20 @@ use crate::peer::{
 };
 use crate::room::{Command, MediaOut, NetStats, RoomHandle};
 use crate::sdp;
+
+/// How often our ICE agent checks while connecting.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Our DTLS role: the server (`a=setup:passive`) unless the offer is passive itself (an
+/// ffmpeg-shaped WHIP publisher). As the DTLS server we answer the client's ClientHello the
+/// moment it arrives; as the client `rtc` sends its own only on its next ICE tick.
+fn answering_dtls_role(offer: &str) -> RTCDtlsRole {
+    if sdp::setup_is_passive(offer) {
+        RTCDtlsRole::Client
+    } else {
+        RTCDtlsRole::Server
+    }
+}
 
 /// How often the room hears what was sent, and the network counters.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -200,6 +214,10 @@ impl Conn {
                 Some(Duration::from_millis(500)),
             )
             .with_network_types(network_types(!tcp_locals.is_empty()))
+            // Checks every 50 ms while connecting (not 200): `rtc` also starts DTLS on this
+            // tick, so it is most of the wait between ICE and media.
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
+            .with_answering_dtls_role(answering_dtls_role(&offer))
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
