@@ -9,7 +9,7 @@ use tessera_types::{ParticipantId, VideoCodec};
 use tracing::{debug, info};
 
 use super::routing::layout_variants;
-use super::{AdminError, Command, JoinRequest, Member, MemberKind, RoomThread};
+use super::{shown, AdminError, Command, JoinRequest, Member, MemberKind, RoomThread};
 
 impl RoomThread {
     /// Returns false when the room should stop.
@@ -137,7 +137,7 @@ impl RoomThread {
         if let Some(c) = &controller {
             options.receive_tier = c.current().tier.clone();
         }
-        info!(participant = %id, %name, %kind, tier = ?options.receive_tier, "joined");
+        info!(participant = %id, %name, %kind, tier = shown(options.receive_tier.as_ref()), "joined");
         let info = ParticipantInfo {
             id: id.to_string(),
             name: name.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tessera_codec::{EncodedVideo, VideoFrame};
-use tessera_engine::{BandwidthConfig, Feedback, JoinOptions, LayoutSpec, RoomSettings};
+use tessera_engine::{BandwidthConfig, Feedback, JoinOptions, LayoutSpec, RoomSettings, TierId};
 use tessera_proto::{ParticipantInfo, ServerMessage};
 use tessera_types::{ParticipantId, VideoCodec};
 use tokio::sync::{mpsc as tmpsc, oneshot};
@@ -164,6 +164,11 @@ pub struct TierCaps {
     pub requested: Option<String>,
     /// The size the client shows the composite at, in device pixels.
     pub display: Option<(u32, u32)>,
+}
+
+/// A receiver's tier for logs: `low vp8`, `low@speaker h264`, or `none`.
+fn shown(tier: Option<&TierId>) -> String {
+    tier.map_or_else(|| "none".into(), |t| format!("{t} {}", t.codec))
 }
 
 /// Why a room refused an administrator's action.

@@ -12,7 +12,7 @@ use tessera_proto::ServerMessage;
 use tessera_types::{ParticipantId, VideoCodec};
 use tracing::{debug, info};
 
-use super::{AdminError, MediaOut, RoomThread, TierCaps};
+use super::{shown, AdminError, MediaOut, RoomThread, TierCaps};
 
 /// A variant of each of `tiers` (those without a layout of their own) drawn in `layout`.
 pub(super) fn layout_variants(
@@ -257,7 +257,7 @@ impl RoomThread {
         m.tier_switches += 1;
         m.held = true;
         m.options.receive_tier = tier.clone();
-        info!(participant = %id, ?tier, ?estimate, "tier changed by the receiver's bandwidth");
+        info!(participant = %id, tier = shown(tier.as_ref()), ?estimate, "tier changed by the receiver's bandwidth");
         self.input(Input::SetReceiveTier { id, tier });
         self.report_bandwidth(id, now);
     }
