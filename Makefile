@@ -78,6 +78,7 @@ lint: setup
 
 bench: fixtures
 	$(CARGO) bench -p tessera --bench media
+	$(CARGO) bench -p tessera-server --features test-kit --bench reactor
 	./benches/render-vs-ffmpeg.sh 20
 
 # Fuzzing with cargo-fuzz on nightly (not part of `make test`): each target runs for

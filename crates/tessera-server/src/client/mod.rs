@@ -40,6 +40,7 @@ use webrtc::peer_connection::{
 };
 
 mod calls;
+pub mod loopback;
 
 use crate::media::ingest::{RtpIn, VideoIngest};
 use crate::peer::{self, KeyframeRequestForwarder, Tap, Tapped};

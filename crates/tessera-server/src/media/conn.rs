@@ -450,6 +450,11 @@ impl Conn {
             .map_err(werr)
     }
 
+    /// Whether ICE and DTLS are up (media flows).
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// A datagram for this connection.
     pub fn read(&mut self, msg: TaggedBytesMut) {
         if let Err(e) = self.pc.handle_read(msg) {

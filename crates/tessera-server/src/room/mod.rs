@@ -320,6 +320,38 @@ pub struct RoomHandle {
     dropped: Arc<AtomicU64>,
 }
 
+/// The queues of a [`RoomHandle::detached`]: what is sent waits here until it is dropped.
+#[cfg(feature = "test-kit")]
+pub struct Detached {
+    _media: mpsc::Receiver<Command>,
+    _control: mpsc::Receiver<Command>,
+}
+
+#[cfg(feature = "test-kit")]
+impl RoomHandle {
+    /// A handle with no room thread behind it (benches of the media plane): commands wait
+    /// in its queues, and media past `COMMAND_QUEUE` is shed, as with a room that fell
+    /// behind.
+    pub fn detached(name: &str) -> (RoomHandle, Detached) {
+        let (tx, media) = mpsc::sync_channel(COMMAND_QUEUE);
+        let (control, control_rx) = mpsc::channel();
+        let handle = RoomHandle {
+            name: name.to_string(),
+            tx,
+            control,
+            alive: Arc::new(AtomicBool::new(true)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (
+            handle,
+            Detached {
+                _media: media,
+                _control: control_rx,
+            },
+        )
+    }
+}
+
 impl RoomHandle {
     /// Queues a command; false if the room is gone, or (counted) if it is overloaded and
     /// the command is media.
