@@ -141,6 +141,12 @@ const PROBE_ABORT: f64 = 0.85;
 const AUDIO_LOSS_GATE: f32 = 0.05;
 /// Feedback on a probe's last packets arrives a round trip after it ends.
 const PROBE_GRACE: Duration = Duration::from_millis(500);
+/// A transport-cc estimate moves a receiver down only this long after a sign of congestion
+/// (an overuse, or loss at `up_loss` or more). Without one, a low estimate says only that
+/// little was sent: the estimator never lets it rise far past what arrives, so a receiver
+/// whose composite is simple (alone in a room, a still picture) would slide down the ladder
+/// on a clean link and climb back by probing, over and over.
+const CONGESTION_MEMORY: Duration = Duration::from_secs(10);
 
 pub struct BandwidthController {
     cfg: BandwidthConfig,
@@ -168,6 +174,8 @@ pub struct BandwidthController {
     grace_until: Instant,
     /// The loss the receiver last reported on its audio, and when.
     audio_loss: Option<(Instant, f32)>,
+    /// The last sign of congestion: an overuse, or loss at `up_loss` or more.
+    congested_at: Option<Instant>,
 }
 
 /// The fallback for receivers that send neither transport-cc feedback nor REMB: grows
@@ -216,6 +224,7 @@ impl BandwidthController {
             gentle: false,
             grace_until: now,
             audio_loss: None,
+            congested_at: None,
             cfg,
         };
         // The start estimate is a guess: when no tier fits it, start on the lowest one and
@@ -310,6 +319,7 @@ impl BandwidthController {
             self.fold_loss(now, l);
         }
         if fb.overuse {
+            self.congested_at = Some(now);
             // Queueing while probing: the probe is past what the link carries. Waiting for
             // the estimate to fall (it follows what arrives, and a queue first lets a burst
             // through) would keep flooding the link for the rest of the probe.
@@ -341,6 +351,9 @@ impl BandwidthController {
         e.pending.clear();
         e.last_update = Some(now);
         e.last_avg = avg;
+        if avg >= self.cfg.up_loss {
+            self.congested_at = Some(now);
+        }
         if avg > self.cfg.down_loss {
             e.bps *= 1.0 - 0.5 * avg as f64;
         } else if avg < self.cfg.up_loss {
@@ -360,6 +373,18 @@ impl BandwidthController {
     /// The loss the receiver reports on its audio (0..1): no probing while it loses audio.
     pub fn on_audio_loss(&mut self, now: Instant, loss: f32) {
         self.audio_loss = Some((now, loss));
+        if loss >= self.cfg.up_loss {
+            self.congested_at = Some(now);
+        }
+    }
+
+    /// Whether a low estimate means a slow link: always for REMB and loss-based estimates;
+    /// for transport-cc only after a sign of congestion (see `CONGESTION_MEMORY`).
+    fn shortfall_counts(&self, now: Instant, source: EstimateSource) -> bool {
+        source != EstimateSource::Twcc
+            || self
+                .congested_at
+                .is_some_and(|at| now.saturating_duration_since(at) < CONGESTION_MEMORY)
     }
 
     fn losing_audio(&self, now: Instant) -> bool {
@@ -382,11 +407,15 @@ impl BandwidthController {
 
     /// Moves down, climbs after a successful probe, or starts and ends probes.
     pub fn decide(&mut self, now: Instant) -> Option<Rung> {
-        let (est, _) = self.estimate(now);
+        let (est, source) = self.estimate(now);
         let need = self.need_bps(self.current());
         if est < need {
             if let Some((rung, _)) = self.probing_for {
                 self.probe_failed(rung, now);
+            }
+            if !self.shortfall_counts(now, source) {
+                self.below_since = None;
+                return None;
             }
             // While a new receiver's estimate converges, only a clear shortfall counts.
             if now < self.grace_until && est >= need / 2 {
@@ -576,12 +605,40 @@ mod tests {
                 *proven = (*proven).max(sending);
                 ((*est).max(sending) * 1008 / 1000).min((sending * 3 / 2).max(*proven))
             };
-            if let Some(r) = c.on_feedback(now, twcc(*est)) {
+            // The server's estimator reports an overuse when a queue builds.
+            let fb = Feedback {
+                overuse: sending > link,
+                ..twcc(*est)
+            };
+            if let Some(r) = c.on_feedback(now, fb) {
                 switches.push((ms, tier(&r).to_string()));
             }
             ms += 100;
         }
         switches
+    }
+
+    #[test]
+    fn a_low_estimate_without_congestion_keeps_the_rung_and_with_it_moves_down() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
+        assert_eq!(tier(c.current()), "low");
+        // A simple composite: the estimate follows what little is sent, on a clean link.
+        for ms in (4_000..20_000).step_by(100) {
+            assert_eq!(c.on_feedback(at(ms), twcc(250_000)), None, "at {ms} ms");
+        }
+        assert_eq!(tier(c.current()), "low");
+        // A queue builds: the same estimate now moves it down.
+        let mut switched = None;
+        for ms in (20_000..23_000).step_by(100) {
+            let fb = Feedback {
+                overuse: ms == 20_000,
+                ..twcc(250_000)
+            };
+            switched = switched.or(c.on_feedback(at(ms), fb));
+        }
+        assert_eq!(switched.as_ref().map(tier), Some("tiny"));
     }
 
     #[test]
@@ -727,8 +784,16 @@ mod tests {
     fn a_probe_stops_at_the_first_overuse_and_waits_before_the_next() {
         let t0 = Instant::now();
         let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
-        // Settle on tiny (a 300k link), then wait for a probe towards low.
-        let trace: Vec<(u64, Feedback)> = (0..80).map(|i| (i * 100, twcc(275_000))).collect();
+        // Settle on tiny (a 300k link: its queue built), then wait for a probe towards low.
+        let trace: Vec<(u64, Feedback)> = (0..80)
+            .map(|i| {
+                let fb = Feedback {
+                    overuse: i == 0,
+                    ..twcc(275_000)
+                };
+                (i * 100, fb)
+            })
+            .collect();
         replay(&mut c, t0, &trace);
         assert_eq!(tier(c.current()), "tiny");
         let mut ms = 8_000;
@@ -861,11 +926,12 @@ mod tests {
         let t0 = Instant::now();
         let mut c = BandwidthController::new(BandwidthConfig::default(), ladder(), t0);
         let mut switches = Vec::new();
-        // An 80 kbit/s link: GCC settles at ~60k, below every tier.
+        // An 80 kbit/s link: GCC settles at ~60k, below every tier (its queue built).
         for i in 0..100u64 {
             let fb = Feedback {
                 twcc_bps: Some(60_000),
                 sent_bps: Some(50_000),
+                overuse: i == 0,
                 ..Default::default()
             };
             if let Some(r) = c.on_feedback(t0 + Duration::from_millis(i * 100), fb) {

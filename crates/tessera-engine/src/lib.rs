@@ -18,7 +18,7 @@
 //!
 //! let cfg = tessera_config::Config::embedded();
 //! let mut settings = RoomSettings::from_config(&cfg, "grid", &Assets::load(&cfg).unwrap()).unwrap();
-//! settings.always_encode = vec!["default".into()];
+//! settings.always_encode = vec![settings.tiers[0].id.clone()];
 //! let t0 = Instant::now();
 //! let mut room = Room::new(settings, t0).unwrap();
 //! room.handle_input(Input::Join { id: ParticipantId(1), name: "Ann".into(), options: JoinOptions::default() }, t0);

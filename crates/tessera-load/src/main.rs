@@ -186,7 +186,8 @@ struct TierCounts {
     encode_secs: f64,
 }
 
-/// Frames encoded so far by each tier of each room, keyed by (room index, tier name).
+/// Frames encoded so far by each tier of each room, keyed by (room index, tier name and
+/// codec: a tier's two codec variants share its name).
 type TierFrames = std::collections::BTreeMap<(usize, String), u64>;
 
 async fn tier_counts(base: &str, prefix: &str, rooms: usize) -> (TierCounts, TierFrames) {
@@ -198,7 +199,9 @@ async fn tier_counts(base: &str, prefix: &str, rooms: usize) -> (TierCounts, Tie
         };
         for t in v["tiers"].as_array().into_iter().flatten() {
             let n = t["frames_encoded"].as_u64().unwrap_or(0);
-            frames.insert((r, t["name"].as_str().unwrap_or("").to_string()), n);
+            let name = t["name"].as_str().unwrap_or("");
+            let codec = t["codec"].as_str().unwrap_or("");
+            frames.insert((r, format!("{name} {codec}")), n);
             out.frames_encoded += n;
             out.late_ticks += t["late_ticks"].as_u64().unwrap_or(0);
             out.compose_secs += t["compose_secs"].as_f64().unwrap_or(0.0);

@@ -53,6 +53,10 @@ use crate::sdp;
 
 /// How often our ICE agent checks while connecting.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// Checks of a pair before it fails: 32 x 50 ms keeps `rtc`'s default window (7 x 200 ms)
+/// for an ICE-lite offerer, whose pairs we check as the controlling agent without its
+/// checks to trigger ours.
+const ICE_MAX_CHECKS: u16 = 32;
 
 /// Our DTLS role: the server (`a=setup:passive`) unless the offer is passive itself (an
 /// ffmpeg-shaped WHIP publisher). As the DTLS server we answer the client's ClientHello the
@@ -216,7 +220,7 @@ impl Conn {
             .with_network_types(network_types(!tcp_locals.is_empty()))
             // Checks every 50 ms while connecting (not 200): `rtc` also starts DTLS on this
             // tick, so it is most of the wait between ICE and media.
-            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_CHECKS))
             .with_answering_dtls_role(answering_dtls_role(&offer))
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()

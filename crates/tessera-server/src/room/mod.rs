@@ -320,20 +320,20 @@ pub struct RoomHandle {
     dropped: Arc<AtomicU64>,
 }
 
-/// The queues of a [`RoomHandle::detached`]: what is sent waits here until it is dropped.
+/// The control queue of a [`RoomHandle::detached`] (media is taken and dropped by a thread
+/// of its own, as a room that keeps up would).
 #[cfg(feature = "test-kit")]
 pub struct Detached {
-    _media: mpsc::Receiver<Command>,
     _control: mpsc::Receiver<Command>,
 }
 
 #[cfg(feature = "test-kit")]
 impl RoomHandle {
-    /// A handle with no room thread behind it (benches of the media plane): commands wait
-    /// in its queues, and media past `COMMAND_QUEUE` is shed, as with a room that fell
-    /// behind.
+    /// A handle with no room behind it (benches of the media plane): a thread takes each
+    /// media command and drops it; control waits in the returned queue.
     pub fn detached(name: &str) -> (RoomHandle, Detached) {
-        let (tx, media) = mpsc::sync_channel(COMMAND_QUEUE);
+        let (tx, media) = mpsc::sync_channel::<Command>(COMMAND_QUEUE);
+        std::thread::spawn(move || while media.recv().is_ok() {});
         let (control, control_rx) = mpsc::channel();
         let handle = RoomHandle {
             name: name.to_string(),
@@ -345,7 +345,6 @@ impl RoomHandle {
         (
             handle,
             Detached {
-                _media: media,
                 _control: control_rx,
             },
         )

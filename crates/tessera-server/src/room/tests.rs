@@ -308,11 +308,13 @@ async fn the_bandwidth_estimate_moves_a_receiver_down_to_audio_only_and_back_up(
         caps: TierCaps::default(),
         sink,
     }))));
+    // A falling estimate comes with an overuse (a queue building on the link).
     let feedback = |bps: u64| Command::Feedback {
         id: ParticipantId(1),
         feedback: Feedback {
             twcc_bps: Some(bps),
             loss: Some(0.0),
+            overuse: bps < 1_000_000,
             ..Default::default()
         },
         jitter_ms: None,
