@@ -133,13 +133,7 @@ pub fn rtp_video(codec: VideoCodec, data: &[u8]) -> Reach {
         let Some(p) = parse_rtp(raw, &mut reach) else {
             continue;
         };
-        let rtp = RtpIn {
-            payload_type: p.header.payload_type,
-            sequence_number: p.header.sequence_number,
-            timestamp: p.header.timestamp,
-            marker: p.header.marker,
-            payload: p.payload,
-        };
+        let rtp = RtpIn::from(p);
         for (_, frame) in ingest.push(rtp, at, &mut net).frames {
             reach.frames += 1;
             if reach.frames > MAX_FRAMES {

@@ -367,13 +367,7 @@ impl PeerConnectionEventHandler for ClientHandler {
                     TrackRemoteEvent::OnEnded => break,
                     _ => continue,
                 };
-                let rtp = RtpIn {
-                    payload_type: p.header.payload_type,
-                    sequence_number: p.header.sequence_number,
-                    timestamp: p.header.timestamp,
-                    marker: p.header.marker,
-                    payload: p.payload,
-                };
+                let rtp = RtpIn::from(p);
                 let out = ingest.push(rtp, Instant::now(), &mut net);
                 let got_frame = !out.frames.is_empty();
                 if got_frame {

@@ -685,13 +685,7 @@ impl Conn {
                     self.net.rtp_unknown_ssrc += 1;
                     return;
                 };
-                let rtp = RtpIn {
-                    payload_type: p.header.payload_type,
-                    sequence_number: p.header.sequence_number,
-                    timestamp: p.header.timestamp,
-                    marker: p.header.marker,
-                    payload: p.payload,
-                };
+                let rtp = RtpIn::from(p);
                 match inbound {
                     Inbound::Audio => {
                         if let Some(payload) =

@@ -30,6 +30,18 @@ pub struct RtpIn {
     pub payload: Bytes,
 }
 
+impl From<rtc::rtp::Packet> for RtpIn {
+    fn from(p: rtc::rtp::Packet) -> RtpIn {
+        RtpIn {
+            payload_type: p.header.payload_type,
+            sequence_number: p.header.sequence_number,
+            timestamp: p.header.timestamp,
+            marker: p.header.marker,
+            payload: p.payload,
+        }
+    }
+}
+
 /// What a packet produced.
 #[derive(Debug, Default)]
 pub struct Ingested {
