@@ -360,7 +360,8 @@ impl PeerConnectionEventHandler for ClientHandler {
             let mut ingest =
                 VideoIngest::new((0..128).map(|pt| (pt, codec)).collect(), Instant::now());
             let mut net = NetStats::default();
-            let (mut lost, mut broken) = (0, false);
+            let (mut lost, mut broken, mut seen_frame) = (0, false, false);
+            let started = Instant::now();
             while let Some(ev) = track.poll().await {
                 let p = match ev {
                     TrackRemoteEvent::OnRtpPacket(p) => p,
@@ -381,7 +382,10 @@ impl PeerConnectionEventHandler for ClientHandler {
                 // its first frame either.
                 broken = (broken || net.video_frames_lost > lost) && !got_frame;
                 lost = net.video_frames_lost;
-                if out.pli && broken {
+                // No picture a second after the first packet: the first keyframe was lost.
+                seen_frame |= got_frame;
+                let late = !seen_frame && started.elapsed() >= Duration::from_secs(1);
+                if out.pli && (broken || late) {
                     calls::send_pli_to(&track, ssrc).await;
                 }
             }
